@@ -1,0 +1,185 @@
+//! Shared pieces of tandem's benchmarks: sample queries, closed-loop load
+//! with HDR latency histograms, and starting the release binaries.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ sits in the repo root")
+        .to_path_buf()
+}
+
+/// Path of the sample corpus.
+pub fn sample_corpus() -> PathBuf {
+    repo_root().join("data/tldr_pages/docs.jsonl.gz")
+}
+
+/// Realistic queries for a language's pages: the tldr example descriptions
+/// ("Extract a tar archive"), which are how people phrase tasks.
+pub fn example_queries(lang: &str, max: usize) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Example {
+        description: String,
+    }
+    #[derive(Deserialize)]
+    struct Page {
+        lang: String,
+        examples: Vec<Example>,
+    }
+    let file = std::fs::File::open(sample_corpus()).expect("sample corpus");
+    let mut queries: Vec<String> = BufReader::new(flate2::read::GzDecoder::new(file))
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Page>(&l).ok())
+        .filter(|p| p.lang == lang)
+        .flat_map(|p| p.examples.into_iter().map(|e| e.description))
+        .filter(|d| !d.is_empty())
+        .collect();
+    // Spread the picks over the whole corpus, deterministically.
+    let step = (queries.len() / max.max(1)).max(1);
+    queries = queries.into_iter().step_by(step).take(max).collect();
+    queries
+}
+
+/// Latency and throughput of one closed-loop run.
+#[derive(Debug, Clone)]
+pub struct RunStats {
+    /// Completed calls per second.
+    pub qps: f64,
+    /// Median latency, µs.
+    pub p50_us: u64,
+    /// 99th percentile latency, µs.
+    pub p99_us: u64,
+    /// Calls that failed.
+    pub errors: u64,
+}
+
+impl std::fmt::Display for RunStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>9.0} qps  p50 {:>6} us  p99 {:>6} us  errors {}",
+            self.qps, self.p50_us, self.p99_us, self.errors
+        )
+    }
+}
+
+/// Runs `call` in a closed loop from `concurrency` tasks for `duration`,
+/// each task walking `queries` from a different offset.
+pub async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    queries: Arc<Vec<String>>,
+    call: F,
+) -> RunStats
+where
+    F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let (queries, call) = (queries.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let mut errors = 0;
+            let mut i = worker * 7919;
+            while start.elapsed() < duration {
+                let q = queries[i % queries.len()].clone();
+                i += 1;
+                let t = Instant::now();
+                if !call(q).await {
+                    errors += 1;
+                }
+                let _ = hist.record(t.elapsed().as_micros() as u64);
+            }
+            (hist, errors)
+        }));
+    }
+    let mut all = Histogram::<u64>::new(3).expect("histogram");
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await.expect("worker");
+        all.add(h).expect("same bounds");
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    RunStats {
+        qps: all.len() as f64 / elapsed,
+        p50_us: all.value_at_quantile(0.5),
+        p99_us: all.value_at_quantile(0.99),
+        errors,
+    }
+}
+
+/// A release binary of the workspace, started with `args`; killed on drop.
+pub struct Server {
+    child: Child,
+    /// Its gRPC address.
+    pub grpc: SocketAddr,
+}
+
+impl Server {
+    /// Starts `target/release/<bin>` and waits for its readiness line.
+    pub fn start(bin: &str, args: &[&str]) -> anyhow::Result<Server> {
+        let path = repo_root().join("target/release").join(bin);
+        if !path.exists() {
+            bail!(
+                "{} not found: run `cargo build --release --bins` first",
+                path.display()
+            );
+        }
+        let mut child = Command::new(&path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", path.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        #[derive(Deserialize)]
+        struct Ready {
+            grpc: SocketAddr,
+        }
+        let ready: Ready = serde_json::from_str(&line)
+            .with_context(|| format!("{bin} did not become ready: {line:?}"))?;
+        Ok(Server {
+            child,
+            grpc: ready.grpc,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies a directory tree (to give a server its own copy of an index).
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}

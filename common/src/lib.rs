@@ -1,0 +1,21 @@
+//! Plumbing shared by tandem's processes (index-node, model-node, router).
+//!
+//! Everything here is policy-free infrastructure that more than one binary
+//! needs, kept in one place so that the processes behave alike:
+//!
+//! - [`config`]: loading a TOML config file with clear errors;
+//! - [`telemetry`]: `tracing` logs and the Prometheus `/metrics` endpoint;
+//! - [`grpc_metrics`]: a tower layer counting gRPC calls by method and code;
+//! - [`server`]: serving a set of gRPC services with health, reflection,
+//!   a readiness line for supervisors, and graceful shutdown;
+//! - [`auth`]: bearer-token checks for admin APIs;
+//! - [`faults`]: fault injection for outage drills;
+//! - [`ids`]: validation of tenant ids that end up in paths and metrics.
+
+pub mod auth;
+pub mod config;
+pub mod faults;
+pub mod grpc_metrics;
+pub mod ids;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,164 @@
+//! Serving a process's gRPC services the same way in every tandem binary.
+//!
+//! [`serve`] adds what every server must have — `grpc.health.v1`, server
+//! reflection (so `grpcurl` works), the [`GrpcMetricsLayer`], TCP_NODELAY —
+//! binds the gRPC and metrics listeners, prints one JSON readiness line on
+//! stdout for supervisors (the `tandem dev` cluster and the end-to-end tests
+//! start processes on port 0 and read their addresses from it), and on
+//! shutdown reports NOT_SERVING first, waits a grace period so that routers'
+//! health probes can steer traffic away, then stops accepting and drains the
+//! calls in flight.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::grpc_metrics::GrpcMetricsLayer;
+use crate::telemetry;
+
+/// Where and how a process serves.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// gRPC listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address (port 0 picks a free port).
+    pub metrics_listen: SocketAddr,
+    /// Time between reporting NOT_SERVING and closing the listener.
+    pub drain_grace: Duration,
+    /// Upper bound on waiting for in-flight calls after the listener closed.
+    pub drain_timeout: Duration,
+    /// Process kind and id, echoed in the readiness line.
+    pub kind: &'static str,
+    /// Node id, echoed in the readiness line.
+    pub id: String,
+}
+
+/// The readiness line printed on stdout once both listeners are bound.
+#[derive(Serialize)]
+struct Ready<'a> {
+    ready: bool,
+    kind: &'a str,
+    id: &'a str,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    pid: u32,
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Serves `routes` (plus health and reflection) until `shutdown` resolves,
+/// then drains. `health` must be the reporter whose server is in `routes`
+/// (see [`tonic_health::server::health_reporter`]).
+pub async fn serve(
+    opts: ServeOptions,
+    mut routes: RoutesBuilder,
+    health: HealthReporter,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")?;
+    routes.add_service(reflection);
+
+    let metrics_addr = telemetry::serve_metrics(opts.metrics_listen).await?;
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot bind gRPC listener on {}", opts.listen))?;
+    let grpc_addr = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    health.set_service_status("", ServingStatus::Serving).await;
+    announce_ready(&opts, grpc_addr, metrics_addr)?;
+    tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, kind = opts.kind, id = %opts.id, "serving");
+
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = opts.drain_grace;
+    let stop_accepting = async move {
+        shutdown.await;
+        tracing::info!("shutting down: reporting NOT_SERVING, then draining");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        tokio::time::sleep(grace).await;
+        let _ = draining_tx.send(());
+    };
+    let server = Server::builder()
+        .layer(GrpcMetricsLayer)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(incoming, stop_accepting);
+    tokio::pin!(server);
+    // Serve normally; once draining starts, give in-flight calls at most
+    // `drain_timeout` so that a hung call cannot keep the process alive.
+    tokio::select! {
+        result = &mut server => return result.context("gRPC server failed"),
+        _ = draining_rx => {}
+    }
+    // The listener is closed now. Done when every call in flight has been
+    // answered: waiting for idle client connections to close as well could
+    // take as long as the clients like (see hyperium/hyper#4170).
+    let calls_done = async {
+        while crate::grpc_metrics::in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        result = &mut server => result.context("gRPC server failed")?,
+        _ = calls_done => {}
+        _ = tokio::time::sleep(opts.drain_timeout) => {
+            tracing::warn!(in_flight = crate::grpc_metrics::in_flight(), "drain timeout reached; exiting with calls in flight");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn announce_ready(
+    opts: &ServeOptions,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+) -> anyhow::Result<()> {
+    let line = serde_json::to_string(&Ready {
+        ready: true,
+        kind: opts.kind,
+        id: &opts.id,
+        grpc,
+        metrics,
+        pid: std::process::id(),
+    })?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The index-node's configuration: a TOML file (`--config`) whose values
+//! command-line flags override.
+//!
+//! ```toml
+//! node_id = "use1-index-1"
+//! region = "us-east-1"            # a label for logs; the node does not route
+//! listen = "127.0.0.1:7101"
+//! metrics_listen = "127.0.0.1:9101"
+//! data_dir = "/var/lib/tandem/index"
+//! search_workers = 2              # default: number of CPUs
+//! search_queue = 256
+//! max_open_shards = 256
+//! enable_faults = false
+//! drain_grace_ms = 500
+//! ```
+//! The admin token (needed with `enable_faults`) comes from `--admin-token`
+//! or the `TANDEM_ADMIN_TOKEN` environment variable, never from the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// See the module documentation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Id reported in responses and logs.
+    pub node_id: String,
+    /// Region label (logs only).
+    pub region: String,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Prometheus listen address.
+    pub metrics_listen: SocketAddr,
+    /// Root of the shards' directories.
+    pub data_dir: PathBuf,
+    /// Searches running at once (0 = number of CPUs).
+    pub search_workers: usize,
+    /// Searches waiting beyond the running ones before load is shed.
+    pub search_queue: usize,
+    /// Shards kept open at once.
+    pub max_open_shards: u64,
+    /// Serve the fault-injection admin API.
+    pub enable_faults: bool,
+    /// Between NOT_SERVING and closing the listener on shutdown.
+    pub drain_grace_ms: u64,
+    /// JSON log lines.
+    pub json_logs: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "index-1".to_string(),
+            region: "local".to_string(),
+            listen: ([127, 0, 0, 1], 7101).into(),
+            metrics_listen: ([127, 0, 0, 1], 9101).into(),
+            data_dir: PathBuf::from("./data/index"),
+            search_workers: 0,
+            search_queue: 256,
+            max_open_shards: 256,
+            enable_faults: false,
+            drain_grace_ms: 500,
+            json_logs: false,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Search workers, resolving 0 to the number of CPUs.
+    pub fn workers(&self) -> usize {
+        if self.search_workers > 0 {
+            self.search_workers
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! tandem's index-node: hosts many tenants' tantivy index shards behind the
+//! `tandem.v1.IndexNode` gRPC API.
+//!
+//! Reading order: [`schema`] (what a document is), [`query`] (how a request
+//! becomes a tantivy query), [`shard`] (one tenant shard: search and
+//! ingest), [`registry`] (thousands of shards with a bounded set open),
+//! [`pool`] (bounded CPU pool that sheds load), [`service`] (the gRPC
+//! surface), [`node`] (wiring a process together). [`corpus`] and
+//! [`loader`] feed a corpus into a shard through the API.
+//!
+//! The index-node knows nothing of regions or routing: a router decides
+//! which node to ask.
+
+pub mod config;
+pub mod corpus;
+pub mod loader;
+pub mod node;
+pub mod pool;
+pub mod query;
+pub mod registry;
+pub mod schema;
+pub mod service;
+pub mod shard;

@@ -1,0 +1,79 @@
+//! Wiring one index-node process together: registry, pool, services, server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_common::faults::{FaultRegistry, FaultService};
+use tandem_common::server::{serve, shutdown_signal, ServeOptions};
+use tandem_proto::v1::fault_injection_server::FaultInjectionServer;
+use tandem_proto::v1::index_node_server::IndexNodeServer;
+use tonic::service::RoutesBuilder;
+
+use crate::config::NodeConfig;
+use crate::pool::SearchPool;
+use crate::registry::ShardRegistry;
+use crate::service::{IndexService, Limits};
+
+/// Largest gRPC message accepted: above the batch limit, so that an
+/// oversized batch gets our clear INVALID_ARGUMENT rather than a transport
+/// error.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Runs the node until SIGTERM / Ctrl-C, then drains.
+pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+    let admin_token = match (config.enable_faults, admin_token) {
+        (true, Some(t)) if !t.is_empty() => Some(t),
+        (true, _) => anyhow::bail!(
+            "--enable-faults needs an admin token (--admin-token or TANDEM_ADMIN_TOKEN)"
+        ),
+        (false, _) => None,
+    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let registry = Arc::new(ShardRegistry::new(
+        &config.data_dir,
+        config.max_open_shards,
+        health.clone(),
+    ));
+    let found = tokio::task::spawn_blocking({
+        let registry = registry.clone();
+        move || registry.scan()
+    })
+    .await??;
+    tracing::info!(shards = found, data_dir = %config.data_dir.display(), "shards found");
+
+    let faults = FaultRegistry::new();
+    let service = IndexService::new(
+        config.node_id.clone(),
+        registry.clone(),
+        SearchPool::new(config.workers(), config.search_queue),
+        faults.clone(),
+        Limits::default(),
+    );
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(health_service);
+    routes.add_service(
+        IndexNodeServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    if let Some(token) = admin_token {
+        tracing::warn!("fault injection is enabled");
+        routes.add_service(FaultInjectionServer::new(FaultService::new(faults, token)));
+    }
+    let options = ServeOptions {
+        listen: config.listen,
+        metrics_listen: config.metrics_listen,
+        drain_grace: Duration::from_millis(config.drain_grace_ms),
+        drain_timeout: Duration::from_secs(10),
+        kind: "index",
+        id: config.node_id.clone(),
+    };
+    let shutdown = async move {
+        shutdown_signal().await;
+        registry.report_all_not_serving().await;
+    };
+    serve(options, routes, health, shutdown).await
+}

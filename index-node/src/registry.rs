@@ -1,0 +1,256 @@
+//! The shards a node hosts: which exist, which are healthy, and which are
+//! open right now.
+//!
+//! A node may host thousands of tenant shards, so shards are opened lazily
+//! and kept in a bounded LRU-ish cache (`moka`): memory and file handles are
+//! bounded by the cache's capacity, not by the number of tenants. Every shard
+//! found on disk at start (or created since) is *known*; a known shard that
+//! fails to open is *failed*: it reports NOT_SERVING on its own health
+//! service name and its searches get UNAVAILABLE, while every other shard
+//! keeps serving. A failed shard is retried after [`REOPEN_AFTER`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use moka::sync::Cache;
+use tandem_common::ids::validate_tenant_id;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::shard::{Shard, ShardKey};
+
+/// How long a failed shard is left alone before the next open attempt.
+pub const REOPEN_AFTER: Duration = Duration::from_secs(2);
+
+/// Why a shard cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// The node does not host it (NOT_FOUND).
+    #[error("shard {0} is not hosted on this node")]
+    NotFound(ShardKey),
+    /// It exists but cannot serve (UNAVAILABLE).
+    #[error("shard {key} is not serving: {reason}")]
+    Failed {
+        /// The shard.
+        key: ShardKey,
+        /// Why it failed to open.
+        reason: String,
+    },
+    /// Creating it conflicts with what is there (ALREADY_EXISTS).
+    #[error("shard {key} already exists with language {existing:?}")]
+    Conflict {
+        /// The shard.
+        key: ShardKey,
+        /// Its language on disk.
+        existing: String,
+    },
+    /// Disk or index trouble (INTERNAL).
+    #[error("shard {key}: {reason}")]
+    Internal {
+        /// The shard.
+        key: ShardKey,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Known {
+    Healthy,
+    Failed { reason: String, at: Instant },
+}
+
+/// See the module documentation.
+pub struct ShardRegistry {
+    data_dir: PathBuf,
+    open: Cache<ShardKey, Arc<Shard>>,
+    known: DashMap<ShardKey, Known>,
+    write_locks: DashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>,
+    health: HealthReporter,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ShardRegistry {
+    /// A registry over `data_dir` keeping at most `max_open` shards open.
+    /// Must be created inside the tokio runtime (health updates use it).
+    pub fn new(data_dir: &Path, max_open: u64, health: HealthReporter) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            open: Cache::builder().max_capacity(max_open.max(1)).build(),
+            known: DashMap::new(),
+            write_locks: DashMap::new(),
+            health,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Finds every shard on disk and checks that it opens (blocking).
+    /// Directories that are not shards are skipped with a warning.
+    pub fn scan(&self) -> anyhow::Result<usize> {
+        let root = self.data_dir.join("shards");
+        std::fs::create_dir_all(&root)?;
+        for tenant_dir in std::fs::read_dir(&root)? {
+            let tenant_dir = tenant_dir?;
+            let tenant = tenant_dir.file_name().to_string_lossy().to_string();
+            if validate_tenant_id(&tenant).is_err() || !tenant_dir.file_type()?.is_dir() {
+                tracing::warn!(path = %tenant_dir.path().display(), "not a tenant directory; skipped");
+                continue;
+            }
+            for shard_dir in std::fs::read_dir(tenant_dir.path())? {
+                let shard_dir = shard_dir?;
+                let Ok(shard) = shard_dir.file_name().to_string_lossy().parse::<u32>() else {
+                    tracing::warn!(path = %shard_dir.path().display(), "not a shard directory; skipped");
+                    continue;
+                };
+                let key = ShardKey {
+                    tenant: tenant.clone(),
+                    shard,
+                };
+                self.known.insert(key.clone(), Known::Healthy);
+                // Opening checks the shard; the open shard warms the cache.
+                let _ = self.get(&key);
+                if let Some(Known::Healthy) = self.known.get(&key).map(|k| k.clone()) {
+                    self.set_health(&key, ServingStatus::Serving);
+                }
+            }
+        }
+        Ok(self.known.len())
+    }
+
+    /// The open shard for `key`, opening it if needed (blocking).
+    pub fn get(&self, key: &ShardKey) -> Result<Arc<Shard>, ShardError> {
+        if let Some(shard) = self.open.get(key) {
+            metrics::counter!("index_searcher_cache_total", "result" => "hit").increment(1);
+            return Ok(shard);
+        }
+        metrics::counter!("index_searcher_cache_total", "result" => "miss").increment(1);
+        let state = self
+            .known
+            .get(key)
+            .map(|k| k.clone())
+            .ok_or_else(|| ShardError::NotFound(key.clone()))?;
+        if let Known::Failed { reason, at } = &state {
+            if at.elapsed() < REOPEN_AFTER {
+                return Err(ShardError::Failed {
+                    key: key.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let opened = self.open.try_get_with(key.clone(), || {
+            Shard::open(&self.data_dir, key.clone()).map(Arc::new)
+        });
+        match opened {
+            Ok(shard) => {
+                if matches!(state, Known::Failed { .. }) {
+                    tracing::info!(shard = %key, "shard recovered");
+                    self.known.insert(key.clone(), Known::Healthy);
+                    self.set_health(key, ServingStatus::Serving);
+                }
+                metrics::gauge!("index_open_shards").set(self.open.entry_count() as f64);
+                Ok(shard)
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::error!(shard = %key, error = %reason, "shard failed to open");
+                self.known.insert(
+                    key.clone(),
+                    Known::Failed {
+                        reason: reason.clone(),
+                        at: Instant::now(),
+                    },
+                );
+                self.set_health(key, ServingStatus::NotServing);
+                Err(ShardError::Failed {
+                    key: key.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The shard if it is open right now; never opens one.
+    pub fn peek(&self, key: &ShardKey) -> Option<Arc<Shard>> {
+        self.open.get(key)
+    }
+
+    /// Creates a shard, or returns the existing one if its language matches
+    /// (so that a retried create succeeds). Blocking.
+    pub fn create(&self, key: &ShardKey, language: &str) -> Result<Arc<Shard>, ShardError> {
+        if self.known.contains_key(key) {
+            let shard = self.get(key)?;
+            if shard.language() != language {
+                return Err(ShardError::Conflict {
+                    key: key.clone(),
+                    existing: shard.language().to_string(),
+                });
+            }
+            return Ok(shard);
+        }
+        if key.dir(&self.data_dir).exists() {
+            // Left over from an interrupted create: start again.
+            std::fs::remove_dir_all(key.dir(&self.data_dir)).map_err(|e| ShardError::Internal {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let shard = Shard::create(&self.data_dir, key.clone(), language)
+            .map(Arc::new)
+            .map_err(|e| ShardError::Internal {
+                key: key.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        self.open.insert(key.clone(), shard.clone());
+        self.known.insert(key.clone(), Known::Healthy);
+        self.set_health(key, ServingStatus::Serving);
+        tracing::info!(shard = %key, language, "shard created");
+        Ok(shard)
+    }
+
+    /// The lock that serialises ingest batches of one shard.
+    pub fn write_lock(&self, key: &ShardKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.write_locks.entry(key.clone()).or_default().clone()
+    }
+
+    /// Every known shard with its failure reason, if it failed.
+    pub fn known(&self) -> Vec<(ShardKey, Option<String>)> {
+        let mut all: Vec<_> = self
+            .known
+            .iter()
+            .map(|e| {
+                let reason = match e.value() {
+                    Known::Healthy => None,
+                    Known::Failed { reason, .. } => Some(reason.clone()),
+                };
+                (e.key().clone(), reason)
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Open shards right now (approximate; the cache settles lazily).
+    pub fn open_count(&self) -> u64 {
+        self.open.run_pending_tasks();
+        self.open.entry_count()
+    }
+
+    /// Reports every shard NOT_SERVING (graceful shutdown).
+    pub async fn report_all_not_serving(&self) {
+        for (key, _) in self.known() {
+            self.health
+                .set_service_status(key.health_service(), ServingStatus::NotServing)
+                .await;
+        }
+    }
+
+    fn set_health(&self, key: &ShardKey, status: ServingStatus) {
+        let health = self.health.clone();
+        let name = key.health_service();
+        self.runtime.spawn(async move {
+            health.set_service_status(name, status).await;
+        });
+    }
+}

@@ -1,0 +1,384 @@
+//! The `tandem.v1.IndexNode` gRPC service: validates requests, applies
+//! injected faults, and runs the work on the search pool or a blocking
+//! thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tandem_common::faults::FaultRegistry;
+use tandem_common::ids::validate_tenant_id;
+use tandem_proto::v1::index_node_server::IndexNode;
+use tandem_proto::v1::{
+    CreateShardRequest, IngestRequest, IngestResponse, ListShardsRequest, ListShardsResponse,
+    ShardHealth, ShardInfo, ShardRef, ShardSearchRequest, ShardSearchResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::pool::SearchPool;
+use crate::registry::{ShardError, ShardRegistry};
+use crate::shard::{IngestError, SearchError, SearchParams, ShardKey};
+
+/// Limits on what one request may ask for.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest `top_k`.
+    pub max_top_k: u32,
+    /// Largest `offset + top_k`.
+    pub max_window: u32,
+    /// Longest query text, in bytes.
+    pub max_query_bytes: usize,
+    /// Most filters.
+    pub max_filters: usize,
+    /// Most boosts.
+    pub max_boosts: usize,
+    /// Most documents + deletes in one batch.
+    pub max_batch_ops: usize,
+    /// Largest batch, in bytes of document text.
+    pub max_batch_bytes: usize,
+    /// Longest document id, in bytes.
+    pub max_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_top_k: 1000,
+            max_window: 10_000,
+            max_query_bytes: 4096,
+            max_filters: 32,
+            max_boosts: 1000,
+            max_batch_ops: 10_000,
+            max_batch_bytes: 32 * 1024 * 1024,
+            max_id_bytes: 512,
+        }
+    }
+}
+
+/// Default number of hits when a request says 0.
+pub const DEFAULT_TOP_K: u32 = 10;
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct IndexService {
+    node_id: String,
+    registry: Arc<ShardRegistry>,
+    pool: SearchPool,
+    faults: FaultRegistry,
+    limits: Limits,
+}
+
+impl IndexService {
+    /// A service over `registry`, identifying itself as `node_id`.
+    pub fn new(
+        node_id: String,
+        registry: Arc<ShardRegistry>,
+        pool: SearchPool,
+        faults: FaultRegistry,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            node_id,
+            registry,
+            pool,
+            faults,
+            limits,
+        }
+    }
+
+    fn search_params(&self, req: &ShardSearchRequest) -> Result<SearchParams, Status> {
+        let l = &self.limits;
+        let top_k = if req.top_k == 0 {
+            DEFAULT_TOP_K
+        } else {
+            req.top_k
+        };
+        if top_k > l.max_top_k {
+            return Err(Status::invalid_argument(format!(
+                "top_k {top_k} is over the limit of {}",
+                l.max_top_k
+            )));
+        }
+        if req.offset.saturating_add(top_k) > l.max_window {
+            return Err(Status::invalid_argument(format!(
+                "offset + top_k may be at most {}",
+                l.max_window
+            )));
+        }
+        if req.query.len() > l.max_query_bytes {
+            return Err(Status::invalid_argument(format!(
+                "query is {} bytes; at most {} are allowed",
+                req.query.len(),
+                l.max_query_bytes
+            )));
+        }
+        if req.filters.len() > l.max_filters {
+            return Err(Status::invalid_argument(format!(
+                "at most {} filters are allowed",
+                l.max_filters
+            )));
+        }
+        if req.boosts.len() > l.max_boosts {
+            return Err(Status::invalid_argument(format!(
+                "at most {} boosts are allowed",
+                l.max_boosts
+            )));
+        }
+        if let Some((id, w)) = req.boosts.iter().find(|(_, w)| !w.is_finite() || **w < 0.0) {
+            return Err(Status::invalid_argument(format!(
+                "boost for {id:?} is {w}; weights must be finite and >= 0"
+            )));
+        }
+        Ok(SearchParams {
+            query: req.query.clone(),
+            top_k: top_k as usize,
+            offset: req.offset as usize,
+            filters: req.filters.clone(),
+            strict: req.strict,
+            boosts: req
+                .boosts
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect::<HashMap<_, _>>(),
+            snippets: !req.no_snippets,
+        })
+    }
+
+    fn validate_batch(&self, req: &IngestRequest) -> Result<(), Status> {
+        let l = &self.limits;
+        if req.seq == 0 {
+            return Err(Status::invalid_argument("batch seq must be > 0"));
+        }
+        let ops = req.upserts.len() + req.deletes.len();
+        if ops == 0 {
+            return Err(Status::invalid_argument("batch is empty"));
+        }
+        if ops > l.max_batch_ops {
+            return Err(Status::invalid_argument(format!(
+                "batch has {ops} operations; at most {} are allowed",
+                l.max_batch_ops
+            )));
+        }
+        let bytes: usize = req
+            .upserts
+            .iter()
+            .map(|d| d.id.len() + d.title.len() + d.body.len() + d.url.len() + d.attrs_json.len())
+            .sum();
+        if bytes > l.max_batch_bytes {
+            return Err(Status::invalid_argument(format!(
+                "batch is {bytes} bytes; at most {} are allowed",
+                l.max_batch_bytes
+            )));
+        }
+        let ids = req.upserts.iter().map(|d| &d.id).chain(&req.deletes);
+        for id in ids {
+            if id.is_empty() || id.len() > l.max_id_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "document ids must be 1..={} bytes (got {:?})",
+                    l.max_id_bytes,
+                    truncate(id, 40)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn shard_key(tenant: &str, shard: u32) -> Result<ShardKey, Status> {
+    validate_tenant_id(tenant).map_err(Status::invalid_argument)?;
+    Ok(ShardKey {
+        tenant: tenant.to_string(),
+        shard,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+impl From<ShardError> for Status {
+    fn from(e: ShardError) -> Self {
+        match &e {
+            ShardError::NotFound(_) => Status::not_found(e.to_string()),
+            ShardError::Failed { .. } => Status::unavailable(e.to_string()),
+            ShardError::Conflict { .. } => Status::already_exists(e.to_string()),
+            ShardError::Internal { .. } => Status::internal(e.to_string()),
+        }
+    }
+}
+
+fn overloaded() -> Status {
+    metrics::counter!("index_search_shed_total").increment(1);
+    Status::resource_exhausted("index node overloaded: search queue full")
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> Status {
+    Status::internal(format!("worker failed: {e}"))
+}
+
+#[tonic::async_trait]
+impl IndexNode for IndexService {
+    async fn search_shard(
+        &self,
+        request: Request<ShardSearchRequest>,
+    ) -> Result<Response<ShardSearchResponse>, Status> {
+        let req = request.into_inner();
+        let key = shard_key(&req.tenant, req.shard)?;
+        let params = self.search_params(&req)?;
+        self.faults.check(&key.tenant, Some(key.shard)).await?;
+        let registry = self.registry.clone();
+        let started = Instant::now();
+        let result = self
+            .pool
+            .run(move || -> Result<_, Status> {
+                let shard = registry.get(&key)?;
+                shard.search(&params).map_err(|e| match e {
+                    SearchError::Query(q) => Status::invalid_argument(q.to_string()),
+                    SearchError::Index(i) => Status::internal(format!("shard {key}: {i}")),
+                })
+            })
+            .await
+            .map_err(|_| overloaded())??;
+        metrics::histogram!("index_search_seconds").record(started.elapsed().as_secs_f64());
+        Ok(Response::new(ShardSearchResponse {
+            hits: result.hits,
+            total_hits: result.total_hits,
+            applied_seq: result.applied_seq,
+            node: self.node_id.clone(),
+        }))
+    }
+
+    async fn ingest(
+        &self,
+        request: Request<IngestRequest>,
+    ) -> Result<Response<IngestResponse>, Status> {
+        let req = request.into_inner();
+        let key = shard_key(&req.tenant, req.shard)?;
+        self.validate_batch(&req)?;
+        self.faults.check(&key.tenant, Some(key.shard)).await?;
+        let lock = self.registry.write_lock(&key);
+        // Owned guard: it must live as long as the blocking work even if the
+        // caller goes away, so that two batches never overlap on a shard.
+        let guard = lock.lock_owned().await;
+        let registry = self.registry.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let _guard = guard;
+            let shard = registry.get(&key)?;
+            shard
+                .ingest(req.seq, &req.upserts, &req.deletes)
+                .map_err(|e| match e {
+                    IngestError::Invalid(m) => Status::invalid_argument(m),
+                    IngestError::Index(i) => Status::internal(format!("shard {key}: {i}")),
+                })
+        })
+        .await
+        .map_err(blocking_failed)??;
+        if !outcome.duplicate {
+            metrics::counter!("index_docs_ingested_total").increment(u64::from(outcome.upserted));
+            metrics::counter!("index_docs_deleted_total").increment(u64::from(outcome.deleted));
+        }
+        Ok(Response::new(IngestResponse {
+            applied_seq: outcome.applied_seq,
+            duplicate: outcome.duplicate,
+            upserted: outcome.upserted,
+            deleted: outcome.deleted,
+        }))
+    }
+
+    async fn create_shard(
+        &self,
+        request: Request<CreateShardRequest>,
+    ) -> Result<Response<ShardInfo>, Status> {
+        let req = request.into_inner();
+        let key = shard_key(&req.tenant, req.shard)?;
+        if req.language.len() > 16
+            || !req
+                .language
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(Status::invalid_argument(format!(
+                "language {:?} is not an ISO 639-1 style code",
+                truncate(&req.language, 20)
+            )));
+        }
+        let registry = self.registry.clone();
+        let lock = self.registry.write_lock(&key);
+        let guard = lock.lock_owned().await;
+        let info = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let _guard = guard;
+            let shard = registry.create(&key, &req.language)?;
+            Ok(info_of(&key, Some(&shard), None))
+        })
+        .await
+        .map_err(blocking_failed)??;
+        Ok(Response::new(info))
+    }
+
+    async fn get_shard_info(
+        &self,
+        request: Request<ShardRef>,
+    ) -> Result<Response<ShardInfo>, Status> {
+        let req = request.into_inner();
+        let key = shard_key(&req.tenant, req.shard)?;
+        let registry = self.registry.clone();
+        let info = tokio::task::spawn_blocking(move || match registry.get(&key) {
+            Ok(shard) => Ok(info_of(&key, Some(&shard), None)),
+            Err(ShardError::Failed { reason, .. }) => Ok(info_of(&key, None, Some(reason))),
+            Err(e) => Err(Status::from(e)),
+        })
+        .await
+        .map_err(blocking_failed)??;
+        Ok(Response::new(info))
+    }
+
+    async fn list_shards(
+        &self,
+        _request: Request<ListShardsRequest>,
+    ) -> Result<Response<ListShardsResponse>, Status> {
+        let registry = self.registry.clone();
+        let shards = tokio::task::spawn_blocking(move || {
+            registry
+                .known()
+                .into_iter()
+                .map(|(key, failed)| match (failed, registry.peek(&key)) {
+                    (Some(reason), _) => info_of(&key, None, Some(reason)),
+                    (None, Some(shard)) => info_of(&key, Some(&shard), None),
+                    (None, None) => ShardInfo {
+                        tenant: key.tenant.clone(),
+                        shard: key.shard,
+                        health: ShardHealth::Serving as i32,
+                        ..Default::default()
+                    },
+                })
+                .collect()
+        })
+        .await
+        .map_err(blocking_failed)?;
+        Ok(Response::new(ListShardsResponse { shards }))
+    }
+}
+
+fn info_of(
+    key: &ShardKey,
+    shard: Option<&crate::shard::Shard>,
+    error: Option<String>,
+) -> ShardInfo {
+    let mut info = ShardInfo {
+        tenant: key.tenant.clone(),
+        shard: key.shard,
+        health: ShardHealth::Failed as i32,
+        error: error.unwrap_or_default(),
+        ..Default::default()
+    };
+    if let Some(shard) = shard {
+        let (num_docs, segments) = shard.stats();
+        info.language = shard.language().to_string();
+        info.num_docs = num_docs;
+        info.segments = segments;
+        info.applied_seq = shard.applied_seq();
+        info.health = ShardHealth::Serving as i32;
+        info.open = true;
+    }
+    info
+}

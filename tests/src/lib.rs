@@ -1,0 +1,229 @@
+//! Harness for tandem's end-to-end tests: start the real binaries on
+//! ephemeral loopback ports, learn their addresses from the readiness line
+//! they print, and talk to them over gRPC.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`, which
+//! the README's test command does): a test binary only gets
+//! `CARGO_BIN_EXE_*` for its own package.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use tandem_proto::v1::Document;
+use tonic::transport::Channel;
+
+/// Admin token given to every node the harness starts with faults enabled.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// The workspace's target directory for the profile the tests were built in.
+pub fn target_dir() -> PathBuf {
+    // .../target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary, failing with a hint if it was not built.
+pub fn bin_path(name: &str) -> PathBuf {
+    let path = target_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// The repository root (for sample data).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repo root")
+        .to_path_buf()
+}
+
+#[derive(Deserialize)]
+struct Ready {
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    pid: u32,
+}
+
+/// A running tandem process, killed when dropped.
+pub struct Proc {
+    child: Child,
+    /// Its gRPC address.
+    pub grpc: SocketAddr,
+    /// Its `/metrics` address.
+    pub metrics: SocketAddr,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl Proc {
+    /// Starts `bin` with `args` and waits for its readiness line.
+    pub fn spawn(bin: &str, args: &[String]) -> anyhow::Result<Proc> {
+        let mut child = Command::new(bin_path(bin))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .with_context(|| format!("cannot start {bin}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                bail!("{bin} did not become ready: {other:?}");
+            }
+        };
+        let ready: Ready = serde_json::from_str(&line)
+            .with_context(|| format!("{bin}: unexpected readiness line {line:?}"))?;
+        Ok(Proc {
+            child,
+            grpc: ready.grpc,
+            metrics: ready.metrics,
+            pid: ready.pid,
+        })
+    }
+
+    /// `http://addr` for tonic clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// A channel to the process.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Sends a signal (`KILL`, `TERM`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid);
+    }
+
+    /// Waits for the process to exit and returns whether it exited cleanly.
+    pub fn wait(&mut self) -> bool {
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Scrapes its Prometheus metrics.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.metrics).expect("connect metrics");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).expect("read");
+        body
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // A frozen (SIGSTOP) process must be woken to die cleanly.
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid.to_string())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an index-node on a fresh port over `data_dir`, faults enabled.
+pub fn start_index_node(id: &str, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
+    let mut args: Vec<String> = [
+        "serve",
+        "--node-id",
+        id,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--enable-faults",
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(data_dir.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn("tandem-index-node", &args)
+}
+
+/// The first `n` full (non-alias) pages of the sample corpus in `lang`.
+pub fn sample_docs(lang: &str, n: usize) -> Vec<Document> {
+    #[derive(Deserialize)]
+    struct Page {
+        id: String,
+        title: String,
+        body: String,
+        lang: String,
+        platform: String,
+        is_alias: bool,
+        more_info_url: Option<String>,
+    }
+    let path = repo_root().join("data/tldr_pages/docs.jsonl.gz");
+    let file = std::fs::File::open(&path).expect("sample corpus");
+    let reader = BufReader::new(flate2::read::GzDecoder::new(file));
+    reader
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Page>(&l).ok())
+        .filter(|p| p.lang == lang && !p.is_alias)
+        .take(n)
+        .map(|p| Document {
+            attrs_json: serde_json::json!({"lang": p.lang, "platform": p.platform}).to_string(),
+            id: p.id,
+            title: p.title,
+            body: p.body,
+            url: p.more_info_url.unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Adds `authorization: Bearer <token>` to a request.
+pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}

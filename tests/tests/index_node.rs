@@ -1,0 +1,649 @@
+//! End-to-end tests of `tandem-index-node`: the real binary on an ephemeral
+//! loopback port, driven over gRPC.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tandem_e2e::{sample_docs, start_index_node, with_bearer, Proc, ADMIN_TOKEN};
+use tandem_proto::v1::fault_injection_client::FaultInjectionClient;
+use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_proto::v1::{
+    ClearFaultRequest, CreateShardRequest, Document, Fault, FaultAction, IngestRequest,
+    ShardHealth, ShardRef, ShardSearchRequest, ShardSearchResponse,
+};
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+async fn client(node: &Proc) -> IndexNodeClient<Channel> {
+    IndexNodeClient::new(node.channel().await).max_encoding_message_size(64 << 20)
+}
+
+async fn create(c: &mut IndexNodeClient<Channel>, tenant: &str, shard: u32, lang: &str) {
+    c.create_shard(CreateShardRequest {
+        tenant: tenant.into(),
+        shard,
+        language: lang.into(),
+    })
+    .await
+    .expect("create shard");
+}
+
+async fn ingest(
+    c: &mut IndexNodeClient<Channel>,
+    tenant: &str,
+    shard: u32,
+    seq: u64,
+    upserts: Vec<Document>,
+) -> Result<tandem_proto::v1::IngestResponse, tonic::Status> {
+    c.ingest(IngestRequest {
+        tenant: tenant.into(),
+        shard,
+        seq,
+        upserts,
+        deletes: vec![],
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+fn search_req(tenant: &str, query: &str) -> ShardSearchRequest {
+    ShardSearchRequest {
+        tenant: tenant.into(),
+        shard: 0,
+        query: query.into(),
+        top_k: 10,
+        ..Default::default()
+    }
+}
+
+async fn search(
+    c: &mut IndexNodeClient<Channel>,
+    req: ShardSearchRequest,
+) -> Result<ShardSearchResponse, tonic::Status> {
+    c.search_shard(req).await.map(|r| r.into_inner())
+}
+
+fn doc(id: &str, title: &str, body: &str) -> Document {
+    Document {
+        id: id.into(),
+        title: title.into(),
+        body: body.into(),
+        url: format!("https://example.org/{id}"),
+        attrs_json: r#"{"platform":"linux"}"#.into(),
+    }
+}
+
+async fn shard_health(node: &Proc, service: &str) -> Result<i32, tonic::Status> {
+    let mut health = HealthClient::new(node.channel().await);
+    health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+}
+
+#[tokio::test]
+async fn ingest_then_search_the_sample_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    create(&mut c, "en", 0, "en").await;
+    let docs = sample_docs("en", 1500);
+    let ack = ingest(&mut c, "en", 0, 1, docs.clone()).await.unwrap();
+    assert_eq!(
+        (ack.applied_seq, ack.upserted, ack.duplicate),
+        (1, 1500, false)
+    );
+
+    let res = search(&mut c, search_req("en", "extract archive"))
+        .await
+        .unwrap();
+    assert!(res.total_hits > 0);
+    assert_eq!(res.applied_seq, 1);
+    assert_eq!(res.node, "n1");
+    assert!(res.hits.len() <= 10);
+    assert!(res.hits.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(
+        res.hits.iter().any(|h| h.snippet.contains("<b>")),
+        "snippets highlight terms"
+    );
+
+    // Stemming: "archives" finds documents that say "archive".
+    let stemmed = search(&mut c, search_req("en", "archives")).await.unwrap();
+    assert!(stemmed.total_hits > 0);
+
+    // Filters restrict; attrs are searchable too.
+    let mut filtered = search_req("en", "list files");
+    filtered.filters = vec!["attrs.platform:android".into()];
+    let res = search(&mut c, filtered).await.unwrap();
+    assert!(res.total_hits > 0);
+    assert!(
+        res.hits.iter().all(|h| h.id.starts_with("en/android/")),
+        "{:?}",
+        res.hits
+    );
+    let by_attr = search(&mut c, search_req("en", "attrs.platform:android"))
+        .await
+        .unwrap();
+    assert_eq!(by_attr.total_hits, res.total_hits.max(by_attr.total_hits));
+    assert!(by_attr.hits.iter().all(|h| h.id.starts_with("en/android/")));
+
+    // Offset pages through the same ranking.
+    let mut page2 = search_req("en", "file");
+    page2.offset = 5;
+    page2.top_k = 5;
+    let first = search(&mut c, search_req("en", "file")).await.unwrap();
+    let second = search(&mut c, page2).await.unwrap();
+    let ids = |r: &ShardSearchResponse| r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first)[5..], ids(&second)[..]);
+}
+
+#[tokio::test]
+async fn title_weighs_more_and_upsert_replaces_and_boosts_reorder() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    create(&mut c, "t", 0, "en").await;
+    ingest(
+        &mut c,
+        "t",
+        0,
+        1,
+        vec![
+            doc(
+                "in-body",
+                "something else",
+                "kettle kettle and more words here",
+            ),
+            doc(
+                "in-title",
+                "kettle",
+                "another text about nothing much at all",
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let res = search(&mut c, search_req("t", "kettle")).await.unwrap();
+    assert_eq!(res.hits[0].id, "in-title", "title matches weigh more");
+
+    // Boosting the other document lifts it above.
+    let mut boosted = search_req("t", "kettle");
+    boosted.boosts = HashMap::from([("in-body".to_string(), 3.0)]);
+    let res = search(&mut c, boosted.clone()).await.unwrap();
+    assert_eq!(res.hits[0].id, "in-body");
+    // A boost never adds a document that does not match.
+    boosted.boosts.insert("missing".into(), 5.0);
+    boosted.query = "nothing".into();
+    let res = search(&mut c, boosted).await.unwrap();
+    assert_eq!(res.hits.len(), 1);
+
+    // Writing an existing id replaces the document.
+    ingest(
+        &mut c,
+        "t",
+        0,
+        2,
+        vec![doc("in-title", "teapot", "no match")],
+    )
+    .await
+    .unwrap();
+    let res = search(&mut c, search_req("t", "kettle")).await.unwrap();
+    assert_eq!(res.total_hits, 1);
+    let info = c
+        .get_shard_info(ShardRef {
+            tenant: "t".into(),
+            shard: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.num_docs, info.applied_seq), (2, 2));
+}
+
+#[tokio::test]
+async fn redelivered_batch_is_acknowledged_without_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    create(&mut c, "t", 0, "en").await;
+    ingest(&mut c, "t", 0, 5, vec![doc("a", "alpha", "x")])
+        .await
+        .unwrap();
+    let again = ingest(&mut c, "t", 0, 5, vec![doc("b", "beta", "x")])
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.applied_seq, 5);
+    let older = ingest(&mut c, "t", 0, 3, vec![doc("c", "gamma", "x")])
+        .await
+        .unwrap();
+    assert!(older.duplicate);
+    let res = search(&mut c, search_req("t", "beta gamma")).await.unwrap();
+    assert_eq!(res.total_hits, 0, "duplicates must not be applied");
+}
+
+#[tokio::test]
+async fn kill_9_after_ack_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    create(&mut c, "t", 0, "en").await;
+    let docs = sample_docs("en", 600);
+    for (i, chunk) in docs.chunks(100).enumerate() {
+        ingest(&mut c, "t", 0, i as u64 + 1, chunk.to_vec())
+            .await
+            .unwrap();
+    }
+    node.signal("KILL");
+    node.wait();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    let info = c
+        .get_shard_info(ShardRef {
+            tenant: "t".into(),
+            shard: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.num_docs, info.applied_seq), (600, 6));
+    let res = search(&mut c, search_req("t", "file")).await.unwrap();
+    assert!(res.total_hits > 0);
+}
+
+#[tokio::test]
+async fn a_broken_shard_is_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    for tenant in ["good", "bad"] {
+        create(&mut c, tenant, 0, "en").await;
+        ingest(&mut c, tenant, 0, 1, vec![doc("a", "alpha", "x")])
+            .await
+            .unwrap();
+    }
+    node.signal("TERM");
+    assert!(node.wait(), "SIGTERM exits cleanly");
+    // Destroy the bad shard's index metadata.
+    std::fs::write(
+        dir.path().join("shards/bad/0/index/meta.json"),
+        b"{ not json",
+    )
+    .unwrap();
+
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    let err = search(&mut c, search_req("bad", "alpha"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("bad/0"), "{}", err.message());
+    assert_eq!(
+        search(&mut c, search_req("good", "alpha"))
+            .await
+            .unwrap()
+            .total_hits,
+        1
+    );
+    assert_eq!(
+        shard_health(&node, "tandem.index/bad/0").await.unwrap(),
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        shard_health(&node, "tandem.index/good/0").await.unwrap(),
+        ServingStatus::Serving as i32
+    );
+    assert_eq!(
+        shard_health(&node, "").await.unwrap(),
+        ServingStatus::Serving as i32
+    );
+    let info = c
+        .get_shard_info(ShardRef {
+            tenant: "bad".into(),
+            shard: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.health, ShardHealth::Failed as i32);
+}
+
+#[tokio::test]
+async fn fault_injection_fails_delays_hangs_and_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    for tenant in ["a", "b"] {
+        create(&mut c, tenant, 0, "en").await;
+        ingest(&mut c, tenant, 0, 1, vec![doc("d", "alpha", "x")])
+            .await
+            .unwrap();
+    }
+    let mut faults = FaultInjectionClient::new(node.channel().await);
+    let fault = |tenant: &str, action: FaultAction, delay_ms: u32| Fault {
+        tenant: tenant.into(),
+        has_shard: true,
+        shard: 0,
+        action: action as i32,
+        delay_ms,
+    };
+    // The admin API needs the token.
+    let denied = faults
+        .set_fault(fault("a", FaultAction::Unavailable, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::Unauthenticated);
+
+    faults
+        .set_fault(with_bearer(
+            fault("a", FaultAction::Unavailable, 0),
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        search(&mut c, search_req("a", "alpha"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unavailable
+    );
+    assert!(
+        search(&mut c, search_req("b", "alpha")).await.is_ok(),
+        "other tenants unaffected"
+    );
+
+    faults
+        .set_fault(with_bearer(
+            fault("a", FaultAction::Internal, 0),
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        search(&mut c, search_req("a", "alpha"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Internal
+    );
+
+    // A hang never answers: the caller's deadline ends it.
+    faults
+        .set_fault(with_bearer(fault("", FaultAction::Hang, 0), ADMIN_TOKEN))
+        .await
+        .unwrap_err(); // a node-wide fault has no shard
+    let node_hang = Fault {
+        tenant: String::new(),
+        has_shard: false,
+        shard: 0,
+        action: FaultAction::Hang as i32,
+        delay_ms: 0,
+    };
+    faults
+        .set_fault(with_bearer(node_hang, ADMIN_TOKEN))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(search_req("b", "alpha"));
+    req.set_timeout(Duration::from_millis(300));
+    let err = c.search_shard(req).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+
+    faults
+        .clear_fault(with_bearer(
+            ClearFaultRequest {
+                all: true,
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    assert!(search(&mut c, search_req("a", "alpha")).await.is_ok());
+    assert!(search(&mut c, search_req("b", "alpha")).await.is_ok());
+}
+
+#[tokio::test]
+async fn faults_are_off_unless_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([dir.path().display().to_string()])
+    .collect();
+    let node = Proc::spawn("tandem-index-node", &args).unwrap();
+    let mut faults = FaultInjectionClient::new(node.channel().await);
+    let err = faults
+        .list_faults(with_bearer(Default::default(), ADMIN_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_statuses_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    create(&mut c, "t", 0, "en").await;
+    ingest(&mut c, "t", 0, 1, sample_docs("en", 200))
+        .await
+        .unwrap();
+
+    // Strict syntax errors quote the parser; the same text is fine leniently.
+    for text in ["title:(tar", "\"unclosed phrase", "nosuchfield:tar"] {
+        let mut strict = search_req("t", text);
+        strict.strict = true;
+        let err = search(&mut c, strict).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{text}");
+        assert!(
+            err.message().contains("invalid query syntax"),
+            "{}",
+            err.message()
+        );
+        assert!(
+            search(&mut c, search_req("t", text)).await.is_ok(),
+            "lenient {text}"
+        );
+    }
+    let lenient = search(&mut c, search_req("t", "files: (list \"directory"))
+        .await
+        .unwrap();
+    assert!(lenient.total_hits > 0, "a search box query finds something");
+
+    let mut unknown = search_req("t", "x");
+    unknown.shard = 7;
+    assert_eq!(
+        search(&mut c, unknown).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        search(&mut c, search_req("nobody", "x"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    let mut big = search_req("t", "x");
+    big.top_k = 1001;
+    assert_eq!(
+        search(&mut c, big).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    let mut bad_filter = search_req("t", "x");
+    bad_filter.filters = vec!["nofield".into()];
+    assert_eq!(
+        search(&mut c, bad_filter).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    let mut bad_boost = search_req("t", "x");
+    bad_boost.boosts = HashMap::from([("a".to_string(), f32::NAN)]);
+    assert_eq!(
+        search(&mut c, bad_boost).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // Unsafe tenant ids: refused, nothing created on disk.
+    let long = "a".repeat(300);
+    for tenant in ["../x", "", long.as_str(), "a/b"] {
+        let err = c
+            .create_shard(CreateShardRequest {
+                tenant: tenant.into(),
+                shard: 0,
+                language: "en".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{tenant:?}");
+        let err = ingest(&mut c, tenant, 0, 1, vec![doc("a", "b", "c")])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{tenant:?}");
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(dir.path().join("shards"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, vec!["t"]);
+    assert!(!dir.path().join("x").exists());
+
+    // Malformed and oversized batches: refused whole.
+    let mut malformed = vec![doc("ok", "fine", "fine")];
+    malformed.push(Document {
+        attrs_json: "[1,2]".into(),
+        ..doc("bad", "b", "b")
+    });
+    let err = ingest(&mut c, "t", 0, 2, malformed).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let too_many: Vec<Document> = (0..10_001)
+        .map(|i| doc(&format!("d{i}"), "x", "y"))
+        .collect();
+    assert_eq!(
+        ingest(&mut c, "t", 0, 2, too_many)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    let huge = vec![doc("huge", "x", &"word ".repeat(7 * 1024 * 1024))];
+    assert_eq!(
+        ingest(&mut c, "t", 0, 2, huge).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        ingest(&mut c, "t", 0, 0, vec![doc("z", "x", "y")])
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        ingest(&mut c, "t", 0, 2, vec![doc("", "x", "y")])
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    let info = c
+        .get_shard_info(ShardRef {
+            tenant: "t".into(),
+            shard: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (info.num_docs, info.applied_seq),
+        (200, 1),
+        "nothing applied"
+    );
+
+    // Creating an existing shard with another language is a conflict.
+    let err = c
+        .create_shard(CreateShardRequest {
+            tenant: "t".into(),
+            shard: 0,
+            language: "es".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+}
+
+#[tokio::test]
+async fn sigterm_reports_not_serving_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_index_node("n1", dir.path(), &["--drain-grace-ms", "2000"]).unwrap();
+    let mut c = client(&node).await;
+    create(&mut c, "t", 0, "en").await;
+    let mut health = HealthClient::new(node.channel().await);
+    node.signal("TERM");
+    // During the grace period the node still answers, but says NOT_SERVING.
+    let mut saw_not_serving = false;
+    for _ in 0..100 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: "tandem.index/t/0".into(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .ok();
+        if status == Some(ServingStatus::NotServing as i32) {
+            saw_not_serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_not_serving);
+    assert!(
+        search(&mut c, search_req("t", "x")).await.is_ok(),
+        "in-flight work still served"
+    );
+    assert!(node.wait(), "clean exit");
+}
+
+#[tokio::test]
+async fn metrics_and_reflection_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    create(&mut c, "t", 0, "en").await;
+    ingest(&mut c, "t", 0, 1, vec![doc("a", "alpha", "x")])
+        .await
+        .unwrap();
+    search(&mut c, search_req("t", "alpha")).await.unwrap();
+    let _ = search(&mut c, search_req("t", "x")).await;
+    let mut missing = search_req("t", "x");
+    missing.shard = 9;
+    let _ = search(&mut c, missing).await;
+    let text = node.scrape();
+    for needle in [
+        "grpc_server_handled_total{grpc_service=\"tandem.v1.IndexNode\",grpc_method=\"SearchShard\",grpc_code=\"Ok\"}",
+        "grpc_code=\"NotFound\"",
+        "grpc_server_handling_seconds_bucket",
+        "index_search_seconds",
+        "index_docs_ingested_total 1",
+        "index_searcher_cache_total",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}
