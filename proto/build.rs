@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "tandem/v1/index.proto",
     "tandem/v1/model.proto",
     "tandem/v1/faults.proto",
+    "tandem/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

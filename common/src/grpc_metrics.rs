@@ -78,14 +78,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
         let (service, method) = split_path(req.uri().path());
-        let request_id = req
+        let request_id = match req
             .headers()
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_else(next_request_id);
+        {
+            Some(id) => id.to_owned(),
+            None => {
+                // Handlers read the id from the request to pass it on.
+                let id = next_request_id();
+                if let Ok(value) = http::HeaderValue::from_str(&id) {
+                    req.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                id
+            }
+        };
         metrics::counter!("grpc_server_started_total",
             "grpc_service" => service.clone(), "grpc_method" => method.clone())
         .increment(1);

@@ -17,6 +17,8 @@ use serde::Deserialize;
 use tandem_proto::v1::Document;
 use tonic::transport::Channel;
 
+pub mod cluster;
+
 /// Admin token given to every node the harness starts with faults enabled.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 

@@ -1,0 +1,358 @@
+//! Turns a [`RawCatalog`] into a [`Catalog`], or into the list of everything
+//! wrong with it.
+//!
+//! Problems are collected rather than returned at the first one: a broken
+//! catalog is fixed by a person reading a log line, and one round trip per
+//! typo is a slow way to fix ten of them. Every message starts with the entry
+//! it is about (`region "x"`, `node "y"`, `tenant "z" shard 3`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::raw::{RawCatalog, RawKind, RawTenant};
+use super::{Catalog, KeyHash, Node, NodeKind, Region, Shard, Tenant};
+
+/// More messages than this are summarised: a catalog generated wrongly can
+/// produce one problem per tenant, and a 100k-line log entry helps nobody.
+const MAX_PROBLEMS: usize = 100;
+
+/// Whether `id` is a valid region, node or tenant id:
+/// `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`. Public so the serving layer can refuse a
+/// malformed tenant id before it reaches any cache.
+pub fn is_valid_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    match bytes.split_first() {
+        Some((first, rest)) => {
+            first.is_ascii_alphanumeric()
+                && rest.len() <= 63
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        }
+        None => false,
+    }
+}
+
+#[derive(Default)]
+struct Problems {
+    list: Vec<String>,
+    dropped: usize,
+}
+
+impl Problems {
+    fn push(&mut self, msg: String) {
+        if self.list.len() < MAX_PROBLEMS {
+            self.list.push(msg);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn id(&mut self, what: &str, index: usize, id: &str) {
+        if !is_valid_id(id) {
+            self.push(format!(
+                "{what}[{index}]: id {id:?} is not valid (expected 1-64 characters \
+                 [A-Za-z0-9_.-], starting with a letter or digit)"
+            ));
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.list
+                .push(format!("... and {} more problem(s)", self.dropped));
+        }
+        self.list
+    }
+}
+
+/// Validates `raw` and builds the catalog with the given version.
+pub(super) fn build(raw: RawCatalog, version: Arc<str>) -> Result<Catalog, Vec<String>> {
+    let mut p = Problems::default();
+    let regions = regions(&raw, &mut p);
+    let nodes = nodes(&raw, &regions, &mut p);
+
+    let mut tenants: HashMap<Arc<str>, Arc<Tenant>> = HashMap::with_capacity(raw.tenants.len());
+    let mut key_owner: HashMap<KeyHash, Arc<str>> = HashMap::new();
+    for (i, t) in raw.tenants.iter().enumerate() {
+        p.id("tenants", i, &t.id);
+        let tenant = tenant(t, &regions, &nodes, &mut p);
+        for key in &tenant.key_hashes {
+            if let Some(owner) = key_owner.get(key) {
+                if **owner != *tenant.id {
+                    p.push(format!(
+                        "tenant {:?}: api key hash {} is also a key of tenant {:?}; \
+                         a key must belong to exactly one tenant",
+                        t.id,
+                        key.to_hex(),
+                        owner
+                    ));
+                }
+            } else {
+                key_owner.insert(*key, tenant.id.clone());
+            }
+        }
+        if tenants
+            .insert(tenant.id.clone(), Arc::new(tenant))
+            .is_some()
+        {
+            p.push(format!("tenant {:?}: duplicate tenant id", t.id));
+        }
+    }
+
+    let problems = p.finish();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let regions = raw
+        .regions
+        .iter()
+        .map(|r| Region {
+            id: r.id.as_str().into(),
+            pair: r.pair.as_str().into(),
+            routers: raw
+                .nodes
+                .iter()
+                .filter(|n| n.region == r.id && matches!(n.kind, RawKind::Router))
+                .filter_map(|n| nodes.get(n.id.as_str()).cloned())
+                .collect(),
+        })
+        .collect();
+    Ok(Catalog {
+        version,
+        regions,
+        nodes,
+        tenants,
+        key_owner,
+    })
+}
+
+/// Region id -> pair id, after checking ids, duplicates and mutual pairing.
+fn regions<'a>(raw: &'a RawCatalog, p: &mut Problems) -> HashMap<&'a str, &'a str> {
+    if raw.regions.is_empty() {
+        p.push("no [[regions]]: a catalog names at least one region pair".to_string());
+    }
+    let mut pairs: HashMap<&str, &str> = HashMap::new();
+    for (i, r) in raw.regions.iter().enumerate() {
+        p.id("regions", i, &r.id);
+        if pairs.insert(&r.id, &r.pair).is_some() {
+            p.push(format!("region {:?}: duplicate region id", r.id));
+        }
+    }
+    for r in &raw.regions {
+        if r.pair == r.id {
+            p.push(format!(
+                "region {:?}: pair names the region itself; a region's pair is another region",
+                r.id
+            ));
+            continue;
+        }
+        match pairs.get(r.pair.as_str()) {
+            None => p.push(format!(
+                "region {:?}: pair {:?} is not a region of this catalog",
+                r.id, r.pair
+            )),
+            Some(back) if *back != r.id => p.push(format!(
+                "region {:?}: pair {:?} is not mutual (region {:?} pairs with {:?})",
+                r.id, r.pair, r.pair, back
+            )),
+            Some(_) => {}
+        }
+    }
+    pairs
+}
+
+fn nodes(
+    raw: &RawCatalog,
+    regions: &HashMap<&str, &str>,
+    p: &mut Problems,
+) -> HashMap<Arc<str>, Arc<Node>> {
+    let mut nodes = HashMap::with_capacity(raw.nodes.len());
+    for (i, n) in raw.nodes.iter().enumerate() {
+        p.id("nodes", i, &n.id);
+        if !regions.contains_key(n.region.as_str()) {
+            p.push(format!(
+                "node {:?}: region {:?} is not a region of this catalog",
+                n.id, n.region
+            ));
+        }
+        if let Err(why) = check_addr(&n.addr) {
+            p.push(format!("node {:?}: addr {:?} {why}", n.id, n.addr));
+        }
+        let kind = match n.kind {
+            RawKind::Index => NodeKind::Index,
+            RawKind::Model => NodeKind::Model,
+            RawKind::Router => NodeKind::Router,
+        };
+        let node = Node {
+            id: n.id.as_str().into(),
+            region: n.region.as_str().into(),
+            kind,
+            addr: n.addr.as_str().into(),
+        };
+        if nodes.insert(node.id.clone(), Arc::new(node)).is_some() {
+            p.push(format!("node {:?}: duplicate node id", n.id));
+        }
+    }
+    nodes
+}
+
+/// Checks that `addr` is something a gRPC channel can be built from.
+fn check_addr(addr: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = addr
+        .parse()
+        .map_err(|_| "is not a URI (expected http://host:port)")?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("must start with http:// or https://"),
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err("has no host");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must not have a path or query (gRPC paths are per method)");
+    }
+    Ok(())
+}
+
+/// Builds one tenant, pushing a problem for everything wrong with it. Returns
+/// a tenant even when invalid so that later checks (duplicate ids, key
+/// ownership) still run and report.
+fn tenant(
+    t: &RawTenant,
+    regions: &HashMap<&str, &str>,
+    nodes: &HashMap<Arc<str>, Arc<Node>>,
+    p: &mut Problems,
+) -> Tenant {
+    let home_pair = regions.get(t.home.as_str()).copied();
+    if home_pair.is_none() {
+        p.push(format!(
+            "tenant {:?}: home {:?} is not a region of this catalog",
+            t.id, t.home
+        ));
+    }
+    if !(t.language.is_empty()
+        || (t.language.len() == 2 && t.language.bytes().all(|b| b.is_ascii_lowercase())))
+    {
+        p.push(format!(
+            "tenant {:?}: language {:?} is not an ISO 639-1 code (two lowercase letters) or \"\"",
+            t.id, t.language
+        ));
+    }
+
+    // Shard keys are strings in TOML; accept only canonical decimal numbers so
+    // that "1" and "01" cannot both name shard 1.
+    let mut numbered: BTreeMap<u32, &Vec<String>> = BTreeMap::new();
+    for (key, ids) in &t.shards {
+        match key.parse::<u32>() {
+            Ok(n) if n.to_string() == *key => {
+                numbered.insert(n, ids);
+            }
+            _ => p.push(format!(
+                "tenant {:?}: shard key {key:?} is not a shard number (0, 1, 2, ...)",
+                t.id
+            )),
+        }
+    }
+    if t.shards.is_empty() {
+        p.push(format!("tenant {:?}: has no shards", t.id));
+    }
+    let mut shards = Vec::with_capacity(numbered.len());
+    for (expected, (number, ids)) in (0u32..).zip(&numbered) {
+        if *number != expected {
+            p.push(format!(
+                "tenant {:?}: shards must be numbered 0..{} without gaps, shard {expected} is missing",
+                t.id,
+                numbered.len()
+            ));
+            break;
+        }
+        let what = format!("tenant {:?} shard {number}", t.id);
+        let replicas = replica_list(&what, "replicas", ids, NodeKind::Index, nodes, p);
+        if ids.is_empty() {
+            p.push(format!("{what}: has no replicas"));
+        } else if let (false, Some(pair)) = (replicas.is_empty(), home_pair) {
+            // (When every id was wrong the ids were already reported; a
+            // region-coverage complaint on top would only add noise.)
+            let has = |region: &str| replicas.iter().any(|n| &*n.region == region);
+            if !has(&t.home) {
+                p.push(format!("{what}: no replica in home region {:?}", t.home));
+            }
+            if t.active_active && !has(pair) {
+                p.push(format!(
+                    "{what}: tenant is active_active but has no replica in {pair:?}, \
+                     the pair of its home region"
+                ));
+            }
+        }
+        shards.push(Shard {
+            number: *number,
+            replicas,
+        });
+    }
+
+    let what = format!("tenant {:?}", t.id);
+    let model_replicas = replica_list(
+        &what,
+        "model_replicas",
+        &t.model_replicas,
+        NodeKind::Model,
+        nodes,
+        p,
+    );
+
+    let mut key_hashes = Vec::with_capacity(t.api_key_sha256.len());
+    for (i, hex) in t.api_key_sha256.iter().enumerate() {
+        match KeyHash::from_hex(hex) {
+            Some(h) if key_hashes.contains(&h) => p.push(format!(
+                "tenant {:?}: api_key_sha256[{i}] is listed twice",
+                t.id
+            )),
+            Some(h) => key_hashes.push(h),
+            None => p.push(format!(
+                "tenant {:?}: api_key_sha256[{i}] is not 64 hex digits (a SHA-256 hash; \
+                 keys themselves never go in the catalog)",
+                t.id
+            )),
+        }
+    }
+
+    Tenant {
+        id: t.id.as_str().into(),
+        home: t.home.as_str().into(),
+        active_active: t.active_active,
+        language: t.language.as_str().into(),
+        shards,
+        model_replicas,
+        key_hashes,
+    }
+}
+
+/// Resolves node ids of one list, checking existence, kind and duplicates.
+fn replica_list(
+    what: &str,
+    field: &str,
+    ids: &[String],
+    kind: NodeKind,
+    nodes: &HashMap<Arc<str>, Arc<Node>>,
+    p: &mut Problems,
+) -> Vec<Arc<Node>> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !seen.insert(id.as_str()) {
+            p.push(format!("{what}: {field} lists node {id:?} twice"));
+            continue;
+        }
+        match nodes.get(id.as_str()) {
+            None => p.push(format!("{what}: {field} names unknown node {id:?}")),
+            Some(n) if n.kind != kind => p.push(format!(
+                "{what}: {field} names node {id:?} of kind {:?}, expected a {:?} node",
+                n.kind.as_str(),
+                kind.as_str()
+            )),
+            Some(n) => out.push(n.clone()),
+        }
+    }
+    out
+}

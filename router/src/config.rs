@@ -1,0 +1,116 @@
+//! The router's configuration: a TOML file (`--config`) whose values
+//! command-line flags override.
+//!
+//! ```toml
+//! router_id = "use1-router-1"
+//! region = "us-east-1"
+//! listen = "127.0.0.1:7000"
+//! metrics_listen = "127.0.0.1:9000"
+//! catalog = "/etc/tandem/catalog.toml"   # absent: the embedded default
+//! default_timeout_ms = 2000              # when the caller sends no grpc-timeout
+//! per_try_timeout_ms = 500
+//! model_timeout_ms = 50                  # boosts/suggestions wait at most this
+//! probe_interval_ms = 200
+//! ```
+//! The admin token comes from `--admin-token` or `TANDEM_ADMIN_TOKEN`, never
+//! from the file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// See the module documentation.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// This router's node id (as in the catalog, if it is listed there).
+    pub router_id: String,
+    /// The region this router serves; must be in the catalog.
+    pub region: String,
+    /// gRPC listen address of the public and admin APIs.
+    pub listen: SocketAddr,
+    /// Prometheus listen address.
+    pub metrics_listen: SocketAddr,
+    /// Catalog file (watched); `None`: the embedded default catalog.
+    pub catalog: Option<PathBuf>,
+    /// How often the catalog file is checked for changes.
+    pub catalog_poll_ms: u64,
+    /// Deadline for callers that send no `grpc-timeout`.
+    pub default_timeout_ms: u64,
+    /// Longest deadline honoured (a caller asking for an hour gets this).
+    pub max_timeout_ms: u64,
+    /// Longest a single attempt on one replica may take before the next
+    /// replica is tried.
+    pub per_try_timeout_ms: u64,
+    /// Longest a search waits for the model's boosts (then: degraded).
+    pub model_timeout_ms: u64,
+    /// Active health-probe period.
+    pub probe_interval_ms: u64,
+    /// Active health-probe timeout.
+    pub probe_timeout_ms: u64,
+    /// Replica maps kept in the cache.
+    pub cache_max_tenants: u64,
+    /// Time to live of a cached replica map.
+    pub cache_ttl_ms: u64,
+    /// Time to live of a cached "unknown tenant".
+    pub negative_ttl_ms: u64,
+    /// Retries + hedges allowed, in percent of calls.
+    pub retry_budget_percent: u32,
+    /// Retries + hedges always allowed per second.
+    pub retry_budget_min_per_sec: u32,
+    /// Hedging delay bounds.
+    pub hedge_floor_ms: u64,
+    /// See `hedge_floor_ms`.
+    pub hedge_ceiling_ms: u64,
+    /// Hedging delay before a replica has enough history.
+    pub hedge_default_ms: u64,
+    /// Consecutive failures that eject an endpoint.
+    pub eject_after_failures: u32,
+    /// First ejection's length.
+    pub eject_base_ms: u64,
+    /// Longest ejection.
+    pub eject_max_ms: u64,
+    /// Between NOT_SERVING and closing the listener on shutdown.
+    pub drain_grace_ms: u64,
+    /// JSON log lines.
+    pub json_logs: bool,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            router_id: "router-1".to_string(),
+            region: "us-east".to_string(),
+            listen: ([127, 0, 0, 1], 7000).into(),
+            metrics_listen: ([127, 0, 0, 1], 9000).into(),
+            catalog: None,
+            catalog_poll_ms: 500,
+            default_timeout_ms: 2000,
+            max_timeout_ms: 30_000,
+            per_try_timeout_ms: 500,
+            model_timeout_ms: 50,
+            probe_interval_ms: 200,
+            probe_timeout_ms: 250,
+            cache_max_tenants: 100_000,
+            cache_ttl_ms: 60_000,
+            negative_ttl_ms: 5_000,
+            retry_budget_percent: 20,
+            retry_budget_min_per_sec: 10,
+            hedge_floor_ms: 2,
+            hedge_ceiling_ms: 50,
+            hedge_default_ms: 10,
+            eject_after_failures: 3,
+            eject_base_ms: 1000,
+            eject_max_ms: 30_000,
+            drain_grace_ms: 500,
+            json_logs: false,
+        }
+    }
+}
+
+/// Milliseconds as a `Duration`.
+pub fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}

@@ -1,0 +1,298 @@
+//! The traffic dial, with AWS Global Accelerator semantics.
+//!
+//! Each region has a dial from 0 to 100 (default 100): the share of the
+//! traffic arriving at *this region's routers* that is served here. The rest
+//! is forwarded to the paired region's routers, marked with
+//! [`FORWARDED_HEADER`] so the receiving router serves it whatever its own
+//! dial says: a call is forwarded at most once and never bounces. Turning
+//! a region's dial to 0 drains it for active-active tenants without touching
+//! DNS or clients.
+//!
+//! Rules of [`decide`], in order:
+//! 1. Already forwarded: serve here.
+//! 2. Tenant not active-active: serve here, reading the tenant's *home*
+//!    replicas directly (the replica map puts them first, see
+//!    `Tenant::preferred_region`). We read directly rather than forward to the
+//!    home region's router because it needs one hop fewer, depends only on
+//!    the home region's index and model nodes being up (not also on its router
+//!    fleet), and reuses the same fallback path as any cross-region read, so
+//!    when no home replica answers the standby copies are still tried. It
+//!    also keeps "forwarded" meaning exactly one thing in routes and metrics:
+//!    the dial moved this call. The dial does not apply to such a tenant: its
+//!    serving region is fixed, only its entry router varies.
+//! 3. The draw (uniform in 0..100) is below the dial: serve here.
+//! 4. The paired region has no healthy router: serve here (a dial must never
+//!    turn a healthy local region into failed calls).
+//! 5. Otherwise forward.
+//!
+//! If a forwarded call then fails in a retryable way, the serving layer
+//! serves it locally after all: the dial is a preference, not a wall.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rand::{Rng, RngExt};
+
+use crate::catalog::Catalog;
+
+/// gRPC metadata key marking a router-to-router forwarded call; its value is
+/// the entry region. Anyone may set it; the worst a caller can do with it is
+/// have its call served by the router it called, which it could anyway.
+pub const FORWARDED_HEADER: &str = "x-tandem-forwarded-from";
+
+/// Dial value meaning "serve everything here".
+pub const FULL: u8 = 100;
+
+/// Where to serve a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Serve it from this router.
+    ServeLocal,
+    /// Forward it to a router of the paired region.
+    Forward,
+}
+
+/// Why [`decide`] decided what it did, for metrics and debugging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The call was forwarded to us; it is never forwarded again.
+    AlreadyForwarded,
+    /// The tenant is not active-active: it is read from its home replicas.
+    HomeOnly,
+    /// The draw fell within the dial (always so at 100).
+    Dial,
+    /// The draw said forward, but the paired region has no healthy router.
+    PairedRouterDown,
+    /// Forwarded by the dial.
+    DialForward,
+}
+
+impl Reason {
+    /// A short label for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::AlreadyForwarded => "already_forwarded",
+            Reason::HomeOnly => "home_only",
+            Reason::Dial => "dial",
+            Reason::PairedRouterDown => "paired_router_down",
+            Reason::DialForward => "dial_forward",
+        }
+    }
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialInput {
+    /// This region's dial, 0..=100 (larger values act as 100).
+    pub dial_percent: u8,
+    /// The call carries [`FORWARDED_HEADER`].
+    pub already_forwarded: bool,
+    /// At least one router of the paired region is healthy.
+    pub paired_router_healthy: bool,
+    /// The tenant is active-active.
+    pub tenant_active_active: bool,
+    /// A uniform draw in 0..100 (see [`draw`]); values >= 100 act as 99.
+    pub draw: u8,
+}
+
+/// A uniform draw in 0..100 for [`DialInput::draw`].
+pub fn draw<R: Rng + ?Sized>(rng: &mut R) -> u8 {
+    rng.random_range(0..100)
+}
+
+/// Decides whether to serve a call here or forward it; see the module docs.
+pub fn decide(input: &DialInput) -> (Decision, Reason) {
+    if input.already_forwarded {
+        return (Decision::ServeLocal, Reason::AlreadyForwarded);
+    }
+    if !input.tenant_active_active {
+        return (Decision::ServeLocal, Reason::HomeOnly);
+    }
+    if input.draw.min(99) < input.dial_percent {
+        return (Decision::ServeLocal, Reason::Dial);
+    }
+    if !input.paired_router_healthy {
+        return (Decision::ServeLocal, Reason::PairedRouterDown);
+    }
+    (Decision::Forward, Reason::DialForward)
+}
+
+/// Why a dial could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// Not a region of the catalog in force.
+    #[error("unknown region {0:?}")]
+    UnknownRegion(String),
+    /// Dials go from 0 to 100.
+    #[error("dial must be 0..=100, got {0}")]
+    OutOfRange(u32),
+}
+
+/// Every region's dial, read on the hot path without locks and set by the
+/// admin API. The set of regions follows the catalog ([`Dials::sync`]);
+/// values survive catalog reloads.
+#[derive(Debug)]
+pub struct Dials {
+    by_region: ArcSwap<HashMap<Arc<str>, Arc<AtomicU8>>>,
+}
+
+impl Dials {
+    /// All of `catalog`'s regions at 100.
+    pub fn from_catalog(catalog: &Catalog) -> Self {
+        let dials = Dials {
+            by_region: ArcSwap::from_pointee(HashMap::new()),
+        };
+        dials.sync(catalog);
+        dials
+    }
+
+    /// The dial of `region` (100 for a region the dials do not know, so an
+    /// unknown region never loses traffic).
+    pub fn get(&self, region: &str) -> u8 {
+        self.by_region
+            .load()
+            .get(region)
+            .map_or(FULL, |d| d.load(Relaxed))
+    }
+
+    /// Sets the dial of `region`; returns the previous value.
+    pub fn set(&self, region: &str, percent: u32) -> Result<u8, DialError> {
+        let value = u8::try_from(percent)
+            .ok()
+            .filter(|v| *v <= FULL)
+            .ok_or(DialError::OutOfRange(percent))?;
+        let map = self.by_region.load();
+        let dial = map
+            .get(region)
+            .ok_or_else(|| DialError::UnknownRegion(region.to_string()))?;
+        Ok(dial.swap(value, Relaxed))
+    }
+
+    /// Follows a catalog reload: new regions start at 100, removed ones are
+    /// dropped, the others keep their value.
+    pub fn sync(&self, catalog: &Catalog) {
+        self.by_region.rcu(|current| {
+            catalog
+                .regions()
+                .iter()
+                .map(|r| {
+                    let dial = current
+                        .get(&r.id)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(AtomicU8::new(FULL)));
+                    (Arc::clone(&r.id), dial)
+                })
+                .collect::<HashMap<_, _>>()
+        });
+    }
+
+    /// Every region's dial, sorted by region, for status output.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, u8)> {
+        let mut out: Vec<(Arc<str>, u8)> = self
+            .by_region
+            .load()
+            .iter()
+            .map(|(k, v)| (Arc::clone(k), v.load(Relaxed)))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn input(dial: u8, draw: u8) -> DialInput {
+        DialInput {
+            dial_percent: dial,
+            already_forwarded: false,
+            paired_router_healthy: true,
+            tenant_active_active: true,
+            draw,
+        }
+    }
+
+    #[test]
+    fn the_dial_is_the_share_served_here() {
+        for dial in [0u8, 1, 30, 50, 99, 100] {
+            let local = (0..100)
+                .filter(|d| decide(&input(dial, *d)).0 == Decision::ServeLocal)
+                .count();
+            assert_eq!(local, usize::from(dial), "dial {dial}");
+        }
+        assert_eq!(decide(&input(100, 255)).0, Decision::ServeLocal);
+        assert_eq!(decide(&input(200, 99)).0, Decision::ServeLocal);
+        assert_eq!(
+            decide(&input(0, 0)),
+            (Decision::Forward, Reason::DialForward)
+        );
+        assert_eq!(
+            decide(&input(100, 99)),
+            (Decision::ServeLocal, Reason::Dial)
+        );
+    }
+
+    #[test]
+    fn forwarded_calls_are_never_forwarded_again() {
+        let i = DialInput {
+            already_forwarded: true,
+            ..input(0, 99)
+        };
+        assert_eq!(decide(&i), (Decision::ServeLocal, Reason::AlreadyForwarded));
+    }
+
+    #[test]
+    fn unhealthy_paired_router_means_serve_here() {
+        let i = DialInput {
+            paired_router_healthy: false,
+            ..input(0, 50)
+        };
+        assert_eq!(decide(&i), (Decision::ServeLocal, Reason::PairedRouterDown));
+    }
+
+    #[test]
+    fn non_active_active_tenants_ignore_the_dial() {
+        let i = DialInput {
+            tenant_active_active: false,
+            ..input(0, 99)
+        };
+        assert_eq!(decide(&i), (Decision::ServeLocal, Reason::HomeOnly));
+        assert_eq!(Reason::HomeOnly.as_str(), "home_only");
+    }
+
+    #[test]
+    fn seeded_draws_split_traffic_by_the_dial() {
+        let mut rng = StdRng::seed_from_u64(2024);
+        let forwarded = (0..10_000)
+            .filter(|_| decide(&input(50, draw(&mut rng))).0 == Decision::Forward)
+            .count();
+        assert!((4_800..5_200).contains(&forwarded), "{forwarded}");
+    }
+
+    #[test]
+    fn dials_are_set_per_region_and_survive_reloads() {
+        let c = Catalog::embedded_default().expect("valid");
+        let dials = Dials::from_catalog(&c);
+        assert_eq!(dials.get("eu-west"), 100);
+        assert_eq!(dials.get("nowhere"), 100);
+        assert_eq!(dials.set("eu-west", 40), Ok(100));
+        assert_eq!(dials.set("eu-west", 101), Err(DialError::OutOfRange(101)));
+        assert_eq!(dials.set("eu-west", 300), Err(DialError::OutOfRange(300)));
+        assert_eq!(
+            dials.set("mars", 10),
+            Err(DialError::UnknownRegion("mars".into()))
+        );
+        dials.sync(&c);
+        assert_eq!(dials.get("eu-west"), 40);
+        assert_eq!(
+            dials.snapshot(),
+            vec![("eu-west".into(), 40), ("us-east".into(), 100)]
+        );
+    }
+}

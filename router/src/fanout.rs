@@ -1,0 +1,306 @@
+//! Serving a query from replicas: one call per shard in parallel plus the
+//! tenant's model, then merging.
+//!
+//! Boosts come from the model concurrently with the shard searches (never
+//! before them: the model must not add its latency to every query), so the
+//! router applies them itself: each shard is asked for a few more hits than
+//! the page needs, boosted documents' scores become `score * (1 + weight)`,
+//! and the merged list is cut to the page. A boosted document ranked just
+//! below the page can thus move onto it; one ranked far below cannot (the
+//! over-fetch bounds the cost).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_proto::v1::model_node_client::ModelNodeClient;
+use tandem_proto::v1::{
+    BoostsRequest, Hit, ModelSuggestRequest, Route, SearchRequest, SearchResponse, ShardRoute,
+    ShardSearchRequest, SuggestRequest, SuggestResponse,
+};
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::config::ms;
+use crate::fallback::{is_unavailability, Outcome, Target};
+use crate::replicas::{ReplicaMap, MODEL_SCOPE};
+use crate::state::RouterState;
+
+/// Largest page end (`offset + top_k`) a search may ask for: each shard is
+/// asked for the whole window.
+pub const MAX_WINDOW: u32 = 1000;
+/// Boosts asked of the model per query.
+const MAX_BOOSTS: u32 = 50;
+/// Extra hits fetched per shard so that boosted documents can move up.
+const OVERFETCH: usize = 20;
+
+/// Per-call context passed down to every downstream request.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The caller's deadline.
+    pub deadline: Instant,
+    /// The request id, propagated as `x-request-id`.
+    pub request_id: String,
+}
+
+impl CallContext {
+    /// A downstream request carrying the request id and `timeout`.
+    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        if let Ok(v) = self.request_id.parse() {
+            request
+                .metadata_mut()
+                .insert(tandem_common::grpc_metrics::REQUEST_ID_HEADER, v);
+        }
+        request
+    }
+}
+
+/// Runs a search over the tenant's shards and model.
+pub async fn search(
+    state: &RouterState,
+    map: &ReplicaMap,
+    req: &SearchRequest,
+    ctx: &CallContext,
+) -> Result<SearchResponse, Status> {
+    let top_k = if req.top_k == 0 { 10 } else { req.top_k } as usize;
+    let window = req.offset as usize + top_k;
+    let fetch = (window + OVERFETCH.min(window)).min(MAX_WINDOW as usize) as u32;
+    let per_try = ms(state.config.per_try_timeout_ms);
+    let tenant = &map.tenant.id;
+
+    let shard_calls = map.shards.iter().map(|s| {
+        let message = ShardSearchRequest {
+            tenant: tenant.to_string(),
+            shard: s.shard,
+            query: req.query.clone(),
+            top_k: fetch,
+            offset: 0,
+            filters: req.filters.clone(),
+            strict: req.strict,
+            boosts: HashMap::new(),
+            no_snippets: false,
+        };
+        let target = Target {
+            replicas: &s.replicas,
+            tenant,
+            scope: s.shard,
+            kind: "index",
+        };
+        state
+            .resilience
+            .call(target, ctx.deadline, per_try, move |channel, timeout| {
+                let request = ctx.request(message.clone(), timeout);
+                async move {
+                    IndexNodeClient::new(channel)
+                        .search_shard(request)
+                        .await
+                        .map(|r| r.into_inner())
+                }
+            })
+    });
+    let boosts_call = async {
+        if map.models.is_empty() || req.query.trim().is_empty() {
+            return None;
+        }
+        let (deadline, per_try) = model_budget(state, ctx.deadline);
+        let message = BoostsRequest {
+            tenant: tenant.to_string(),
+            query: req.query.clone(),
+            max: MAX_BOOSTS,
+        };
+        let target = Target {
+            replicas: &map.models,
+            tenant,
+            scope: MODEL_SCOPE,
+            kind: "model",
+        };
+        Some(
+            state
+                .resilience
+                .call(target, deadline, per_try, move |channel, timeout| {
+                    let request = ctx.request(message.clone(), timeout);
+                    async move {
+                        ModelNodeClient::new(channel)
+                            .boosts(request)
+                            .await
+                            .map(|r| r.into_inner())
+                    }
+                })
+                .await,
+        )
+    };
+    let (shards, boosts) = tokio::join!(futures::future::join_all(shard_calls), boosts_call);
+
+    let mut response = SearchResponse::default();
+    let mut route = Route::default();
+    let mut hits: Vec<Hit> = Vec::new();
+    for (replicas, outcome) in map.shards.iter().zip(shards) {
+        route.fallback |= outcome.fallback;
+        route.shards.push(shard_route(replicas.shard, &outcome));
+        match outcome.result {
+            Ok(answer) => {
+                response.total_hits += answer.total_hits;
+                hits.extend(answer.hits);
+            }
+            Err(status) if req.allow_partial && is_unavailability(&status) => {
+                tracing::warn!(tenant = %tenant, shard = replicas.shard, error = %status.message(), "shard missing from partial results");
+                if !response.degraded.iter().any(|d| d == "partial") {
+                    response.degraded.push("partial".to_string());
+                }
+            }
+            Err(status) => return Err(shard_failure(replicas.shard, status)),
+        }
+    }
+    route.served_region = route
+        .shards
+        .iter()
+        .find(|s| !s.region.is_empty())
+        .map(|s| s.region.clone())
+        .unwrap_or_default();
+
+    match boosts {
+        None => {}
+        Some(Outcome {
+            result: Ok(answer),
+            node,
+            ..
+        }) => {
+            route.model_node = node.map(|n| n.id.to_string()).unwrap_or_default();
+            let weights: HashMap<&str, f32> = answer
+                .boosts
+                .iter()
+                .filter(|b| b.weight.is_finite() && b.weight > 0.0)
+                .map(|b| (b.doc_id.as_str(), b.weight))
+                .collect();
+            for hit in &mut hits {
+                if let Some(w) = weights.get(hit.id.as_str()) {
+                    hit.score *= 1.0 + w;
+                }
+            }
+        }
+        Some(Outcome {
+            result: Err(status),
+            ..
+        }) => {
+            metrics::counter!("router_degraded_total", "what" => "model").increment(1);
+            tracing::debug!(tenant = %tenant, error = %status.message(), "no boosts: degraded");
+            response.degraded.push("model".to_string());
+        }
+    }
+
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.shard.cmp(&b.shard))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    response.hits = hits
+        .into_iter()
+        .skip(req.offset as usize)
+        .take(top_k)
+        .collect();
+    response.route = Some(route);
+    Ok(response)
+}
+
+/// Suggestions from the tenant's model replicas; no model answering is a
+/// degraded (empty) answer, not an error.
+pub async fn suggest(
+    state: &RouterState,
+    map: &ReplicaMap,
+    req: &SuggestRequest,
+    ctx: &CallContext,
+) -> Result<SuggestResponse, Status> {
+    let mut response = SuggestResponse::default();
+    let mut route = Route::default();
+    if map.models.is_empty() {
+        response.degraded.push("model".to_string());
+        response.route = Some(route);
+        return Ok(response);
+    }
+    let tenant = &map.tenant.id;
+    let message = ModelSuggestRequest {
+        tenant: tenant.to_string(),
+        prefix: req.prefix.clone(),
+        k: req.k,
+    };
+    let target = Target {
+        replicas: &map.models,
+        tenant,
+        scope: MODEL_SCOPE,
+        kind: "model",
+    };
+    let per_try = ms(state.config.per_try_timeout_ms);
+    let outcome = state
+        .resilience
+        .call(target, ctx.deadline, per_try, move |channel, timeout| {
+            let request = ctx.request(message.clone(), timeout);
+            async move {
+                ModelNodeClient::new(channel)
+                    .suggest(request)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await;
+    route.fallback = outcome.fallback;
+    if let Some(node) = &outcome.node {
+        route.served_region = node.region.to_string();
+    }
+    match outcome.result {
+        Ok(answer) => {
+            route.model_node = answer.node.clone();
+            response.suggestions = answer.suggestions;
+        }
+        Err(status) if is_unavailability(&status) => {
+            metrics::counter!("router_degraded_total", "what" => "model").increment(1);
+            route.served_region.clear();
+            response.degraded.push("model".to_string());
+        }
+        Err(status) => return Err(status),
+    }
+    response.route = Some(route);
+    Ok(response)
+}
+
+/// The model gets at most `model_timeout` of the caller's deadline: boosts
+/// are an improvement, not a reason to be slow.
+fn model_budget(state: &RouterState, deadline: Instant) -> (Instant, Duration) {
+    let budget = ms(state.config.model_timeout_ms);
+    let model_deadline = deadline.min(Instant::now() + budget);
+    (
+        model_deadline,
+        budget.min(ms(state.config.per_try_timeout_ms)),
+    )
+}
+
+fn shard_route<T>(shard: u32, outcome: &Outcome<T>) -> ShardRoute {
+    let answered = outcome.result.is_ok();
+    ShardRoute {
+        shard,
+        node: match (&outcome.node, answered) {
+            (Some(n), true) => n.id.to_string(),
+            _ => String::new(),
+        },
+        region: match (&outcome.node, answered) {
+            (Some(n), true) => n.region.to_string(),
+            _ => String::new(),
+        },
+        attempts: outcome.attempts,
+        hedged: outcome.hedged,
+    }
+}
+
+/// The status a query fails with when a shard could not be served.
+fn shard_failure(shard: u32, status: Status) -> Status {
+    match status.code() {
+        tonic::Code::DeadlineExceeded => status,
+        code if is_unavailability(&status) => Status::unavailable(format!(
+            "shard {shard} has no live replica ({code:?}: {}); set allow_partial to accept results without it",
+            status.message()
+        )),
+        _ => status,
+    }
+}

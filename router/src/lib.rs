@@ -1,0 +1,51 @@
+//! tandem's router: the region-aware query router.
+//!
+//! Two layers. The policy core decides and never touches the network; it is
+//! synchronous, lock-free or sharded on the hot path, time-driven through
+//! `tokio::time::Instant` (so tests run under a paused clock), and knows
+//! nothing of tantivy:
+//!
+//! - [`catalog`]: the catalog file (regions, nodes, tenants, key hashes), its
+//!   validation and version, hot-swap handle, and authorization.
+//! - [`replicas`]: a tenant's replica map as seen from one region, and the
+//!   order in which to try a shard's replicas.
+//! - [`endpoint_stats`]: per-node in-flight, latency EWMA and recent p95.
+//! - [`outlier`]: ejection / probation / re-admission state machine.
+//! - [`hedge`]: adaptive hedging delay.
+//! - [`budget`]: the retry + hedge budget.
+//! - [`dial`]: the traffic dial (serve here or forward to the paired region).
+//! - [`retry`]: which failures are retried and whom they blame.
+//!
+//! The serving layer carries a query through them:
+//!
+//! - [`service`]: the public `tandem.v1.Search` API (deadline, auth, dial);
+//! - [`fanout`]: one call per shard plus the model, merge, boosts;
+//! - [`fallback`]: one shard's call with fallback, hedging and budget;
+//! - [`forward`]: handing a call to the paired region's router;
+//! - [`cache`], [`channels`], [`probe`], [`watch`], [`deadline`]: the
+//!   replica-map cache, connections, health probes, catalog reload, deadlines;
+//! - [`admin`]: status, dials, reload; [`state`], [`config`], [`node`]: wiring.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod budget;
+pub mod cache;
+pub mod catalog;
+pub mod channels;
+pub mod config;
+pub mod deadline;
+pub mod dial;
+pub mod endpoint_stats;
+pub mod fallback;
+pub mod fanout;
+pub mod forward;
+pub mod hedge;
+pub mod node;
+pub mod outlier;
+pub mod probe;
+pub mod replicas;
+pub mod retry;
+pub mod service;
+pub mod state;
+pub mod watch;

@@ -1,0 +1,75 @@
+//! Wiring one router process together: catalog, state, background tasks
+//! (catalog watch, health probes), the public and admin services, server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_common::server::{serve, shutdown_signal, ServeOptions};
+use tandem_proto::v1::router_admin_server::RouterAdminServer;
+use tandem_proto::v1::search_server::SearchServer;
+use tonic::service::RoutesBuilder;
+
+use crate::admin::AdminService;
+use crate::catalog::Catalog;
+use crate::config::{ms, RouterConfig};
+use crate::probe::probe_round;
+use crate::service::SearchService;
+use crate::state::RouterState;
+use crate::watch::watch_catalog;
+
+/// Runs the router until SIGTERM / Ctrl-C, then drains.
+pub async fn run(config: RouterConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+    let catalog = match &config.catalog {
+        Some(path) => Catalog::load_file(path)
+            .with_context(|| format!("cannot start with catalog {}", path.display()))?,
+        None => Catalog::embedded_default().context("the embedded default catalog is invalid")?,
+    };
+    tracing::info!(version = %catalog.version(), tenants = catalog.tenant_count(), "catalog loaded");
+    let state = Arc::new(RouterState::new(config.clone(), catalog)?);
+
+    tokio::spawn(watch_catalog(state.clone()));
+    tokio::spawn(probe_loop(state.clone()));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(health_service);
+    routes.add_service(SearchServer::new(SearchService::new(state.clone())));
+    match admin_token.filter(|t| !t.is_empty()) {
+        Some(token) => {
+            routes.add_service(RouterAdminServer::new(AdminService::new(
+                state.clone(),
+                token,
+            )));
+        }
+        None => tracing::warn!("no admin token: the admin API is disabled"),
+    }
+    let options = ServeOptions {
+        listen: config.listen,
+        metrics_listen: config.metrics_listen,
+        drain_grace: ms(config.drain_grace_ms),
+        drain_timeout: Duration::from_secs(10),
+        kind: "router",
+        id: config.router_id.clone(),
+    };
+    serve(options, routes, health, shutdown_signal()).await
+}
+
+/// Probes every node each `probe_interval`, forever.
+async fn probe_loop(state: Arc<RouterState>) {
+    let mut tick = tokio::time::interval(ms(state.config.probe_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timeout = ms(state.config.probe_timeout_ms.max(10));
+    loop {
+        tick.tick().await;
+        let catalog = state.catalog.current();
+        probe_round(
+            &catalog,
+            &state.config.router_id,
+            &state.resilience,
+            &state.routers,
+            timeout,
+        )
+        .await;
+    }
+}

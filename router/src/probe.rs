@@ -1,0 +1,161 @@
+//! Active health probing with `grpc.health.v1`.
+//!
+//! Passive outlier detection only learns from queries; probes add what
+//! queries cannot tell:
+//!
+//! - every index and model node is checked each `interval` (service `""`):
+//!   a node that does not answer within the probe timeout counts a failure
+//!   (three in a row eject it, so a hung, SIGSTOPped node is ejected in
+//!   about a second even with no traffic), one that says NOT_SERVING is
+//!   ejected at once (a draining node), and an ejected node that answers
+//!   SERVING is re-admitted at once;
+//! - every ejected node x tenant-shard pair is checked on its own service
+//!   name (`tandem.index/<tenant>/<shard>`, `tandem.model/<tenant>`), so a
+//!   tenant whose index failed comes back as soon as it serves again;
+//! - the paired region's routers are checked, so that the traffic dial only
+//!   forwards to a router that answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::catalog::{Catalog, NodeKind};
+use crate::fallback::Resilience;
+use crate::outlier::{ProbeResult, ShardKey, Transition};
+use crate::replicas::MODEL_SCOPE;
+
+/// Health service name of a tenant shard on an index-node.
+pub fn index_service_name(tenant: &str, shard: u32) -> String {
+    format!("tandem.index/{tenant}/{shard}")
+}
+
+/// Health service name of a tenant's model on a model-node.
+pub fn model_service_name(tenant: &str) -> String {
+    format!("tandem.model/{tenant}")
+}
+
+/// Last probe result of each router node (for the dial's "is the paired
+/// region's router up?").
+#[derive(Debug, Default)]
+pub struct RouterHealth {
+    up: DashMap<Arc<str>, bool>,
+}
+
+impl RouterHealth {
+    /// Whether `router` answered its last probe (unknown: assumed up, so a
+    /// freshly started router forwards as dialled).
+    pub fn is_up(&self, router: &str) -> bool {
+        self.up.get(router).is_none_or(|v| *v)
+    }
+
+    fn set(&self, router: &Arc<str>, up: bool) {
+        self.up.insert(router.clone(), up);
+    }
+}
+
+/// One round of probes over the catalog's nodes and every ejected pair.
+pub async fn probe_round(
+    catalog: &Catalog,
+    own_id: &str,
+    resilience: &Resilience,
+    routers: &RouterHealth,
+    timeout: Duration,
+) {
+    // (node, the pair being re-checked if any, its channel, service name)
+    let mut targets = Vec::new();
+    for node in catalog.nodes() {
+        if &*node.id == own_id {
+            continue;
+        }
+        if let Ok(channel) = resilience.channels.get(node) {
+            targets.push((node.clone(), None::<ShardKey>, channel, String::new()));
+        }
+    }
+    for snapshot in resilience.shards.snapshot() {
+        if snapshot.health.is_healthy() {
+            continue;
+        }
+        let key = snapshot.key;
+        let Some(node) = catalog.node(&key.node).cloned() else {
+            continue;
+        };
+        let Ok(channel) = resilience.channels.get(&node) else {
+            continue;
+        };
+        let service = if key.shard == MODEL_SCOPE {
+            model_service_name(&key.tenant)
+        } else {
+            index_service_name(&key.tenant, key.shard)
+        };
+        targets.push((node, Some(key), channel, service));
+    }
+    let checks = targets
+        .into_iter()
+        .map(|(node, pair, channel, service)| async move {
+            let result = check(channel, &service, timeout).await;
+            (node, pair, result)
+        });
+    for (node, pair, result) in futures::future::join_all(checks).await {
+        match (pair, node.kind) {
+            (Some(key), _) => {
+                let t = resilience.shards.record_probe(&key, result);
+                note(t, &node.id, Some(&key));
+            }
+            (None, NodeKind::Router) => routers.set(&node.id, result == ProbeResult::Serving),
+            (None, _) => {
+                let t = resilience.nodes.record_probe(&node.id, result);
+                note(t, &node.id, None);
+            }
+        }
+    }
+}
+
+fn note(transition: Transition, node: &str, pair: Option<&ShardKey>) {
+    let (tenant, shard) = pair.map_or(("", 0), |k| (&*k.tenant, k.shard));
+    match transition {
+        Transition::Ejected { backoff, ejections } => {
+            metrics::counter!("router_ejections_total", "kind" => "probe",
+                "scope" => if pair.is_some() { "shard" } else { "node" })
+            .increment(1);
+            tracing::warn!(
+                node,
+                tenant,
+                shard,
+                backoff_ms = backoff.as_millis() as u64,
+                ejections,
+                "endpoint ejected by health probe"
+            );
+        }
+        Transition::Readmitted => {
+            metrics::counter!("router_readmissions_total", "kind" => "probe").increment(1);
+            tracing::info!(node, tenant, shard, "endpoint re-admitted by health probe");
+        }
+        Transition::None => {}
+    }
+}
+
+/// One `grpc.health.v1.Check` bounded by `timeout`.
+async fn check(
+    channel: tonic::transport::Channel,
+    service: &str,
+    timeout: Duration,
+) -> ProbeResult {
+    let mut client = HealthClient::new(channel);
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: service.to_string(),
+    });
+    request.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => {
+            ProbeResult::Serving
+        }
+        Ok(Ok(_)) => ProbeResult::NotServing,
+        // An unknown service name means the node does not host the shard.
+        Ok(Err(status)) if status.code() == tonic::Code::NotFound => ProbeResult::NotServing,
+        _ => ProbeResult::Error,
+    }
+}

@@ -1,0 +1,120 @@
+//! Everything a router shares between calls: the catalog in force, the
+//! replica-map cache, the failure-handling state, dials and probe results.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::budget::{RetryBudget, RetryBudgetConfig};
+use crate::cache::ReplicaMapCache;
+use crate::catalog::{Catalog, CatalogHandle};
+use crate::channels::Channels;
+use crate::config::{ms, RouterConfig};
+use crate::dial::Dials;
+use crate::endpoint_stats::{StatsConfig, StatsRegistry};
+use crate::fallback::Resilience;
+use crate::hedge::HedgePolicy;
+use crate::outlier::{OutlierConfig, OutlierDetector};
+use crate::probe::RouterHealth;
+
+/// See the module documentation.
+pub struct RouterState {
+    /// Configuration in force.
+    pub config: RouterConfig,
+    /// This router's region (validated against the catalog at start).
+    pub region: Arc<str>,
+    /// The catalog in force (hot-swapped on reload).
+    pub catalog: CatalogHandle,
+    /// Why the last catalog reload was refused ("" if it was not).
+    pub catalog_error: ArcSwap<String>,
+    /// Resolved replica maps.
+    pub cache: ReplicaMapCache,
+    /// Statistics, outlier detection, budget, hedging, channels.
+    pub resilience: Resilience,
+    /// Traffic dials of every region.
+    pub dials: Dials,
+    /// Probe results of routers.
+    pub routers: RouterHealth,
+}
+
+impl RouterState {
+    /// Builds the state from a config and a validated catalog.
+    pub fn new(config: RouterConfig, catalog: Catalog) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            catalog.region(&config.region).is_some(),
+            "region {:?} is not in the catalog (regions: {})",
+            config.region,
+            catalog
+                .regions()
+                .iter()
+                .map(|r| r.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let hedge = HedgePolicy::new(
+            ms(config.hedge_floor_ms),
+            ms(config.hedge_default_ms),
+            ms(config.hedge_ceiling_ms),
+        )
+        .map_err(|e| anyhow::anyhow!("invalid hedging delays: {e:?}"))?;
+        let outlier = OutlierConfig {
+            consecutive_failures: config.eject_after_failures.max(1),
+            base_ejection: ms(config.eject_base_ms),
+            max_ejection: ms(config.eject_max_ms.max(config.eject_base_ms)),
+            ..OutlierConfig::default()
+        };
+        let budget = RetryBudget::new(RetryBudgetConfig {
+            ratio_percent: config.retry_budget_percent,
+            min_per_sec: config.retry_budget_min_per_sec,
+            window: Duration::from_secs(10),
+        });
+        Ok(Self {
+            region: Arc::from(config.region.as_str()),
+            dials: Dials::from_catalog(&catalog),
+            cache: ReplicaMapCache::new(
+                config.cache_max_tenants,
+                ms(config.cache_ttl_ms),
+                ms(config.negative_ttl_ms),
+            ),
+            resilience: Resilience {
+                stats: StatsRegistry::new(StatsConfig::default()),
+                nodes: OutlierDetector::new(outlier),
+                shards: OutlierDetector::new(OutlierConfig {
+                    probe_readmits_ejected: false,
+                    ..outlier
+                }),
+                budget,
+                hedge,
+                channels: Channels::new(),
+            },
+            catalog: CatalogHandle::new(catalog),
+            catalog_error: ArcSwap::from_pointee(String::new()),
+            routers: RouterHealth::default(),
+            config,
+        })
+    }
+
+    /// After a catalog change: drop what refers to nodes that are gone and
+    /// resolve tenants afresh.
+    pub fn catalog_changed(&self) {
+        let catalog = self.catalog.current();
+        self.cache.invalidate_all();
+        self.dials.sync(&catalog);
+        let known = |id: &str| catalog.node(id).is_some();
+        self.resilience.stats.retain(known);
+        self.resilience.channels.retain(known);
+        self.resilience.nodes.retain(|id| known(id));
+        self.resilience
+            .shards
+            .retain(|k| known(&k.node) && catalog.tenant(&k.tenant).is_some());
+    }
+
+    /// Whether some router of the paired region answered its last probe.
+    pub fn paired_router_up(&self) -> Option<Arc<crate::catalog::Node>> {
+        let catalog = self.catalog.current();
+        let pair = catalog.pair_of(&self.region)?.clone();
+        let routers = catalog.routers_of(&pair);
+        routers.iter().find(|r| self.routers.is_up(&r.id)).cloned()
+    }
+}

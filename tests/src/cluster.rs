@@ -1,0 +1,320 @@
+//! A small two-region fleet of real processes for end-to-end tests:
+//! index-nodes (and model-nodes) per region, one router per region, a
+//! catalog file naming them, and helpers to load documents and query.
+//!
+//! Routers must be in the catalog (for forwarding) but learn their port only
+//! once started, so the catalog is written twice: first with the routers at
+//! an unreachable placeholder, then with their real addresses, which the
+//! routers pick up through catalog hot reload.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_proto::v1::router_admin_client::RouterAdminClient;
+use tandem_proto::v1::search_client::SearchClient;
+use tandem_proto::v1::{
+    CreateShardRequest, Document, IngestRequest, SearchRequest, SearchResponse, StatusRequest,
+};
+use tonic::transport::Channel;
+
+use crate::{sample_docs, start_index_node, with_bearer, Proc, ADMIN_TOKEN};
+
+/// The two regions every test cluster has.
+pub const REGIONS: [&str; 2] = ["r1", "r2"];
+
+/// A tenant of the test catalog.
+#[derive(Clone, Debug)]
+pub struct TenantSpec {
+    /// Tenant id.
+    pub id: &'static str,
+    /// Home region.
+    pub home: &'static str,
+    /// Served in both regions.
+    pub active_active: bool,
+    /// Index-node ids of each shard.
+    pub shards: Vec<Vec<&'static str>>,
+    /// Model-node ids.
+    pub models: Vec<&'static str>,
+}
+
+impl TenantSpec {
+    /// The API key the cluster gives this tenant.
+    pub fn key(&self) -> String {
+        format!("key-of-{}", self.id)
+    }
+}
+
+/// A node the cluster started.
+pub struct NodeProc {
+    /// Node id.
+    pub id: String,
+    /// Region.
+    pub region: String,
+    /// "index" or "model".
+    pub kind: &'static str,
+    /// The process.
+    pub proc: Proc,
+    /// Its data directory (to restart it with its data).
+    pub data_dir: PathBuf,
+}
+
+/// See the module documentation.
+pub struct Cluster {
+    /// Index and model nodes.
+    pub nodes: Vec<NodeProc>,
+    /// One router per region, in [`REGIONS`] order.
+    pub routers: Vec<Proc>,
+    /// Tenants of the catalog.
+    pub tenants: Vec<TenantSpec>,
+    /// The catalog file the routers watch.
+    pub catalog_path: PathBuf,
+    /// Keeps every data directory alive; declared last so that it is
+    /// removed after the processes using it are gone.
+    pub dir: tempfile::TempDir,
+}
+
+/// Router flags for tests: quick failure handling, and hedging delays well
+/// above what a debug-build search takes on a busy 2-core machine, so that a
+/// healthy replica is not hedged by accident.
+pub const FAST_ROUTER_FLAGS: &[&str] = &[
+    "--probe-interval-ms",
+    "100",
+    "--per-try-timeout-ms",
+    "400",
+    "--catalog-poll-ms",
+    "100",
+    "--drain-grace-ms",
+    "50",
+    "--hedge-floor-ms",
+    "100",
+    "--hedge-default-ms",
+    "100",
+    "--hedge-ceiling-ms",
+    "150",
+];
+
+impl Cluster {
+    /// Starts index-nodes `index_nodes` (id, region), routers for both
+    /// regions, and loads `docs_per_shard` sample pages into every replica of
+    /// every tenant shard.
+    pub async fn start(
+        index_nodes: &[(&str, &str)],
+        tenants: Vec<TenantSpec>,
+        docs_per_shard: usize,
+    ) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = Vec::new();
+        for (id, region) in index_nodes {
+            let data_dir = dir.path().join(id);
+            let proc = start_index_node(id, &data_dir, &[]).expect("index node");
+            nodes.push(NodeProc {
+                id: id.to_string(),
+                region: region.to_string(),
+                kind: "index",
+                proc,
+                data_dir,
+            });
+        }
+        let catalog_path = dir.path().join("catalog.toml");
+        let mut cluster = Cluster {
+            nodes,
+            routers: Vec::new(),
+            tenants,
+            catalog_path,
+            dir,
+        };
+        std::fs::write(&cluster.catalog_path, cluster.catalog_toml(&[])).expect("write catalog");
+        for region in REGIONS {
+            let mut args: Vec<String> = vec![
+                "--router-id".into(),
+                format!("{region}-router"),
+                "--region".into(),
+                region.into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--metrics-listen".into(),
+                "127.0.0.1:0".into(),
+                "--catalog".into(),
+                cluster.catalog_path.display().to_string(),
+                "--admin-token".into(),
+                ADMIN_TOKEN.into(),
+            ];
+            args.extend(FAST_ROUTER_FLAGS.iter().map(|s| s.to_string()));
+            cluster
+                .routers
+                .push(Proc::spawn("tandem-router", &args).expect("router"));
+        }
+        let addrs: Vec<String> = cluster.routers.iter().map(|r| r.url()).collect();
+        std::fs::write(&cluster.catalog_path, cluster.catalog_toml(&addrs)).expect("write catalog");
+        cluster.wait_for_catalog().await;
+        cluster.load(docs_per_shard).await;
+        cluster
+    }
+
+    /// The catalog; routers at `router_addrs` (placeholders if empty).
+    pub fn catalog_toml(&self, router_addrs: &[String]) -> String {
+        let mut t = String::from("[[regions]]\nid = \"r1\"\npair = \"r2\"\n\n[[regions]]\nid = \"r2\"\npair = \"r1\"\n\n");
+        for (i, region) in REGIONS.iter().enumerate() {
+            let addr = router_addrs
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| "http://127.0.0.1:1".into());
+            t += &format!("[[nodes]]\nid = \"{region}-router\"\nregion = \"{region}\"\nkind = \"router\"\naddr = \"{addr}\"\n\n");
+        }
+        for n in &self.nodes {
+            t += &format!(
+                "[[nodes]]\nid = \"{}\"\nregion = \"{}\"\nkind = \"{}\"\naddr = \"{}\"\n\n",
+                n.id,
+                n.region,
+                n.kind,
+                n.proc.url()
+            );
+        }
+        for tenant in &self.tenants {
+            let models = tenant
+                .models
+                .iter()
+                .map(|m| format!("\"{m}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            t += &format!(
+                "[[tenants]]\nid = \"{}\"\nhome = \"{}\"\nactive_active = {}\nlanguage = \"en\"\napi_key_sha256 = [\"{}\"]\nmodel_replicas = [{models}]\n\n[tenants.shards]\n",
+                tenant.id, tenant.home, tenant.active_active, tandem_common::auth::sha256_hex(&tenant.key()),
+            );
+            for (n, replicas) in tenant.shards.iter().enumerate() {
+                let ids = replicas
+                    .iter()
+                    .map(|r| format!("\"{r}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                t += &format!("{n} = [{ids}]\n");
+            }
+            t += "\n";
+        }
+        t
+    }
+
+    /// Waits until both routers run the catalog now on disk.
+    pub async fn wait_for_catalog(&self) {
+        for _ in 0..200 {
+            let mut versions = Vec::new();
+            for r in 0..self.routers.len() {
+                versions.push(self.status(r).await.catalog_version);
+            }
+            let mut errors = Vec::new();
+            for r in 0..self.routers.len() {
+                errors.push(self.status(r).await.catalog_error);
+            }
+            let bytes = std::fs::read(&self.catalog_path).expect("catalog");
+            let wanted = catalog_version(&bytes);
+            if versions.iter().all(|v| *v == wanted) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("routers did not pick up the catalog");
+    }
+
+    /// Creates every tenant shard on its replicas and loads sample pages.
+    async fn load(&self, docs_per_shard: usize) {
+        let docs = sample_docs("en", docs_per_shard * 4);
+        for tenant in &self.tenants {
+            for (shard, replicas) in tenant.shards.iter().enumerate() {
+                // Shards hold different pages, like a real tenant's would.
+                let slice: Vec<Document> = docs
+                    .iter()
+                    .skip(shard * docs_per_shard)
+                    .take(docs_per_shard)
+                    .cloned()
+                    .collect();
+                for node_id in replicas {
+                    let mut c = IndexNodeClient::new(self.node(node_id).proc.channel().await);
+                    c.create_shard(CreateShardRequest {
+                        tenant: tenant.id.into(),
+                        shard: shard as u32,
+                        language: "en".into(),
+                    })
+                    .await
+                    .expect("create shard");
+                    c.ingest(IngestRequest {
+                        tenant: tenant.id.into(),
+                        shard: shard as u32,
+                        seq: 1,
+                        upserts: slice.clone(),
+                        deletes: vec![],
+                    })
+                    .await
+                    .expect("ingest");
+                }
+            }
+        }
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> &NodeProc {
+        self.nodes.iter().find(|n| n.id == id).expect("node id")
+    }
+
+    /// The node with this id, mutably.
+    pub fn node_mut(&mut self, id: &str) -> &mut NodeProc {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("node id")
+    }
+
+    /// The tenant with this id.
+    pub fn tenant(&self, id: &str) -> &TenantSpec {
+        self.tenants.iter().find(|t| t.id == id).expect("tenant id")
+    }
+
+    /// A Search client to the router of region index `r`.
+    pub async fn search_client(&self, r: usize) -> SearchClient<Channel> {
+        SearchClient::new(self.routers[r].channel().await)
+    }
+
+    /// Searches `tenant` for `query` through router `r` with the tenant's key.
+    pub async fn search(
+        &self,
+        r: usize,
+        tenant: &str,
+        query: &str,
+    ) -> Result<SearchResponse, tonic::Status> {
+        let req = SearchRequest {
+            tenant: tenant.into(),
+            query: query.into(),
+            top_k: 5,
+            ..Default::default()
+        };
+        self.search_with(r, req, &self.tenant(tenant).key()).await
+    }
+
+    /// Sends `req` through router `r` with `key`, deadline 2 s.
+    pub async fn search_with(
+        &self,
+        r: usize,
+        req: SearchRequest,
+        key: &str,
+    ) -> Result<SearchResponse, tonic::Status> {
+        let mut request = with_bearer(req, key);
+        request.set_timeout(Duration::from_secs(2));
+        self.search_client(r)
+            .await
+            .search(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Router `r`'s admin status.
+    pub async fn status(&self, r: usize) -> tandem_proto::v1::StatusResponse {
+        RouterAdminClient::new(self.routers[r].channel().await)
+            .status(with_bearer(StatusRequest {}, ADMIN_TOKEN))
+            .await
+            .expect("status")
+            .into_inner()
+    }
+}
+
+/// The catalog version routers report: first 12 hex digits of SHA-256.
+pub fn catalog_version(bytes: &[u8]) -> String {
+    let hex = tandem_common::auth::sha256_hex_bytes(bytes);
+    hex[..12].to_string()
+}

@@ -1,0 +1,357 @@
+//! End-to-end tests of `tandem-router` with real index-nodes in two regions.
+
+use std::time::Duration;
+
+use tandem_e2e::cluster::{Cluster, TenantSpec};
+use tandem_e2e::{with_bearer, ADMIN_TOKEN};
+use tandem_proto::v1::fault_injection_client::FaultInjectionClient;
+use tandem_proto::v1::router_admin_client::RouterAdminClient;
+use tandem_proto::v1::{Fault, FaultAction, SearchRequest, SetDialRequest};
+use tonic::Code;
+
+const QUERY: &str = "file";
+
+fn tenants() -> Vec<TenantSpec> {
+    vec![
+        TenantSpec {
+            id: "aa",
+            home: "r1",
+            active_active: true,
+            shards: vec![vec!["r1-a", "r2-a"]],
+            models: vec![],
+        },
+        TenantSpec {
+            id: "multi",
+            home: "r1",
+            active_active: true,
+            shards: vec![vec!["r1-a", "r2-a"], vec!["r1-b", "r2-b"]],
+            models: vec![],
+        },
+        TenantSpec {
+            id: "solo",
+            home: "r1",
+            active_active: false,
+            shards: vec![vec!["r1-a", "r1-b"]],
+            models: vec![],
+        },
+    ]
+}
+
+async fn cluster() -> Cluster {
+    Cluster::start(
+        &[
+            ("r1-a", "r1"),
+            ("r1-b", "r1"),
+            ("r2-a", "r2"),
+            ("r2-b", "r2"),
+        ],
+        tenants(),
+        150,
+    )
+    .await
+}
+
+fn region_of(resp: &tandem_proto::v1::SearchResponse) -> String {
+    resp.route.as_ref().unwrap().served_region.clone()
+}
+
+async fn set_fault(cluster: &Cluster, node: &str, fault: Fault) {
+    FaultInjectionClient::new(cluster.node(node).proc.channel().await)
+        .set_fault(with_bearer(fault, ADMIN_TOKEN))
+        .await
+        .expect("set fault");
+}
+
+#[tokio::test]
+async fn healthy_queries_are_served_locally_with_a_route() {
+    let c = cluster().await;
+    for r in 0..2 {
+        let resp = c.search(r, "aa", QUERY).await.unwrap();
+        assert!(!resp.hits.is_empty());
+        let route = resp.route.as_ref().unwrap();
+        let local = ["r1", "r2"][r];
+        assert_eq!(
+            (route.entry_region.as_str(), route.served_region.as_str()),
+            (local, local)
+        );
+        assert!(!route.forwarded && !route.fallback);
+        assert_eq!(route.shards.len(), 1);
+        assert_eq!(route.shards[0].node, format!("{local}-a"));
+        assert!(resp.took_micros > 0);
+    }
+    // A two-shard tenant: hits from both shards, merged by score.
+    let resp = c.search(0, "multi", QUERY).await.unwrap();
+    assert_eq!(resp.route.as_ref().unwrap().shards.len(), 2);
+    assert!(resp.hits.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(resp.total_hits >= resp.hits.len() as u64);
+}
+
+#[tokio::test]
+async fn a_killed_local_replica_costs_no_query() {
+    let mut c = cluster().await;
+    c.node_mut("r1-a").proc.signal("KILL");
+    let mut from_r2 = 0;
+    for i in 0..40 {
+        let resp = c
+            .search(0, "aa", QUERY)
+            .await
+            .unwrap_or_else(|e| panic!("query {i} failed: {e:?}"));
+        assert!(!resp.hits.is_empty());
+        if region_of(&resp) == "r2" {
+            from_r2 += 1;
+        }
+    }
+    assert_eq!(
+        from_r2, 40,
+        "the only local replica is dead: the paired region answers"
+    );
+    // The non-active-active tenant falls back to its other home replica.
+    let resp = c.search(0, "solo", QUERY).await.unwrap();
+    assert_eq!(resp.route.as_ref().unwrap().shards[0].node, "r1-b");
+}
+
+#[tokio::test]
+async fn a_hung_local_replica_is_hedged_within_the_deadline() {
+    let c = cluster().await;
+    let hang = Fault {
+        action: FaultAction::Hang as i32,
+        ..Default::default()
+    };
+    set_fault(&c, "r1-a", hang).await;
+    let mut hedged_or_fallback = 0;
+    for i in 0..20 {
+        let resp = c
+            .search(0, "aa", QUERY)
+            .await
+            .unwrap_or_else(|e| panic!("query {i} failed: {e:?}"));
+        let route = resp.route.as_ref().unwrap();
+        assert_eq!(route.served_region, "r2");
+        if route.shards[0].hedged || route.fallback {
+            hedged_or_fallback += 1;
+        }
+    }
+    assert_eq!(hedged_or_fallback, 20);
+}
+
+#[tokio::test]
+async fn one_failing_tenant_shard_only_moves_that_tenant() {
+    let c = cluster().await;
+    let fault = Fault {
+        tenant: "aa".into(),
+        has_shard: true,
+        shard: 0,
+        action: FaultAction::Unavailable as i32,
+        delay_ms: 0,
+    };
+    set_fault(&c, "r1-a", fault).await;
+    for _ in 0..10 {
+        assert_eq!(region_of(&c.search(0, "aa", QUERY).await.unwrap()), "r2");
+        let multi = c.search(0, "multi", QUERY).await.unwrap();
+        assert_eq!(
+            region_of(&multi),
+            "r1",
+            "another tenant on the same node stays local"
+        );
+        assert_eq!(multi.route.as_ref().unwrap().shards[0].node, "r1-a");
+    }
+    // Only the pair is ejected, never the node.
+    let status = c.status(0).await;
+    let node = status.endpoints.iter().find(|e| e.node == "r1-a").unwrap();
+    assert_eq!(node.state, "healthy");
+    assert_eq!(node.ejected_shards, vec!["aa/0".to_string()]);
+}
+
+#[tokio::test]
+async fn a_shard_with_no_replica_left_is_unavailable_unless_partial_is_allowed() {
+    let mut c = cluster().await;
+    c.node_mut("r1-b").proc.signal("KILL");
+    c.node_mut("r2-b").proc.signal("KILL");
+    let err = c.search(0, "multi", QUERY).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("shard 1"), "{}", err.message());
+    let req = SearchRequest {
+        tenant: "multi".into(),
+        query: QUERY.into(),
+        allow_partial: true,
+        ..Default::default()
+    };
+    let resp = c
+        .search_with(0, req, &c.tenant("multi").key())
+        .await
+        .unwrap();
+    assert_eq!(resp.degraded, vec!["partial".to_string()]);
+    assert!(!resp.hits.is_empty());
+    assert!(resp.hits.iter().all(|h| h.shard == 0));
+}
+
+#[tokio::test]
+async fn the_dial_forwards_about_its_share_to_the_paired_region() {
+    let c = cluster().await;
+    let mut admin = RouterAdminClient::new(c.routers[0].channel().await);
+    admin
+        .set_dial(with_bearer(
+            SetDialRequest {
+                region: "r1".into(),
+                percent: 50,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let mut forwarded = 0;
+    for _ in 0..200 {
+        let resp = c.search(0, "aa", QUERY).await.unwrap();
+        let route = resp.route.as_ref().unwrap();
+        assert_eq!(route.entry_region, "r1");
+        if route.forwarded {
+            forwarded += 1;
+            assert_eq!(route.served_region, "r2");
+        } else {
+            assert!(
+                route.served_region == "r1" || route.shards[0].hedged,
+                "{route:?}"
+            );
+        }
+    }
+    assert!(
+        (60..=140).contains(&forwarded),
+        "{forwarded} of 200 forwarded at dial 50"
+    );
+    // Dial 0: everything goes to r2; a forwarded call is never sent back.
+    admin
+        .set_dial(with_bearer(
+            SetDialRequest {
+                region: "r1".into(),
+                percent: 0,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        assert_eq!(region_of(&c.search(0, "aa", QUERY).await.unwrap()), "r2");
+    }
+    let bad = admin
+        .set_dial(with_bearer(
+            SetDialRequest {
+                region: "r1".into(),
+                percent: 101,
+            },
+            ADMIN_TOKEN,
+        ))
+        .await;
+    assert_eq!(bad.unwrap_err().code(), Code::InvalidArgument);
+    let no_token = admin
+        .set_dial(SetDialRequest {
+            region: "r1".into(),
+            percent: 10,
+        })
+        .await;
+    assert_eq!(no_token.unwrap_err().code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_single_region_tenant_is_served_from_its_home() {
+    let c = cluster().await;
+    let resp = c.search(1, "solo", QUERY).await.unwrap();
+    let route = resp.route.as_ref().unwrap();
+    assert_eq!(
+        (route.entry_region.as_str(), route.served_region.as_str()),
+        ("r2", "r1")
+    );
+    assert!(!route.forwarded);
+}
+
+#[tokio::test]
+async fn auth_and_bad_input_get_clear_statuses() {
+    let c = cluster().await;
+    let req = |tenant: &str| SearchRequest {
+        tenant: tenant.into(),
+        query: QUERY.into(),
+        ..Default::default()
+    };
+    let mut client = c.search_client(0).await;
+    assert_eq!(
+        client.search(req("aa")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let code = |r: Result<_, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(
+        code(c.search_with(0, req("aa"), "wrong-key").await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(c.search_with(0, req("aa"), &c.tenant("solo").key()).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(c.search_with(0, req("nobody"), &c.tenant("aa").key()).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.search_with(0, req("nobody"), "wrong-key").await),
+        Code::Unauthenticated,
+        "no enumeration"
+    );
+    assert_eq!(
+        code(c.search_with(0, req("../x"), &c.tenant("aa").key()).await),
+        Code::InvalidArgument
+    );
+    let key = c.tenant("aa").key();
+    let big = SearchRequest {
+        top_k: 1001,
+        ..req("aa")
+    };
+    assert_eq!(
+        code(c.search_with(0, big, &key).await),
+        Code::InvalidArgument
+    );
+    let strict = SearchRequest {
+        query: "title:(tar".into(),
+        strict: true,
+        ..req("aa")
+    };
+    let err = c.search_with(0, strict, &key).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("invalid query syntax"),
+        "{}",
+        err.message()
+    );
+    let lenient = SearchRequest {
+        query: "title:(tar".into(),
+        ..req("aa")
+    };
+    assert!(c.search_with(0, lenient, &key).await.is_ok());
+    // Bad input did not eject anyone.
+    let status = c.status(0).await;
+    assert!(
+        status
+            .endpoints
+            .iter()
+            .all(|e| e.state == "healthy" && e.ejected_shards.is_empty()),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_catalog_is_refused_and_the_last_good_one_serves() {
+    let c = cluster().await;
+    let before = c.status(0).await.catalog_version;
+    std::fs::write(&c.catalog_path, "this is [not a catalog").unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        let status = c.status(0).await;
+        if !status.catalog_error.is_empty() {
+            assert_eq!(status.catalog_version, before);
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the broken catalog was not reported");
+    assert!(
+        c.search(0, "aa", QUERY).await.is_ok(),
+        "the last good catalog keeps serving"
+    );
+}
