@@ -1,5 +1,26 @@
 //! Shared pieces of tandem's benchmarks: sample queries, closed-loop load
-//! with HDR latency histograms, and starting the release binaries.
+//! with HDR latency histograms, and starting the release binaries; and the
+//! load generator behind `tandem-loadgen` and the drills: open- or
+//! closed-loop load through the client library ([`loadgen`]), its JSON
+//! summary ([`summary`]), timeline ([`timeline`], [`plot`]) and time to
+//! recover ([`recovery`]).
+
+pub mod loadgen;
+pub mod plot;
+pub mod queries;
+pub mod recovery;
+pub mod sample;
+pub mod summary;
+pub mod timeline;
+
+pub use loadgen::{
+    run_load, run_load_with, EventLog, LoadConfig, LoadMode, LoadReport, DEFAULT_MAX_OUTSTANDING,
+};
+pub use queries::{parse_queries, read_queries};
+pub use recovery::{time_to_recover, Recovery, RecoveryCriteria};
+pub use sample::{Answered, Outcome, Sample};
+pub use summary::{Percentiles, RegionShare, Summary};
+pub use timeline::{Bucket, Timeline, TimelineEvent};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -11,7 +11,7 @@ use tantivy::schema::{
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    TextAnalyzer,
+    StopWordFilter, TextAnalyzer,
 };
 use tantivy::Index;
 
@@ -119,12 +119,21 @@ pub fn register_tokenizers(index: &Index, language: &str) {
             .filter(LowerCaser)
     };
     let text = match stemmer_language(language) {
-        // Folding accents after stemming keeps the stemmer's rules intact
-        // while letting "canción" match "cancion".
-        Some(lang) => base()
-            .filter(Stemmer::new(lang))
-            .filter(AsciiFoldingFilter)
-            .build(),
+        // Stop words ("a", "the", "de") would otherwise let a page full of
+        // them outrank the one about the query's real terms. Folding accents
+        // after stemming keeps the stemmer's rules intact while letting
+        // "canción" match "cancion".
+        Some(lang) => match StopWordFilter::new(lang) {
+            Some(stop_words) => base()
+                .filter(stop_words)
+                .filter(Stemmer::new(lang))
+                .filter(AsciiFoldingFilter)
+                .build(),
+            None => base()
+                .filter(Stemmer::new(lang))
+                .filter(AsciiFoldingFilter)
+                .build(),
+        },
         None => base().filter(AsciiFoldingFilter).build(),
     };
     index

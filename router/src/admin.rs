@@ -58,8 +58,12 @@ pub fn status(state: &RouterState) -> StatusResponse {
         .map(|s| (s.key.to_string(), s.ejections))
         .collect();
     let shard_snapshots = state.resilience.shards.snapshot();
-    let endpoints = catalog
-        .nodes()
+    let mut nodes: Vec<_> = catalog.nodes().collect();
+    nodes.sort_by(|a, b| {
+        (&a.region, a.kind.as_str(), &a.id).cmp(&(&b.region, b.kind.as_str(), &b.id))
+    });
+    let endpoints = nodes
+        .into_iter()
         .map(|node| {
             let stats = state.resilience.stats.get(&node.id).map(|s| s.snapshot());
             let p95 = state.resilience.stats.get(&node.id).and_then(|s| s.p95());

@@ -66,7 +66,13 @@ pub async fn search(
 ) -> Result<SearchResponse, Status> {
     let top_k = if req.top_k == 0 { 10 } else { req.top_k } as usize;
     let window = req.offset as usize + top_k;
-    let fetch = (window + OVERFETCH.min(window)).min(MAX_WINDOW as usize) as u32;
+    // Without a model there are no boosts, so nothing can move up.
+    let headroom = if map.models.is_empty() {
+        0
+    } else {
+        OVERFETCH.min(window)
+    };
+    let fetch = (window + headroom).min(MAX_WINDOW as usize) as u32;
     let per_try = ms(state.config.per_try_timeout_ms);
     let tenant = &map.tenant.id;
 

@@ -1,0 +1,358 @@
+//! The client subcommands: `search`, `suggest`, `status`, `dial`.
+//!
+//! Router addresses, the API key and the admin token come from flags, or
+//! from the topology file `tandem dev` writes (`--topology FILE`).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use tandem_client::{ClientConfig, RegionEndpoint, TandemClient, Topology};
+use tandem_proto::v1::router_admin_client::RouterAdminClient;
+use tandem_proto::v1::{Route, SearchRequest, SetDialRequest, StatusRequest, SuggestRequest};
+use tonic::transport::Channel;
+
+/// Where the cluster is and who we are.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Target {
+    /// Topology file written by `tandem dev --topology` (default: the one in
+    /// `target/tandem-dev/` if present).
+    #[arg(long, global = true)]
+    pub topology: Option<std::path::PathBuf>,
+    /// A router address (`host:port`), instead of the topology's routers.
+    #[arg(long, global = true)]
+    pub router: Option<String>,
+    /// Region whose router to prefer (default: the topology's first).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Tenant API key (default: the topology's key of the tenant).
+    #[arg(long, global = true, env = "TANDEM_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Admin token (default: the topology's).
+    #[arg(
+        long,
+        global = true,
+        env = "TANDEM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
+/// The default topology path of `tandem dev`.
+pub const DEFAULT_TOPOLOGY: &str = "target/tandem-dev/topology.json";
+
+impl Target {
+    fn topology(&self) -> anyhow::Result<Option<Topology>> {
+        let path = match &self.topology {
+            Some(p) => p.clone(),
+            None if std::path::Path::new(DEFAULT_TOPOLOGY).exists() => DEFAULT_TOPOLOGY.into(),
+            None => return Ok(None),
+        };
+        Ok(Some(Topology::load(&path).with_context(|| {
+            format!("cannot read topology {}", path.display())
+        })?))
+    }
+
+    /// A failover client for `tenant`.
+    pub async fn client(&self, tenant: &str) -> anyhow::Result<TandemClient> {
+        let topology = self.topology()?;
+        let mut config = match (&self.router, &topology) {
+            (Some(addr), _) => ClientConfig::new(vec![RegionEndpoint::new(
+                self.region.clone().unwrap_or_else(|| "default".into()),
+                addr.clone(),
+            )]),
+            (None, Some(t)) => {
+                let mut c = t.client_config(self.region.as_deref(), None)?;
+                c.api_key = t.tenant(tenant).map(|t| t.api_key.clone());
+                c
+            }
+            (None, None) => bail!(
+                "no router: pass --router HOST:PORT or --topology FILE (run `tandem dev` first)"
+            ),
+        };
+        if let Some(key) = &self.key {
+            config.api_key = Some(key.clone());
+        }
+        Ok(TandemClient::connect(config).await?)
+    }
+
+    /// Admin channels to every router, with the admin token.
+    async fn admin(&self) -> anyhow::Result<(Vec<(String, Channel)>, String)> {
+        let topology = self.topology()?;
+        let routers: Vec<(String, String)> = match (&self.router, &topology) {
+            (Some(addr), _) => vec![(
+                self.region.clone().unwrap_or_else(|| "router".into()),
+                addr.clone(),
+            )],
+            (None, Some(t)) => t
+                .regions
+                .iter()
+                .map(|r| (r.name.clone(), r.router.clone()))
+                .collect(),
+            (None, None) => bail!("no router: pass --router HOST:PORT or --topology FILE"),
+        };
+        let token = self
+            .admin_token
+            .clone()
+            .or_else(|| topology.as_ref().map(|t| t.admin_token.clone()))
+            .context("no admin token: pass --admin-token or --topology")?;
+        let mut channels = Vec::new();
+        for (name, addr) in routers {
+            let channel = Channel::from_shared(format!("http://{addr}"))?
+                .connect_timeout(Duration::from_secs(2))
+                .connect_lazy();
+            channels.push((name, channel));
+        }
+        Ok((channels, token))
+    }
+}
+
+fn print_route(route: Option<&Route>, took_micros: Option<u64>) {
+    let Some(r) = route else { return };
+    let shards: Vec<String> = r
+        .shards
+        .iter()
+        .map(|s| {
+            format!(
+                "shard {} -> {} ({}, attempts {}{})",
+                s.shard,
+                s.node,
+                s.region,
+                s.attempts,
+                if s.hedged { ", hedged" } else { "" }
+            )
+        })
+        .collect();
+    let shards = if shards.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", shards.join("; "))
+    };
+    println!(
+        "route: entry {} -> served {}{}{}{}; model {}{}",
+        r.entry_region,
+        r.served_region,
+        if r.forwarded { ", forwarded" } else { "" },
+        if r.fallback { ", fallback" } else { "" },
+        shards,
+        if r.model_node.is_empty() {
+            "-"
+        } else {
+            &r.model_node
+        },
+        took_micros.map_or(String::new(), |t| format!(
+            "; took {:.2} ms",
+            t as f64 / 1000.0
+        )),
+    );
+}
+
+/// `tandem search`.
+pub async fn search(
+    target: &Target,
+    tenant: &str,
+    query: &str,
+    top_k: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = target.client(tenant).await?;
+    let request = SearchRequest {
+        tenant: tenant.into(),
+        query: query.into(),
+        top_k,
+        ..Default::default()
+    };
+    let (resp, info) = client
+        .search(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "total_hits": resp.total_hits,
+                "hits": resp.hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score, "title": h.title, "url": h.url, "shard": h.shard})).collect::<Vec<_>>(),
+                "route": resp.route.as_ref().map(|r| serde_json::json!({"entry_region": r.entry_region, "served_region": r.served_region, "forwarded": r.forwarded, "fallback": r.fallback, "model_node": r.model_node})),
+                "degraded": resp.degraded, "took_micros": resp.took_micros, "client_region": &*info.region,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{} hits for {query:?} (tenant {tenant}, via {} router{})",
+        resp.total_hits,
+        info.region,
+        if info.failed_over {
+            ", failed over"
+        } else {
+            ""
+        }
+    );
+    for (i, h) in resp.hits.iter().enumerate() {
+        println!(
+            "{:>2}. {:<28} {:>7.3}  {}",
+            i + 1,
+            h.id,
+            h.score,
+            h.snippet
+                .replace(['\n'], " ")
+                .chars()
+                .take(90)
+                .collect::<String>()
+        );
+    }
+    if !resp.degraded.is_empty() {
+        println!("degraded: {}", resp.degraded.join(", "));
+    }
+    print_route(resp.route.as_ref(), Some(resp.took_micros));
+    Ok(())
+}
+
+/// `tandem suggest`.
+pub async fn suggest(target: &Target, tenant: &str, prefix: &str, k: u32) -> anyhow::Result<()> {
+    let client = target.client(tenant).await?;
+    let request = SuggestRequest {
+        tenant: tenant.into(),
+        prefix: prefix.into(),
+        k,
+    };
+    let (resp, info) = client
+        .suggest(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    println!(
+        "suggestions for {prefix:?} (tenant {tenant}, via {} router)",
+        info.region
+    );
+    for s in &resp.suggestions {
+        println!("  {:<50} {:.3}", s.text, s.score);
+    }
+    if !resp.degraded.is_empty() {
+        println!("degraded: {}", resp.degraded.join(", "));
+    }
+    print_route(resp.route.as_ref(), None);
+    Ok(())
+}
+
+fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(request)
+}
+
+/// `tandem status`.
+pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
+    let (routers, token) = target.admin().await?;
+    for (name, channel) in routers {
+        let status = match RouterAdminClient::new(channel)
+            .status(bearer(StatusRequest {}, &token)?)
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                println!(
+                    "router of {name}: unreachable ({:?}: {})",
+                    e.code(),
+                    e.message()
+                );
+                continue;
+            }
+        };
+        if json {
+            println!("{}", serde_json::to_string(&status_json(&status))?);
+            continue;
+        }
+        println!(
+            "router {} ({}), catalog {} ({} tenants){}",
+            status.router_id,
+            status.region,
+            status.catalog_version,
+            status.tenants,
+            if status.catalog_error.is_empty() {
+                String::new()
+            } else {
+                format!(" — REFUSED RELOAD: {}", status.catalog_error)
+            }
+        );
+        for r in &status.regions {
+            println!(
+                "  region {:<10} paired {:<10} dial {:>3}%  routers {}",
+                r.name,
+                r.paired,
+                r.dial_percent,
+                if r.router_healthy { "up" } else { "DOWN" }
+            );
+        }
+        println!(
+            "  {:<16} {:<10} {:<7} {:<10} {:>5} {:>9} {:>9} {:>5} {:>9} {:>8}  ejected shards",
+            "endpoint",
+            "region",
+            "kind",
+            "state",
+            "eject",
+            "ewma us",
+            "p95 us",
+            "infl",
+            "ok",
+            "failed"
+        );
+        for e in &status.endpoints {
+            println!(
+                "  {:<16} {:<10} {:<7} {:<10} {:>5} {:>9} {:>9} {:>5} {:>9} {:>8}  {}",
+                e.node,
+                e.region,
+                e.kind,
+                e.state,
+                e.ejections,
+                e.ewma_micros,
+                e.p95_micros,
+                e.in_flight,
+                e.successes,
+                e.failures,
+                e.ejected_shards.join(",")
+            );
+        }
+        if let Some(c) = &status.cache {
+            println!("  replica-map cache: {} entries, {} hits, {} misses, {} negative hits; retry budget exhausted {} times", c.entries, c.hits, c.misses, c.negative_hits, status.retry_budget_exhausted);
+        }
+    }
+    Ok(())
+}
+
+fn status_json(s: &tandem_proto::v1::StatusResponse) -> serde_json::Value {
+    serde_json::json!({
+        "router_id": s.router_id, "region": s.region, "catalog_version": s.catalog_version, "catalog_error": s.catalog_error,
+        "regions": s.regions.iter().map(|r| serde_json::json!({"name": r.name, "paired": r.paired, "dial_percent": r.dial_percent, "router_healthy": r.router_healthy})).collect::<Vec<_>>(),
+        "endpoints": s.endpoints.iter().map(|e| serde_json::json!({"node": e.node, "region": e.region, "kind": e.kind, "state": e.state, "ejections": e.ejections, "ewma_micros": e.ewma_micros, "in_flight": e.in_flight, "ejected_shards": e.ejected_shards})).collect::<Vec<_>>(),
+    })
+}
+
+/// `tandem dial REGION PERCENT`: sets the dial on every router.
+pub async fn dial(target: &Target, region: &str, percent: u32) -> anyhow::Result<()> {
+    let (routers, token) = target.admin().await?;
+    let mut failures = 0;
+    for (name, channel) in routers {
+        match RouterAdminClient::new(channel)
+            .set_dial(bearer(
+                SetDialRequest {
+                    region: region.into(),
+                    percent,
+                },
+                &token,
+            )?)
+            .await
+        {
+            Ok(_) => println!("router of {name}: dial of {region} set to {percent}%"),
+            Err(e) => {
+                failures += 1;
+                println!("router of {name}: {:?}: {}", e.code(), e.message());
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} router(s) did not take the dial");
+    }
+    Ok(())
+}

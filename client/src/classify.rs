@@ -1,0 +1,63 @@
+//! Which failures move a call to another region's router.
+//!
+//! Failover is for a front door that is gone, not for a query that is
+//! wrong: UNAVAILABLE and transport failures move, every other code
+//! (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, ...) is the same answer
+//! any router would give and is returned as is. Search and Suggest are
+//! reads, so repeating a call the dead router may have seen is safe.
+
+use std::error::Error;
+
+use tonic::{Code, Status};
+
+/// True for UNAVAILABLE (which tonic also uses for refused connections)
+/// and for failures that never reached a server: a status tonic made
+/// locally from a transport error (connection reset mid-call) carries the
+/// error as its source, whereas a status a server sent has none. The
+/// client's own deadline is not a router failure.
+pub fn is_failover_status(status: &Status) -> bool {
+    if status.code() == Code::Unavailable {
+        return true;
+    }
+    status.source().is_some() && !is_local_timeout(status)
+}
+
+/// True if tonic gave up because the request's `grpc-timeout` expired.
+pub(crate) fn is_local_timeout(status: &Status) -> bool {
+    let mut source = status.source();
+    while let Some(err) = source {
+        if err.downcast_ref::<tonic::TimeoutExpired>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_and_transport_errors_fail_over() {
+        assert!(is_failover_status(&Status::unavailable("down")));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let status = Status::from_error(Box::new(reset));
+        assert!(is_failover_status(&status));
+    }
+
+    #[test]
+    fn server_answers_do_not_fail_over() {
+        for status in [
+            Status::invalid_argument("bad query"),
+            Status::unauthenticated("key"),
+            Status::permission_denied("key"),
+            Status::not_found("tenant"),
+            Status::deadline_exceeded("slow"),
+            Status::internal("bug"),
+            Status::resource_exhausted("busy"),
+        ] {
+            assert!(!is_failover_status(&status), "{status:?}");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! `tandem-model-node`: serves per-tenant models over gRPC, trains them from
+//! usage events and evaluates them offline; also writes the synthetic sample
+//! event logs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use tandem_common::config::load_toml;
+use tandem_model_node::config::NodeConfig;
+use tandem_model_node::eval::evaluate;
+use tandem_model_node::events::read_events_file;
+use tandem_model_node::synth::{generate_file, SynthConfig};
+use tandem_model_node::train::{now_millis, train_to_dir, TrainConfig};
+
+/// tandem's model-node: query suggestions and relevance tuning per tenant.
+#[derive(Parser)]
+#[command(name = "tandem-model-node", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the models under a model directory over gRPC.
+    Serve(ServeArgs),
+    /// Write a deterministic SYNTHETIC event log for the sample corpus.
+    Synth {
+        /// The corpus (gzipped JSON lines, e.g. data/tldr_pages/docs.jsonl.gz).
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Language of the pages to simulate (e.g. en, es).
+        #[arg(long)]
+        lang: String,
+        /// Number of user sessions.
+        #[arg(long, default_value_t = 20_000)]
+        sessions: usize,
+        /// RNG seed; the same seed gives the same log.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (gzipped if it ends in .gz).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train a tenant's models from an event log and write a new artifact
+    /// version to <model-dir>/<tenant>/.
+    Train {
+        /// The tenant id.
+        #[arg(long)]
+        tenant: String,
+        /// The event log (JSON lines, optionally gzipped).
+        #[arg(long)]
+        events: PathBuf,
+        /// The model directory.
+        #[arg(long, env = "TANDEM_MODEL_DIR")]
+        model_dir: PathBuf,
+    },
+    /// Split an event log by time, train on the earlier part and report MRR
+    /// and suggestion hit rate on the later part.
+    Eval {
+        /// The event log (JSON lines, optionally gzipped).
+        #[arg(long)]
+        events: PathBuf,
+        /// Share of the log (by time) to train on.
+        #[arg(long, default_value_t = 0.8)]
+        train_fraction: f64,
+    },
+}
+
+/// `serve` flags; each overrides the `--config` file's value.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file (see `model-node/src/config.rs`); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Id reported in responses, logs and the readiness line.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Region label for logs.
+    #[arg(long)]
+    region: Option<String>,
+    /// gRPC listen address (port 0: any free port, printed on stdout).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Prometheus /metrics listen address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// Where tenants' artifacts live (<model-dir>/<tenant>/v<n>.tmodel).
+    #[arg(long, env = "TANDEM_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Poll the model directory this often (ms) and load newer artifacts; 0 = off.
+    #[arg(long)]
+    watch_ms: Option<u64>,
+    /// Serve the fault-injection admin API (needs an admin token).
+    #[arg(long)]
+    enable_faults: bool,
+    /// Admin token for the fault-injection API.
+    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// On shutdown, report NOT_SERVING for this long before closing the listener.
+    #[arg(long)]
+    drain_grace_ms: Option<u64>,
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    json_logs: bool,
+}
+
+/// The config file (or defaults) with the flags applied, and the admin token.
+fn serve_config(args: ServeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
+    let mut c = match &args.config {
+        Some(path) => load_toml::<NodeConfig>(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(v) = args.node_id {
+        c.node_id = v;
+    }
+    if let Some(v) = args.region {
+        c.region = v;
+    }
+    if let Some(v) = args.listen {
+        c.listen = v;
+    }
+    if let Some(v) = args.metrics_listen {
+        c.metrics_listen = v;
+    }
+    if let Some(v) = args.model_dir {
+        c.model_dir = v;
+    }
+    if let Some(v) = args.watch_ms {
+        c.watch_ms = v;
+    }
+    if let Some(v) = args.drain_grace_ms {
+        c.drain_grace_ms = v;
+    }
+    c.enable_faults |= args.enable_faults;
+    c.json_logs |= args.json_logs;
+    Ok((c, args.admin_token))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, token) = serve_config(args)?;
+    tandem_common::telemetry::init_tracing(config.json_logs);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(tandem_model_node::node::run(config, token))
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain, no backtrace: these are
+            // operator errors (bad file, bad tenant id), not bugs.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve(args)?,
+        Command::Synth {
+            corpus,
+            lang,
+            sessions,
+            seed,
+            out,
+        } => {
+            let n = generate_file(&corpus, &lang, &SynthConfig::new(sessions, seed), &out)
+                .with_context(|| format!("generating a synthetic log for {lang:?}"))?;
+            println!(
+                "wrote {n} synthetic events ({sessions} sessions, seed {seed}) to {}",
+                out.display()
+            );
+        }
+        Command::Train {
+            tenant,
+            events,
+            model_dir,
+        } => {
+            let started = Instant::now();
+            let log = read_events_file(&events)
+                .with_context(|| format!("reading events from {}", events.display()))?;
+            let (written, stats) = train_to_dir(
+                &log,
+                &tenant,
+                &TrainConfig::default(),
+                &model_dir,
+                now_millis(),
+            )
+            .with_context(|| format!("training tenant {tenant:?}"))?;
+            let j = stats.join;
+            println!(
+                "tenant {tenant}: {} searches, {} clicks -> {} suggestions, {} boosted queries, {} back-off terms",
+                j.searches, j.clicks, stats.suggestions, stats.boosted_queries, stats.boosted_terms
+            );
+            println!(
+                "ignored: {} empty queries, {} orphan clicks, {} clicks on unshown docs; {} rank mismatches, {} duplicate clicks",
+                j.empty_queries, j.orphan_clicks, j.clicks_not_shown, j.rank_mismatches, j.duplicate_clicks
+            );
+            println!(
+                "wrote {} ({} bytes) in {:.2?}",
+                written.file.path.display(),
+                written.size_bytes,
+                started.elapsed()
+            );
+        }
+        Command::Eval {
+            events,
+            train_fraction,
+        } => {
+            let log = read_events_file(&events)
+                .with_context(|| format!("reading events from {}", events.display()))?;
+            let report =
+                evaluate(&log, train_fraction, &TrainConfig::default()).context("evaluating")?;
+            println!("{report}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let argv = ["tandem-model-node", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("parse").command {
+            Command::Serve(args) => args,
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("model.toml");
+        std::fs::write(
+            &file,
+            "node_id = \"from-file\"\nregion = \"r9\"\nmodel_dir = \"/m\"\nwatch_ms = 0\n",
+        )
+        .expect("write");
+        let path = file.display().to_string();
+        let (c, token) = serve_config(serve_args(&["--config", &path])).expect("config");
+        assert_eq!((c.node_id.as_str(), c.region.as_str()), ("from-file", "r9"));
+        assert_eq!(
+            (c.model_dir, c.watch_ms, token),
+            (PathBuf::from("/m"), 0, None)
+        );
+
+        let args = serve_args(&[
+            "--config",
+            &path,
+            "--node-id",
+            "flag",
+            "--watch-ms",
+            "250",
+            "--listen",
+            "127.0.0.1:0",
+            "--enable-faults",
+            "--admin-token",
+            "t",
+        ]);
+        let (c, token) = serve_config(args).expect("config");
+        assert_eq!((c.node_id.as_str(), c.region.as_str()), ("flag", "r9"));
+        assert_eq!(
+            (c.watch_ms, c.listen.port(), c.enable_faults),
+            (250, 0, true)
+        );
+        assert_eq!(token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn a_bad_config_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("model.toml");
+        std::fs::write(&file, "modeldir = \"/typo\"\n").expect("write");
+        let path = file.display().to_string();
+        let err = serve_config(serve_args(&["--config", &path])).err();
+        let message = format!("{:#}", err.expect("refused"));
+        assert!(
+            message.contains("model.toml") && message.contains("modeldir"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! Wiring one model-node process together: store, reloader and watcher,
+//! services, server. The shared plumbing (`tandem_common::server::serve`:
+//! health, reflection, gRPC metrics, readiness line, graceful drain; fault
+//! injection; admin auth) is the index-node's, not a copy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_common::faults::{FaultRegistry, FaultService};
+use tandem_common::server::{serve, shutdown_signal, ServeOptions};
+use tandem_proto::v1::fault_injection_server::FaultInjectionServer;
+use tandem_proto::v1::model_node_server::ModelNodeServer;
+use tonic::service::RoutesBuilder;
+
+use crate::config::NodeConfig;
+use crate::health::TenantHealth;
+use crate::reload::{Reloader, Trigger};
+use crate::service::ModelService;
+use crate::store::ModelStore;
+
+/// Runs the node until SIGTERM / Ctrl-C, then drains. Models are loaded
+/// before the readiness line is printed, so "ready" means "serving the
+/// models found in the model directory".
+pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+    let admin_token = match (config.enable_faults, admin_token) {
+        (true, Some(t)) if !t.is_empty() => Some(t),
+        (true, _) => anyhow::bail!(
+            "--enable-faults needs an admin token (--admin-token or TANDEM_ADMIN_TOKEN)"
+        ),
+        (false, _) => None,
+    };
+    std::fs::create_dir_all(&config.model_dir)
+        .with_context(|| format!("cannot create model dir {}", config.model_dir.display()))?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let store = Arc::new(ModelStore::new(&config.model_dir));
+    let reloader = Arc::new(Reloader::new(store, TenantHealth::new(health.clone())));
+    let started = std::time::Instant::now();
+    let summary = reloader
+        .load_all(Trigger::Startup)
+        .await
+        .with_context(|| format!("cannot load models from {}", config.model_dir.display()))?;
+    tracing::info!(
+        tenants = summary.tried,
+        loaded = summary.loaded,
+        failed = summary.failed,
+        model_dir = %config.model_dir.display(),
+        region = %config.region,
+        ms = started.elapsed().as_millis() as u64,
+        "models loaded"
+    );
+
+    let faults = FaultRegistry::new();
+    let service = ModelService::new(config.node_id.clone(), reloader.clone(), faults.clone());
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(health_service);
+    routes.add_service(ModelNodeServer::new(service));
+    if let Some(token) = admin_token {
+        tracing::warn!("fault injection is enabled");
+        routes.add_service(FaultInjectionServer::new(FaultService::new(faults, token)));
+    }
+    let watcher = config.watch_interval().map(|every| {
+        tracing::info!(every_ms = config.watch_ms, "watching the model directory");
+        tokio::spawn(reloader.clone().watch(every))
+    });
+    let options = ServeOptions {
+        listen: config.listen,
+        metrics_listen: config.metrics_listen,
+        drain_grace: Duration::from_millis(config.drain_grace_ms),
+        drain_timeout: Duration::from_secs(10),
+        kind: "model",
+        id: config.node_id.clone(),
+    };
+    let shutdown = async move {
+        shutdown_signal().await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
+        reloader.health().report_all_not_serving().await;
+    };
+    serve(options, routes, health, shutdown).await
+}
