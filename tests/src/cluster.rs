@@ -103,6 +103,18 @@ impl Cluster {
         tenants: Vec<TenantSpec>,
         docs_per_shard: usize,
     ) -> Cluster {
+        Self::start_with_models(index_nodes, &[], tenants, docs_per_shard).await
+    }
+
+    /// Like [`Cluster::start`], plus model-nodes `model_nodes` (id, region)
+    /// serving models trained from the English sample event log for every
+    /// tenant that lists model replicas.
+    pub async fn start_with_models(
+        index_nodes: &[(&str, &str)],
+        model_nodes: &[(&str, &str)],
+        tenants: Vec<TenantSpec>,
+        docs_per_shard: usize,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for (id, region) in index_nodes {
@@ -115,6 +127,22 @@ impl Cluster {
                 proc,
                 data_dir,
             });
+        }
+        if !model_nodes.is_empty() {
+            let model_dir = dir.path().join("models");
+            for tenant in tenants.iter().filter(|t| !t.models.is_empty()) {
+                train_model(tenant.id, &model_dir);
+            }
+            for (id, region) in model_nodes {
+                let proc = start_model_node(id, &model_dir).expect("model node");
+                nodes.push(NodeProc {
+                    id: id.to_string(),
+                    region: region.to_string(),
+                    kind: "model",
+                    proc,
+                    data_dir: model_dir.clone(),
+                });
+            }
         }
         let catalog_path = dir.path().join("catalog.toml");
         let mut cluster = Cluster {
@@ -311,6 +339,42 @@ impl Cluster {
             .expect("status")
             .into_inner()
     }
+}
+
+/// Trains `tenant`'s model from the English sample event log into `model_dir`.
+pub fn train_model(tenant: &str, model_dir: &std::path::Path) {
+    let events = crate::repo_root().join("data/events/en.jsonl.gz");
+    let status = std::process::Command::new(crate::bin_path("tandem-model-node"))
+        .args(["train", "--tenant", tenant, "--events"])
+        .arg(&events)
+        .arg("--model-dir")
+        .arg(model_dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run tandem-model-node train");
+    assert!(status.success(), "training {tenant} failed");
+}
+
+/// Starts a model-node over `model_dir`, faults enabled.
+pub fn start_model_node(id: &str, model_dir: &std::path::Path) -> anyhow::Result<Proc> {
+    let mut args: Vec<String> = [
+        "serve",
+        "--node-id",
+        id,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--enable-faults",
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--model-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(model_dir.display().to_string());
+    Proc::spawn("tandem-model-node", &args)
 }
 
 /// The catalog version routers report: first 12 hex digits of SHA-256.
