@@ -4,7 +4,7 @@
 
 use tandem_e2e::cluster::{Cluster, TenantSpec};
 use tandem_e2e::with_bearer;
-use tandem_proto::v1::{SearchRequest, SuggestRequest};
+use tandem_proto::v1::SuggestRequest;
 
 async fn cluster() -> Cluster {
     let tenants = vec![TenantSpec {
