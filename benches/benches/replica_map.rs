@@ -1,11 +1,12 @@
 //! Replica-map resolution for a catalog of 100,000 tenants: how long the
 //! catalog takes to parse and validate, how long one tenant's resolution
 //! takes through the router's moka cache (cold: resolved from the catalog;
-//! warm: a cache hit), p50/p99/max, and what it costs in memory (resident
-//! set size before and after).
+//! warm: a cache hit), p50/p99/max, and what it costs in live heap memory.
 //!
 //! Run: `cargo bench -p tandem-benches --bench replica_map`
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -15,16 +16,31 @@ use tandem_router::catalog::Catalog;
 
 const TENANTS: usize = 100_000;
 
-fn rss_bytes() -> u64 {
-    // /proc/self/statm: size resident ... in pages.
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
+/// Counts live heap bytes, so memory is measured exactly rather than
+/// through the resident set size (which keeps freed parser memory).
+struct CountingAllocator;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter is only bookkeeping.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn heap_bytes() -> u64 {
+    LIVE_BYTES.load(Relaxed) as u64
 }
 
 fn catalog_text() -> String {
@@ -52,7 +68,7 @@ fn catalog_text() -> String {
 
 fn main() {
     let text = catalog_text();
-    let rss0 = rss_bytes();
+    let rss0 = heap_bytes().saturating_sub(text.capacity() as u64);
     let started = Instant::now();
     let catalog = match Catalog::parse(text.as_bytes()) {
         Ok(c) => c,
@@ -62,8 +78,9 @@ fn main() {
         }
     };
     let parse = started.elapsed();
+    let text_bytes = text.capacity() as u64;
     drop(text);
-    let rss_catalog = rss_bytes();
+    let rss_catalog = heap_bytes();
     let cache = ReplicaMapCache::new(
         TENANTS as u64,
         std::time::Duration::from_secs(600),
@@ -82,7 +99,7 @@ fn main() {
         let _ = cold.record(t.elapsed().as_nanos() as u64);
         assert!(map.is_some_and(|m| m.shards.len() == 2));
     }
-    let rss_cache = rss_bytes();
+    let rss_cache = heap_bytes();
     let ids: Vec<String> = (0..TENANTS).map(|n| format!("tenant-{n}")).collect();
     let mut warm = Histogram::<u64>::new(3).expect("histogram");
     for _ in 0..(TENANTS * 5) {
@@ -118,10 +135,11 @@ fn main() {
         );
     }
     println!(
-        "resident memory: {:.1} MiB before, +{:.1} MiB for the catalog, +{:.1} MiB for {} cached replica maps",
+        "live heap: {:.1} MiB before; catalog in memory {:.1} MiB (its TOML text: {:.1} MiB); {} cached replica maps {:.1} MiB",
         mb(rss0),
         mb(rss_catalog.saturating_sub(rss0)),
+        mb(text_bytes),
+        cache.stats().entries,
         mb(rss_cache.saturating_sub(rss_catalog)),
-        cache.stats().entries
     );
 }
