@@ -13,7 +13,8 @@
 //! accents left out, refinements) are what makes the queries distinct.
 //!
 //! Workload: Boosts asks for the queries users typed (20,000 distinct ones
-//! spread over the log); Suggest for their first 2-8 characters.
+//! of at most 256 bytes, in a hash order that spreads them over languages);
+//! Suggest for their first 2-8 characters.
 //!
 //! Run: `cargo build --release -p tandem-model-node --bins && cargo bench -p tandem-benches --bench model_node`
 //! (`BENCH_SECONDS=N` sets the length of each run; default 5.)
@@ -30,6 +31,7 @@ use tandem_benches::{closed_loop, sample_corpus, RunStats, Server};
 use tandem_model_node::artifact::write_new_version;
 use tandem_model_node::corpus::read_pages;
 use tandem_model_node::events::Event;
+use tandem_model_node::store::MAX_INPUT_BYTES;
 use tandem_model_node::synth::{generate, SynthConfig};
 use tandem_model_node::train::{now_millis, train, TrainConfig};
 use tandem_model_node::TenantModel;
@@ -178,7 +180,8 @@ fn workload(events: &[Event]) -> (Arc<Vec<String>>, Arc<Vec<String>>) {
     let distinct: BTreeSet<&str> = events
         .iter()
         .map(Event::query)
-        .filter(|q| !q.trim().is_empty())
+        // What the service accepts (longer text is INVALID_ARGUMENT).
+        .filter(|q| !q.trim().is_empty() && q.len() <= MAX_INPUT_BYTES)
         .collect();
     let mut typed: Vec<String> = distinct.into_iter().map(str::to_string).collect();
     typed.sort_by_key(|q| fnv1a(q));

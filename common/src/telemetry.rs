@@ -5,6 +5,7 @@
 //! local cluster bind port 0 and need to learn the port that was chosen.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,21 +36,33 @@ pub fn init_tracing(json: bool) {
     };
 }
 
-/// Installs the global metrics recorder and serves it on `addr` at
-/// `/metrics`. Returns the bound address (useful when `addr` has port 0).
-///
-/// Must be called inside the tokio runtime.
-pub async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+/// The process's metrics recorder, installed on first call. Call it early
+/// (inside the tokio runtime) so that metrics recorded during start-up, e.g.
+/// while loading data, are not lost; [`serve_metrics`] calls it too.
+pub fn recorder() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)
         .context("invalid histogram buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    spawn_upkeep(handle.clone());
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Serves the metrics recorder's output on `addr` at `/metrics`. Returns
+/// the bound address (useful when `addr` has port 0).
+///
+/// Must be called inside the tokio runtime.
+pub async fn serve_metrics(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let handle = recorder()?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind metrics listener on {addr}"))?;
     let bound = listener.local_addr()?;
-    spawn_upkeep(handle.clone());
     let app = axum::Router::new().route(
         "/metrics",
         get(move || {

@@ -22,6 +22,8 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Runs the node until SIGTERM / Ctrl-C, then drains.
 pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+    // Installed first so that start-up (loading shards, models) is measured.
+    tandem_common::telemetry::recorder()?;
     let admin_token = match (config.enable_faults, admin_token) {
         (true, Some(t)) if !t.is_empty() => Some(t),
         (true, _) => anyhow::bail!(
@@ -71,8 +73,9 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
         kind: "index",
         id: config.node_id.clone(),
     };
+    let signal = shutdown_signal();
     let shutdown = async move {
-        shutdown_signal().await;
+        signal.await;
         registry.report_all_not_serving().await;
     };
     serve(options, routes, health, shutdown).await

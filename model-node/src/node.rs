@@ -23,6 +23,8 @@ use crate::store::ModelStore;
 /// before the readiness line is printed, so "ready" means "serving the
 /// models found in the model directory".
 pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+    // Installed first so that start-up (loading shards, models) is measured.
+    tandem_common::telemetry::recorder()?;
     let admin_token = match (config.enable_faults, admin_token) {
         (true, Some(t)) if !t.is_empty() => Some(t),
         (true, _) => anyhow::bail!(
@@ -71,8 +73,9 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
         kind: "model",
         id: config.node_id.clone(),
     };
+    let signal = shutdown_signal();
     let shutdown = async move {
-        shutdown_signal().await;
+        signal.await;
         if let Some(watcher) = watcher {
             watcher.abort();
         }

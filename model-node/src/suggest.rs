@@ -21,12 +21,15 @@
 //! order, which indexes a side table of scores). A prefix is looked up with a
 //! `StartsWith` automaton, so the work is proportional to the matches, not to
 //! the model. Short prefixes match huge ranges ("a" may match a third of all
-//! queries), so the top [`MAX_K`] completions of every prefix of up to
-//! [`PRECOMPUTED_PREFIX_CHARS`] characters are computed once when the model is
-//! built or loaded. For longer prefixes the stream is read up to
-//! [`MAX_SCAN`] matches; past that (only for prefixes shared by more than
-//! that many queries) the answer is the best among the first `MAX_SCAN` in
-//! byte order. Ties are broken by the text, so answers are deterministic.
+//! queries), and so do some longer ones ("list all " in a big model), so the
+//! top [`MAX_K`] completions of every prefix of up to
+//! [`PRECOMPUTED_PREFIX_CHARS`] characters, and of every longer prefix shared
+//! by more than [`HEAVY_PREFIX_MATCHES`] queries, are computed once when the
+//! model is built or loaded. Any other prefix matches at most
+//! `HEAVY_PREFIX_MATCHES` queries (its parent prefixes would be heavy
+//! otherwise), so a call never reads more than that many fst entries, and
+//! every answer is the exact top-k. [`MAX_SCAN`] stays as a backstop. Ties
+//! are broken by the text, so answers are deterministic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,7 +47,14 @@ pub const MAX_K: usize = 50;
 /// top-[`MAX_K`] lists.
 pub const PRECOMPUTED_PREFIX_CHARS: usize = 3;
 
-/// The most matching keys examined for a longer prefix.
+/// Prefixes longer than [`PRECOMPUTED_PREFIX_CHARS`] matching more queries
+/// than this get precomputed lists; others are answered by reading their
+/// (at most this many) matches. 256 keeps a scan to some 10-20 µs while the
+/// lists for a 150k-query model stay a few MB.
+pub const HEAVY_PREFIX_MATCHES: usize = 256;
+
+/// The most matching keys examined for a prefix without a precomputed list
+/// (a backstop: [`HEAVY_PREFIX_MATCHES`] already bounds it).
 pub const MAX_SCAN: usize = 20_000;
 
 /// Longer normalised queries are not offered as suggestions (they are pasted
@@ -132,7 +142,8 @@ pub fn score_queries(searches: &[ObservedSearch], cfg: &SuggestConfig) -> Vec<(S
 }
 
 /// Top completions of every prefix of up to PRECOMPUTED_PREFIX_CHARS
-/// characters, best first. Texts are shared between the lists they appear in.
+/// characters and of every heavy longer prefix, best first. Texts are shared
+/// between the lists they appear in.
 type ShortTable = HashMap<Box<str>, Box<[(Arc<str>, f32)]>>;
 
 /// A trained suggestion model (see the module docs).
@@ -206,16 +217,18 @@ impl SuggestModel {
         if prefix.is_empty() || k == 0 {
             return Vec::new();
         }
+        if let Some(top) = self.short.get(prefix) {
+            return top
+                .iter()
+                .take(k)
+                .map(|(text, score)| Suggestion {
+                    text: text.to_string(),
+                    score: *score,
+                })
+                .collect();
+        }
         if prefix.chars().count() <= PRECOMPUTED_PREFIX_CHARS {
-            return self.short.get(prefix).map_or_else(Vec::new, |top| {
-                top.iter()
-                    .take(k)
-                    .map(|(text, score)| Suggestion {
-                        text: text.to_string(),
-                        score: *score,
-                    })
-                    .collect()
-            });
+            return Vec::new(); // every short prefix with a match has a list
         }
         let mut best: Vec<(f32, Vec<u8>)> = Vec::with_capacity(k + 1);
         let mut stream = self
@@ -282,7 +295,7 @@ fn better(score_a: f32, text_a: &[u8], score_b: f32, text_b: &[u8]) -> bool {
 }
 
 /// The top-MAX_K lists of all prefixes of up to PRECOMPUTED_PREFIX_CHARS
-/// characters, and their approximate heap size.
+/// characters and of all heavy longer ones, and their approximate heap size.
 fn precompute_short(keys: &[Arc<str>], scores: &[f32]) -> (ShortTable, usize) {
     let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, key) in keys.iter().enumerate() {
@@ -296,6 +309,14 @@ fn precompute_short(keys: &[Arc<str>], scores: &[f32]) -> (ShortTable, usize) {
             members.entry(prefix).or_default().push(i);
         }
     }
+    let heavy_roots: Vec<(&str, Vec<usize>)> = members
+        .iter()
+        .filter(|(p, idx)| {
+            idx.len() > HEAVY_PREFIX_MATCHES && p.chars().count() == PRECOMPUTED_PREFIX_CHARS
+        })
+        .map(|(p, idx)| (*p, idx.clone()))
+        .collect();
+    members.extend(heavy_descendants(keys, heavy_roots));
     let mut used = vec![false; keys.len()];
     let mut heap = 0;
     let table: ShortTable = members
@@ -322,6 +343,39 @@ fn precompute_short(keys: &[Arc<str>], scores: &[f32]) -> (ShortTable, usize) {
         })
         .collect();
     (table, heap)
+}
+
+/// Every prefix longer than the `roots` (heavy prefixes with their member
+/// keys) that is itself heavy, found one character at a time below heavy
+/// parents only, so the work is bounded by the heavy prefixes' sizes.
+fn heavy_descendants<'k>(
+    keys: &'k [Arc<str>],
+    roots: Vec<(&'k str, Vec<usize>)>,
+) -> Vec<(&'k str, Vec<usize>)> {
+    let mut found = Vec::new();
+    let mut frontier = roots;
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for (parent, idx) in frontier {
+            let n = parent.chars().count() + 1;
+            let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
+            for i in idx {
+                let child = char_prefix(&keys[i], n);
+                // A key equal to the parent belongs to no longer prefix.
+                if child.len() > parent.len() {
+                    children.entry(child).or_default().push(i);
+                }
+            }
+            next.extend(
+                children
+                    .into_iter()
+                    .filter(|(_, idx)| idx.len() > HEAVY_PREFIX_MATCHES),
+            );
+        }
+        found.extend(next.iter().cloned());
+        frontier = next;
+    }
+    found
 }
 
 #[cfg(test)]
@@ -438,6 +492,38 @@ mod tests {
             expect.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             let expect: Vec<&str> = expect.iter().take(5).map(|(q, _)| q.as_str()).collect();
             assert_eq!(texts(&m.complete(p, 5)), expect, "prefix {p:?}");
+        }
+    }
+
+    #[test]
+    fn long_shared_prefixes_are_precomputed_and_exact() {
+        let mut entries: Vec<(String, f32)> = (0..1500)
+            .map(|i| (format!("list files {i:04}"), ((i * 37) % 101) as f32))
+            .collect();
+        entries.extend((0..300).map(|i| (format!("list fish {i:03}"), (i % 13) as f32)));
+        entries.push(("list".to_string(), 50.0));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let m = SuggestModel::build(&entries).expect("build");
+        assert!(m.short.contains_key("list files 0"), "1000 matches: heavy");
+        assert!(m.short.contains_key("list fish "), "300 matches: heavy");
+        assert!(
+            !m.short.contains_key("list files 01"),
+            "100 matches: scanned"
+        );
+        for p in [
+            "list",
+            "list ",
+            "list f",
+            "list fi",
+            "list files 0",
+            "list files 01",
+            "lisx",
+        ] {
+            let mut expect: Vec<&(String, f32)> =
+                entries.iter().filter(|(q, _)| q.starts_with(p)).collect();
+            expect.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let expect: Vec<&str> = expect.iter().take(7).map(|(q, _)| q.as_str()).collect();
+            assert_eq!(texts(&m.complete(p, 7)), expect, "prefix {p:?}");
         }
     }
 

@@ -25,12 +25,11 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::budget::RetryBudget;
 use crate::catalog::Node;
-use crate::channels::Channels;
+use crate::channels::{Channels, NodeChannel};
 use crate::endpoint_stats::{InFlight, StatsRegistry};
 use crate::hedge::HedgePolicy;
 use crate::outlier::{Health, OutlierDetector, ShardKey, Transition};
@@ -119,7 +118,7 @@ impl Resilience {
         call: F,
     ) -> Outcome<T>
     where
-        F: Fn(Channel, Duration) -> Fut,
+        F: Fn(NodeChannel, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let view = LiveView {

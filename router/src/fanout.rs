@@ -99,7 +99,7 @@ pub async fn search(
             .call(target, ctx.deadline, per_try, move |channel, timeout| {
                 let request = ctx.request(message.clone(), timeout);
                 async move {
-                    IndexNodeClient::new(channel)
+                    IndexNodeClient::with_origin(channel.transport, channel.origin)
                         .search_shard(request)
                         .await
                         .map(|r| r.into_inner())
@@ -128,7 +128,7 @@ pub async fn search(
                 .call(target, deadline, per_try, move |channel, timeout| {
                     let request = ctx.request(message.clone(), timeout);
                     async move {
-                        ModelNodeClient::new(channel)
+                        ModelNodeClient::with_origin(channel.transport, channel.origin)
                             .boosts(request)
                             .await
                             .map(|r| r.into_inner())
@@ -244,7 +244,7 @@ pub async fn suggest(
         .call(target, ctx.deadline, per_try, move |channel, timeout| {
             let request = ctx.request(message.clone(), timeout);
             async move {
-                ModelNodeClient::new(channel)
+                ModelNodeClient::with_origin(channel.transport, channel.origin)
                     .suggest(request)
                     .await
                     .map(|r| r.into_inner())

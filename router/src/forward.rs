@@ -75,7 +75,12 @@ pub async fn search(
         return Forwarded::Unreachable;
     };
     let request = request(state, message, incoming, ctx);
-    judge(router, SearchClient::new(channel).search(request).await)
+    judge(
+        router,
+        SearchClient::with_origin(channel.transport, channel.origin)
+            .search(request)
+            .await,
+    )
 }
 
 /// Forwards a suggest call to `router`.
@@ -90,5 +95,10 @@ pub async fn suggest(
         return Forwarded::Unreachable;
     };
     let request = request(state, message, incoming, ctx);
-    judge(router, SearchClient::new(channel).suggest(request).await)
+    judge(
+        router,
+        SearchClient::with_origin(channel.transport, channel.origin)
+            .suggest(request)
+            .await,
+    )
 }

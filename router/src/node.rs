@@ -20,6 +20,8 @@ use crate::watch::watch_catalog;
 
 /// Runs the router until SIGTERM / Ctrl-C, then drains.
 pub async fn run(config: RouterConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+    // Installed first so that start-up (loading shards, models) is measured.
+    tandem_common::telemetry::recorder()?;
     let catalog = match &config.catalog {
         Some(path) => Catalog::load_file(path)
             .with_context(|| format!("cannot start with catalog {}", path.display()))?,

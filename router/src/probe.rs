@@ -140,11 +140,11 @@ fn note(transition: Transition, node: &str, pair: Option<&ShardKey>) {
 
 /// One `grpc.health.v1.Check` bounded by `timeout`.
 async fn check(
-    channel: tonic::transport::Channel,
+    channel: crate::channels::NodeChannel,
     service: &str,
     timeout: Duration,
 ) -> ProbeResult {
-    let mut client = HealthClient::new(channel);
+    let mut client = HealthClient::with_origin(channel.transport, channel.origin);
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: service.to_string(),
     });
