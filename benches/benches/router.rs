@@ -11,12 +11,15 @@
 //! bare hop's (`(c - a) / (b - a)` at p50), and router QPS as a share of
 //! direct QPS. Run:
 //! `cargo build --release --bins && cargo bench -p tandem-benches --bench router`
-//! (`BENCH_SECONDS=N` per run; default 5).
+//! (`BENCH_SECONDS=N` per path and concurrency, run as 10 interleaved
+//! slices; default 5).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_benches::{closed_loop, example_queries, sample_corpus, RunStats, Server};
+use tandem_benches::{
+    closed_loop, example_queries, measure, sample_corpus, Measured, RunStats, Server,
+};
 use tandem_index_node::corpus::{read_documents, Where};
 use tandem_index_node::registry::ShardRegistry;
 use tandem_index_node::shard::ShardKey;
@@ -94,12 +97,19 @@ fn main() -> anyhow::Result<()> {
         closed_loop(4, Duration::from_secs(1), queries.clone(), shard_call(direct_ch.clone())).await;
         closed_loop(4, Duration::from_secs(1), queries.clone(), router_call.clone()).await;
 
+        // Each path runs in short slices, interleaved with the others, so
+        // that noise from anything else on the machine hits all three alike.
+        let rounds = 10u32;
+        let slice = duration / rounds;
         let mut rows: Vec<(usize, RunStats, RunStats, RunStats)> = Vec::new();
         for concurrency in [1usize, 16, 64] {
-            let direct = closed_loop(concurrency, duration, queries.clone(), shard_call(direct_ch.clone())).await;
-            let bare = closed_loop(concurrency, duration, queries.clone(), shard_call(hop_ch.clone())).await;
-            let routed = closed_loop(concurrency, duration, queries.clone(), router_call.clone()).await;
-            rows.push((concurrency, direct, bare, routed));
+            let (mut direct, mut bare, mut routed) = (Measured::default(), Measured::default(), Measured::default());
+            for _ in 0..rounds {
+                direct.merge(measure(concurrency, slice, queries.clone(), shard_call(direct_ch.clone())).await);
+                bare.merge(measure(concurrency, slice, queries.clone(), shard_call(hop_ch.clone())).await);
+                routed.merge(measure(concurrency, slice, queries.clone(), router_call.clone()).await);
+            }
+            rows.push((concurrency, direct.stats(), bare.stats(), routed.stats()));
         }
         println!("\n| concurrency | path | QPS | p50 µs | p99 µs | errors |");
         println!("|---|---|---|---|---|---|");

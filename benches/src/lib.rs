@@ -96,6 +96,44 @@ impl std::fmt::Display for RunStats {
     }
 }
 
+/// Latencies and counts of closed-loop runs, mergeable so that several
+/// short runs of one path, interleaved with other paths' runs, add up to
+/// one measurement (background noise then hits every path alike).
+pub struct Measured {
+    hist: Histogram<u64>,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Default for Measured {
+    fn default() -> Self {
+        Self {
+            hist: Histogram::<u64>::new(3).expect("3 significant digits is a valid precision"),
+            errors: 0,
+            seconds: 0.0,
+        }
+    }
+}
+
+impl Measured {
+    /// Adds another run's measurements.
+    pub fn merge(&mut self, other: Measured) {
+        let _ = self.hist.add(other.hist);
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+    }
+
+    /// QPS and latency percentiles.
+    pub fn stats(&self) -> RunStats {
+        RunStats {
+            qps: self.hist.len() as f64 / self.seconds.max(f64::MIN_POSITIVE),
+            p50_us: self.hist.value_at_quantile(0.5),
+            p99_us: self.hist.value_at_quantile(0.99),
+            errors: self.errors,
+        }
+    }
+}
+
 /// Runs `call` in a closed loop from `concurrency` tasks for `duration`,
 /// each task walking `queries` from a different offset.
 pub async fn closed_loop<F, Fut>(
@@ -108,40 +146,47 @@ where
     F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    measure(concurrency, duration, queries, call).await.stats()
+}
+
+/// [`closed_loop`], returning mergeable measurements.
+pub async fn measure<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    queries: Arc<Vec<String>>,
+    call: F,
+) -> Measured
+where
+    F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let start = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let (queries, call) = (queries.clone(), call.clone());
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new(3).expect("histogram");
-            let mut errors = 0;
+            let mut run = Measured::default();
             let mut i = worker * 7919;
             while start.elapsed() < duration {
                 let q = queries[i % queries.len()].clone();
                 i += 1;
                 let t = Instant::now();
                 if !call(q).await {
-                    errors += 1;
+                    run.errors += 1;
                 }
-                let _ = hist.record(t.elapsed().as_micros() as u64);
+                let _ = run.hist.record(t.elapsed().as_micros() as u64);
             }
-            (hist, errors)
+            run
         }));
     }
-    let mut all = Histogram::<u64>::new(3).expect("histogram");
-    let mut errors = 0;
+    let mut all = Measured::default();
     for t in tasks {
-        let (h, e) = t.await.expect("worker");
-        all.add(h).expect("same bounds");
-        errors += e;
+        if let Ok(run) = t.await {
+            all.merge(run);
+        }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    RunStats {
-        qps: all.len() as f64 / elapsed,
-        p50_us: all.value_at_quantile(0.5),
-        p99_us: all.value_at_quantile(0.99),
-        errors,
-    }
+    all.seconds = start.elapsed().as_secs_f64();
+    all
 }
 
 /// A release binary of the workspace, started with `args`; killed on drop.
