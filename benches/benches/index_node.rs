@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_benches::{closed_loop, example_queries, sample_corpus, RunStats, Server};
+use tandem_benches::{example_queries, measure, sample_corpus, Measured, RunStats, Server};
 use tandem_index_node::corpus::{read_documents, Where};
 use tandem_index_node::registry::ShardRegistry;
 use tandem_index_node::shard::{SearchParams, ShardKey};
@@ -50,18 +50,21 @@ fn main() -> anyhow::Result<()> {
         let channel = tonic::transport::Channel::from_shared(format!("http://{}", node.grpc))?.connect().await?;
 
         let mut rows: Vec<(usize, RunStats, RunStats)> = Vec::new();
+        // Both paths run in short interleaved slices, so that noise from
+        // anything else on the machine hits them alike.
+        let rounds = 10u32;
+        let slice = duration / rounds;
         for concurrency in [1usize, 16] {
             let shard = registry.get(&key)?;
-            let in_process = closed_loop(concurrency, duration, queries.clone(), move |q| {
+            let local_call = move |q: String| {
                 let shard = shard.clone();
                 async move {
                     let params = SearchParams { query: q, top_k: 10, snippets: true, ..Default::default() };
                     tokio::task::spawn_blocking(move || shard.search(&params).is_ok()).await.unwrap_or(false)
                 }
-            })
-            .await;
+            };
             let client = IndexNodeClient::new(channel.clone());
-            let grpc = closed_loop(concurrency, duration, queries.clone(), move |q| {
+            let grpc_call = move |q: String| {
                 let mut client = client.clone();
                 async move {
                     client
@@ -69,9 +72,13 @@ fn main() -> anyhow::Result<()> {
                         .await
                         .is_ok()
                 }
-            })
-            .await;
-            rows.push((concurrency, in_process, grpc));
+            };
+            let (mut in_process, mut grpc) = (Measured::default(), Measured::default());
+            for _ in 0..rounds {
+                in_process.merge(measure(concurrency, slice, queries.clone(), local_call.clone()).await);
+                grpc.merge(measure(concurrency, slice, queries.clone(), grpc_call.clone()).await);
+            }
+            rows.push((concurrency, in_process.stats(), grpc.stats()));
         }
         println!("\n| concurrency | path | QPS | p50 µs | p99 µs | errors |");
         println!("|---|---|---|---|---|---|");
