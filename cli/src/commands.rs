@@ -38,15 +38,27 @@ pub struct Target {
     pub admin_token: Option<String>,
 }
 
+/// The default data directory of `tandem dev`.
+pub const DEFAULT_DATA_DIR: &str = "target/tandem-dev";
 /// The default topology path of `tandem dev`.
 pub const DEFAULT_TOPOLOGY: &str = "target/tandem-dev/topology.json";
 
 impl Target {
+    /// The topology file to use: `--topology`, else `tandem dev`'s default
+    /// one if it exists.
+    pub fn topology_path(&self) -> Option<std::path::PathBuf> {
+        match &self.topology {
+            Some(p) => Some(p.clone()),
+            None if std::path::Path::new(DEFAULT_TOPOLOGY).exists() => {
+                Some(DEFAULT_TOPOLOGY.into())
+            }
+            None => None,
+        }
+    }
+
     fn topology(&self) -> anyhow::Result<Option<Topology>> {
-        let path = match &self.topology {
-            Some(p) => p.clone(),
-            None if std::path::Path::new(DEFAULT_TOPOLOGY).exists() => DEFAULT_TOPOLOGY.into(),
-            None => return Ok(None),
+        let Some(path) = self.topology_path() else {
+            return Ok(None);
         };
         Ok(Some(Topology::load(&path).with_context(|| {
             format!("cannot read topology {}", path.display())
@@ -245,6 +257,7 @@ fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
 /// `tandem status`.
 pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
     let (routers, token) = target.admin().await?;
+    let mut unreachable = Vec::new();
     for (name, channel) in routers {
         let status = match RouterAdminClient::new(channel)
             .status(bearer(StatusRequest {}, &token)?)
@@ -257,6 +270,7 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
                     e.code(),
                     e.message()
                 );
+                unreachable.push(name);
                 continue;
             }
         };
@@ -317,6 +331,10 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
         if let Some(c) = &status.cache {
             println!("  replica-map cache: {} entries, {} hits, {} misses, {} negative hits; retry budget exhausted {} times", c.entries, c.hits, c.misses, c.negative_hits, status.retry_budget_exhausted);
         }
+    }
+    // Scripts (and drills) read the exit code: a router down is news.
+    if !unreachable.is_empty() {
+        bail!("router(s) unreachable: {}", unreachable.join(", "));
     }
     Ok(())
 }

@@ -3,18 +3,20 @@
 //! - `tandem dev`: start both regions (routers, index-nodes, model-nodes)
 //!   with the sample data, until Ctrl-C;
 //! - `tandem search`, `tandem suggest`: query through the routers;
-//! - `tandem status`, `tandem dial`: the routers' admin API.
-
-mod commands;
-mod dev;
-mod supervise;
+//! - `tandem status`, `tandem dial`: the routers' admin API;
+//! - `tandem drill`: an outage under load, with a report.
+//!
+//! The work is in the `tandem_cli` library; this is the argument parsing.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-
-use crate::commands::Target;
+use tandem_cli::commands::{self, Target, DEFAULT_DATA_DIR, DEFAULT_TOPOLOGY};
+use tandem_cli::dev::{self, DevOptions};
+use tandem_cli::drill::{self, DrillOptions, Scenario};
 
 #[derive(Parser)]
 #[command(
@@ -34,12 +36,15 @@ enum Command {
     /// Start two regions on this machine with the sample data, until Ctrl-C.
     Dev {
         /// Data directory (reused by the next run).
-        #[arg(long, default_value = "target/tandem-dev")]
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Also write the cluster's topology JSON here (the CLI's other
         /// commands read it with --topology, or the copy in the data dir).
         #[arg(long = "write-topology", value_name = "FILE")]
         write_topology: Option<PathBuf>,
+        /// Load at most this many pages per tenant (a small, fast cluster).
+        #[arg(long, value_name = "N")]
+        docs_limit: Option<usize>,
     },
     /// Search a tenant through the routers.
     Search {
@@ -68,113 +73,129 @@ enum Command {
     },
     /// Set a region's traffic dial (0-100) on every router.
     Dial { region: String, percent: u32 },
+    /// Break something under steady load, heal it, and report failed
+    /// queries, the serving-region mix over time and the time to recover.
+    Drill {
+        /// The outage.
+        #[arg(value_enum)]
+        scenario: Scenario,
+        /// Requests per second (per tenant), open loop.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Seconds of load; the fault comes at a third, the heal at two
+        /// thirds.
+        #[arg(long, default_value_t = 15.0)]
+        duration: f64,
+        /// Tenant under load.
+        #[arg(long, default_value = "tldr-en")]
+        tenant: String,
+        /// Another tenant under the same load at once, reported
+        /// separately (repeatable), e.g. `--also tldr-es`.
+        #[arg(long = "also", value_name = "TENANT")]
+        also: Vec<String>,
+        /// Query file (JSON lines with `text`/`query`, or plain lines);
+        /// default: each tenant's sample queries from the topology.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Write the timeline (per 100 ms) as CSV here.
+        #[arg(long)]
+        timeline_csv: Option<PathBuf>,
+        /// Write the timeline plot as SVG here.
+        #[arg(long)]
+        timeline_svg: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tandem_common::telemetry::init_tracing(false);
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Dev {
-                data_dir,
-                write_topology,
-            } => run_dev(data_dir, write_topology.or(cli.target.topology)).await,
-            Command::Search {
-                tenant,
-                query,
-                top_k,
-                json,
-            } => commands::search(&cli.target, &tenant, &query, top_k, json).await,
-            Command::Suggest { tenant, prefix, k } => {
-                commands::suggest(&cli.target, &tenant, &prefix, k).await
-            }
-            Command::Status { json } => commands::status(&cli.target, json).await,
-            Command::Dial { region, percent } => {
-                commands::dial(&cli.target, &region, percent).await
-            }
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tandem: {e:#}");
+            ExitCode::FAILURE
         }
-    })
+    }
 }
 
-async fn run_dev(data_dir: PathBuf, topology: Option<PathBuf>) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let repo = std::env::current_dir()?;
-    anyhow::ensure!(
-        repo.join("data/tldr_pages/docs.jsonl.gz").exists(),
-        "run `tandem dev` from the repository root (the sample data lives in data/)"
-    );
-    let opts = dev::DevOptions {
-        data_dir: data_dir.clone(),
-        topology,
-        repo,
-    };
-    let mut cluster = match dev::start_cluster(&opts).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Err(e.context(format!(
-                "tandem dev failed; process logs are in {}/logs",
-                data_dir.display()
-            )))
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Dev {
+            data_dir,
+            write_topology,
+            docs_limit,
+        } => {
+            let mut opts = DevOptions::new(data_dir, std::env::current_dir()?);
+            opts.topology = write_topology.or(cli.target.topology);
+            opts.docs_limit = docs_limit;
+            dev::run(opts).await?;
         }
-    };
-    let t = &cluster.topology;
-    println!(
-        "\ntandem dev: two regions serving after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    for r in &t.regions {
-        println!(
-            "  {:<10} router {:<21} metrics http://{}/metrics",
-            r.name,
-            r.router,
-            r.metrics.clone().unwrap_or_default()
-        );
-    }
-    for n in t.nodes.iter().filter(|n| n.kind != "router") {
-        println!(
-            "  {:<16} {:<6} {:<10} {:<21} pid {}",
-            n.id,
-            n.kind,
-            n.region,
-            n.addr,
-            n.pid.unwrap_or(0)
-        );
-    }
-    for tenant in &t.tenants {
-        println!(
-            "  tenant {:<8} {} home {}, key {}",
-            tenant.id,
-            if tenant.active_active {
-                "active-active,"
+        Command::Search {
+            tenant,
+            query,
+            top_k,
+            json,
+        } => commands::search(&cli.target, &tenant, &query, top_k, json).await?,
+        Command::Suggest { tenant, prefix, k } => {
+            commands::suggest(&cli.target, &tenant, &prefix, k).await?
+        }
+        Command::Status { json } => commands::status(&cli.target, json).await?,
+        Command::Dial { region, percent } => commands::dial(&cli.target, &region, percent).await?,
+        Command::Drill {
+            scenario,
+            rate,
+            duration,
+            tenant,
+            also,
+            queries,
+            timeline_csv,
+            timeline_svg,
+            json,
+        } => {
+            let duration = Duration::try_from_secs_f64(duration)
+                .context("--duration must be a number of seconds")?;
+            let mut opts = DrillOptions::new(
+                scenario,
+                cli.target
+                    .topology_path()
+                    .unwrap_or_else(|| DEFAULT_TOPOLOGY.into()),
+            );
+            opts.rate = rate;
+            opts.duration = duration;
+            opts.tenant = tenant;
+            opts.extra_tenants = also;
+            opts.home_region = cli.target.region.clone();
+            opts.stop_on_ctrl_c = true;
+            if let Some(path) = &queries {
+                opts.queries = Some(tandem_benches::read_queries(path)?);
+            }
+            let report = drill::run_drill(&opts).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                "single-region,"
-            },
-            tenant.home,
-            tenant.api_key
-        );
+                print!("{}", report.to_text());
+            }
+            if let Some(first) = report.tenants.first() {
+                let title = format!("tandem drill {}: {}", report.scenario, report.fault);
+                if let Some(path) = &timeline_csv {
+                    first.timeline.write_csv(path)?;
+                }
+                if let Some(path) = &timeline_svg {
+                    first.timeline.write_svg(path, &title)?;
+                }
+            }
+            // The report is printed either way; a cluster left broken is
+            // an error for scripts.
+            if report.heal_error.is_some() || report.fault_error.is_some() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
-    println!(
-        "  topology: {}/topology.json; logs: {}/logs\n",
-        data_dir.display(),
-        data_dir.display()
-    );
-    println!("try (in another terminal, from this directory):");
-    println!("  ./target/release/tandem search --tenant tldr-en \"extract a tar archive\"");
-    println!("  ./target/release/tandem suggest --tenant tldr-en \"ext\"");
-    println!("  ./target/release/tandem status");
-    println!("  ./target/release/tandem dial us-east-1 50");
-    println!("Ctrl-C stops every process.");
-
-    // Drills kill and freeze processes on purpose; only Ctrl-C / SIGTERM
-    // ends the cluster.
-    tandem_common::server::shutdown_signal().await;
-    println!("stopping {} processes...", cluster.processes.len());
-    let stops = cluster
-        .processes
-        .iter_mut()
-        .map(|p| p.stop(Duration::from_secs(5)));
-    futures::future::join_all(stops).await;
-    println!("stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,8 @@
 //! Each tandem process prints one JSON readiness line on stdout once it
 //! listens (`{"ready":true,"grpc":...,"metrics":...,"pid":...}`); a child is
 //! started on port 0 and its addresses are read from that line. Children
-//! are stopped with SIGTERM (they drain), then SIGKILL after a grace period.
+//! are stopped with SIGTERM (they drain), then SIGKILL after a grace period;
+//! dropping a [`Process`] kills it, so a failed start leaves nothing behind.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,6 +14,8 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+use crate::procfs::{self, Signal};
 
 /// A running child process of the cluster.
 pub struct Process {
@@ -38,18 +41,23 @@ struct Ready {
     pid: u32,
 }
 
-/// Where the sibling binaries live: next to the running `tandem`.
-pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("cannot locate the tandem binary")?;
-    let path = exe
-        .parent()
-        .map(|d| d.join(name))
-        .context("tandem binary has no directory")?;
+/// The directory of the running executable: where `cargo build --bins`
+/// puts `tandem` and the other binaries side by side.
+pub fn exe_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the running binary")?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .context("the running binary has no directory")
+}
+
+/// The binary `name` in `bin_dir`, with a hint to build it if it is missing.
+pub fn binary(bin_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir.join(name);
     if !path.exists() {
         bail!(
-            "{} not found next to {}: build every binary first with `cargo build --release --bins`",
+            "{} not found in {}: build every binary first with `cargo build --release --bins`",
             name,
-            exe.display()
+            bin_dir.display()
         );
     }
     Ok(path)
@@ -84,7 +92,13 @@ pub async fn start(
                 log.display()
             )
         })??
-        .with_context(|| format!("{id} exited before it was ready (log: {})", log.display()))?;
+        .with_context(|| {
+            format!(
+                "{id} exited before it was ready (log: {}){}",
+                log.display(),
+                log_tail(log)
+            )
+        })?;
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let ready: Ready = serde_json::from_str(&line)
@@ -100,10 +114,25 @@ pub async fn start(
     })
 }
 
+/// The last lines of `log`, to quote in an error (the log may be gone
+/// by the time someone reads it, e.g. a test's temporary directory).
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(":\n  {tail}")
+    }
+}
+
 impl Process {
     /// SIGTERM, then SIGKILL if it has not exited within `grace`.
     pub async fn stop(&mut self, grace: Duration) {
-        signal(self.pid, "TERM");
+        procfs::send(self.pid, Signal::Term);
+        // A process a drill froze only sees the TERM once thawed.
+        procfs::send(self.pid, Signal::Cont);
         if tokio::time::timeout(grace, self.child.wait())
             .await
             .is_err()
@@ -111,13 +140,4 @@ impl Process {
             let _ = self.child.kill().await;
         }
     }
-}
-
-/// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`) with `kill(1)`.
-pub fn signal(pid: u32, name: &str) {
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
 }

@@ -1,0 +1,88 @@
+//! What the dev cluster tells others about itself: the catalog the routers
+//! read, and the topology file the CLI, the load generator and tests read.
+
+use tandem_client::{NodeInfo, RegionInfo, TenantInfo, Topology};
+
+use super::setup::{Secrets, HOME, REGIONS, TENANTS};
+use crate::supervise::Process;
+
+/// The routers' catalog TOML. Routers not started yet (`routers` empty)
+/// get an unreachable placeholder address; the file is rewritten with the
+/// real ones once they listen, and the routers hot-reload it.
+pub(crate) fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Secrets) -> String {
+    let mut t = String::from("# Written by `tandem dev`; routers reload it when it changes.\n\n");
+    for (region, pair, short) in REGIONS {
+        t += &format!("[[regions]]\nid = \"{region}\"\npair = \"{pair}\"\n\n");
+        let id = format!("{short}-router");
+        let addr = routers
+            .iter()
+            .find(|r| r.id == id)
+            .map_or("127.0.0.1:1".to_string(), |r| r.grpc.clone());
+        t += &format!("[[nodes]]\nid = \"{id}\"\nregion = \"{region}\"\nkind = \"router\"\naddr = \"http://{addr}\"\n\n");
+    }
+    for n in nodes {
+        t += &format!(
+            "[[nodes]]\nid = \"{}\"\nregion = \"{}\"\nkind = \"{}\"\naddr = \"http://{}\"\n\n",
+            n.id, n.region, n.kind, n.grpc
+        );
+    }
+    for tenant in &TENANTS {
+        let replicas = tenant
+            .index_replicas
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        t += &format!(
+            "[[tenants]]\nid = \"{}\"\nhome = \"{HOME}\"\nactive_active = {}\nlanguage = \"{}\"\napi_key_sha256 = [\"{}\"]\n\
+             model_replicas = [\"use1-model-1\", \"use2-model-1\"]\n\n[tenants.shards]\n0 = [{replicas}]\n\n",
+            tenant.id,
+            tenant.active_active,
+            tenant.lang,
+            tandem_common::auth::sha256_hex(secrets.key(tenant.id)),
+        );
+    }
+    t
+}
+
+/// The topology of the running processes.
+pub(crate) fn topology(processes: &[Process], secrets: &Secrets) -> Topology {
+    Topology {
+        regions: REGIONS
+            .iter()
+            .map(|(region, pair, _)| {
+                let router = processes
+                    .iter()
+                    .find(|p| p.kind == NodeInfo::KIND_ROUTER && p.region == *region);
+                RegionInfo {
+                    name: region.to_string(),
+                    paired: Some(pair.to_string()),
+                    router: router.map(|r| r.grpc.clone()).unwrap_or_default(),
+                    metrics: router.map(|r| r.metrics.clone()),
+                }
+            })
+            .collect(),
+        nodes: processes
+            .iter()
+            .map(|p| NodeInfo {
+                id: p.id.clone(),
+                kind: p.kind.to_string(),
+                region: p.region.clone(),
+                addr: p.grpc.clone(),
+                metrics: Some(p.metrics.clone()),
+                pid: Some(p.pid),
+            })
+            .collect(),
+        tenants: TENANTS
+            .iter()
+            .map(|t| TenantInfo {
+                id: t.id.to_string(),
+                api_key: secrets.key(t.id).to_string(),
+                active_active: t.active_active,
+                home: HOME.to_string(),
+                sample_queries: t.queries.iter().map(|q| q.to_string()).collect(),
+            })
+            .collect(),
+        admin_token: secrets.admin_token.clone(),
+    }
+}

@@ -1,0 +1,101 @@
+//! Setting and clearing injected faults on index- and model-nodes
+//! (`tandem.v1.FaultInjection`, bearer admin token).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_proto::v1::fault_injection_client::FaultInjectionClient;
+use tandem_proto::v1::{ClearFaultRequest, Fault, FaultAction};
+use tonic::transport::Channel;
+
+/// What an injected fault applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultScope {
+    /// `None`: every call on the node.
+    pub tenant: Option<String>,
+    /// With a tenant: only this shard.
+    pub shard: Option<u32>,
+}
+
+impl FaultScope {
+    /// The whole node.
+    pub fn node() -> Self {
+        FaultScope {
+            tenant: None,
+            shard: None,
+        }
+    }
+
+    /// One tenant shard.
+    pub fn shard(tenant: &str, shard: u32) -> Self {
+        FaultScope {
+            tenant: Some(tenant.to_string()),
+            shard: Some(shard),
+        }
+    }
+}
+
+impl std::fmt::Display for FaultScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.tenant, self.shard) {
+            (None, _) => write!(f, "every call"),
+            (Some(t), None) => write!(f, "tenant {t}"),
+            (Some(t), Some(s)) => write!(f, "tenant {t} shard {s}"),
+        }
+    }
+}
+
+async fn client(addr: &str) -> anyhow::Result<FaultInjectionClient<Channel>> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("bad node address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {addr}"))?;
+    Ok(FaultInjectionClient::new(channel))
+}
+
+fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .context("the admin token cannot be sent as a header")?,
+    );
+    Ok(request)
+}
+
+/// Makes calls in `scope` on the node at `addr` fail with UNAVAILABLE.
+pub async fn set_unavailable(addr: &str, token: &str, scope: &FaultScope) -> anyhow::Result<()> {
+    let fault = Fault {
+        tenant: scope.tenant.clone().unwrap_or_default(),
+        has_shard: scope.shard.is_some(),
+        shard: scope.shard.unwrap_or(0),
+        action: FaultAction::Unavailable as i32,
+        delay_ms: 0,
+    };
+    client(addr)
+        .await?
+        .set_fault(bearer(fault, token)?)
+        .await
+        .map_err(|s| anyhow::anyhow!("SetFault on {addr}: {:?}: {}", s.code(), s.message()))?;
+    Ok(())
+}
+
+/// Removes the fault of `scope` on the node at `addr`.
+pub async fn clear(addr: &str, token: &str, scope: &FaultScope) -> anyhow::Result<()> {
+    let request = ClearFaultRequest {
+        tenant: scope.tenant.clone().unwrap_or_default(),
+        has_shard: scope.shard.is_some(),
+        shard: scope.shard.unwrap_or(0),
+        all: false,
+    };
+    client(addr)
+        .await?
+        .clear_fault(bearer(request, token)?)
+        .await
+        .map_err(|s| anyhow::anyhow!("ClearFault on {addr}: {:?}: {}", s.code(), s.message()))?;
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The `tandem` command as a library, so tests drive the same code the
+//! command runs:
+//!
+//! - [`dev`]: start and stop the local two-region cluster
+//!   ([`dev::start_cluster`], [`dev::Cluster::stop`]);
+//! - [`drill`]: outage drills under load against a running cluster
+//!   ([`drill::run_drill`]);
+//! - [`commands`]: the client subcommands (`search`, `suggest`, `status`,
+//!   `dial`);
+//! - [`procfs`]: what the drills and shutdown know about processes.
+
+#![warn(missing_docs)]
+
+pub mod commands;
+pub mod dev;
+pub mod drill;
+pub mod procfs;
+mod supervise;
+
+pub use supervise::Process;

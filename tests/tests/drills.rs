@@ -1,0 +1,297 @@
+//! Every drill of `tandem drill` against a real `tandem dev` cluster (all
+//! processes, small corpus slice), asserting behaviour, never wall-clock
+//! numbers: no failed query for the active-active tenant wherever a
+//! replica of every shard remained, the right region serving during the
+//! fault, `degraded: ["model"]` when every model is gone, the single-region
+//! tenant's clear UNAVAILABLE when its region lost its indexes, and the
+//! way back to the local region once healed, with every process running
+//! again (restarted ones on their old ports, under new pids).
+//!
+//! One cluster per test, so a drill that fails to heal cannot spoil
+//! another; the tests take turns (one cluster under load at a time), as
+//! two debug-build clusters plus their load on a 2-core machine would
+//! measure the machine, not the failover.
+//!
+//! Build the binaries first: `cargo build --workspace --bins`.
+
+use std::time::Duration;
+
+use tandem_cli::dev::{start_cluster, Cluster, DevOptions};
+use tandem_cli::drill::{run_drill, DrillOptions, DrillReport, Scenario, TenantReport};
+use tandem_cli::procfs;
+
+const HOME: &str = "us-east-1";
+const AWAY: &str = "us-east-2";
+
+/// Held by the test whose cluster runs (see the module docs).
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Hedging delays well above what a debug-build search takes on a busy
+/// machine (as in `tandem_e2e::cluster::FAST_ROUTER_FLAGS`), so answers
+/// from the paired region mean failover, not a hedge won by accident.
+const ROUTER_ARGS: &[&str] = &[
+    "--hedge-floor-ms",
+    "100",
+    "--hedge-default-ms",
+    "100",
+    "--hedge-ceiling-ms",
+    "150",
+];
+
+/// A small cluster in a fresh directory (returned so it outlives the
+/// cluster).
+async fn cluster() -> (tempfile::TempDir, Cluster) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = DevOptions::new(dir.path().join("dev"), tandem_e2e::repo_root());
+    opts.docs_limit = Some(200);
+    opts.bin_dir = Some(tandem_e2e::target_dir());
+    opts.router_args = ROUTER_ARGS.iter().map(|a| a.to_string()).collect();
+    let cluster = start_cluster(&opts).await.expect("dev cluster starts");
+    (dir, cluster)
+}
+
+/// Runs `scenario` for `seconds` at 50 QPS on tldr-en (plus `also`).
+async fn drill(cluster: &Cluster, scenario: Scenario, seconds: f64, also: &[&str]) -> DrillReport {
+    let mut opts = DrillOptions::new(scenario, cluster.topology_path());
+    opts.rate = 50.0;
+    opts.duration = Duration::from_secs_f64(seconds);
+    opts.extra_tenants = also.iter().map(|t| t.to_string()).collect();
+    let report = run_drill(&opts).await.expect("the drill runs");
+    // The report in the test output makes a failure readable.
+    println!("{}", report.to_text());
+    assert_eq!(report.fault_error, None);
+    assert_eq!(report.heal_error, None);
+    report
+}
+
+/// Every process of the current topology runs; returns its pids by id.
+fn assert_all_running(cluster: &Cluster) -> Vec<(String, u32)> {
+    let topology = cluster.current_topology();
+    assert_eq!(topology.nodes.len(), 8);
+    topology
+        .nodes
+        .iter()
+        .map(|n| {
+            let pid = n.pid.expect("pid");
+            assert!(
+                procfs::is_alive(pid) && !procfs::is_stopped(pid),
+                "{} (pid {pid}) is not running after the drill",
+                n.id
+            );
+            (n.id.clone(), pid)
+        })
+        .collect()
+}
+
+/// The pid of `id` in the current topology.
+fn pid_of(cluster: &Cluster, id: &str) -> u32 {
+    cluster
+        .current_topology()
+        .node(id)
+        .and_then(|n| n.pid)
+        .expect("node in topology")
+}
+
+/// Stops the cluster and checks nothing is left, restarted processes too.
+async fn stop(cluster: Cluster) {
+    let pids = assert_all_running(&cluster);
+    cluster.stop(Duration::from_secs(5)).await;
+    for (id, pid) in pids {
+        assert!(
+            procfs::wait_gone(pid, Duration::from_secs(2)).await,
+            "{id} (pid {pid}) survived the cluster's stop"
+        );
+    }
+}
+
+fn tenant<'a>(report: &'a DrillReport, id: &str) -> &'a TenantReport {
+    report
+        .tenants
+        .iter()
+        .find(|t| t.tenant == id)
+        .expect("tenant in report")
+}
+
+/// The active-active tenant lost no query, was served by `during` while
+/// the fault was in force, and by its home region again at the end.
+fn assert_no_failure_and_back_home(t: &TenantReport, during: &str) {
+    assert_eq!(
+        t.summary.failed, 0,
+        "failed queries for {}: {:?}",
+        t.tenant, t.summary.errors
+    );
+    assert!(t.phases.during.ok > 0);
+    assert!(
+        t.phases.during.share(during) > 0.9,
+        "during the fault, {during} served {:.0}%",
+        t.phases.during.share(during) * 100.0
+    );
+    assert!(
+        t.last.share(HOME) > 0.5,
+        "at the end, {HOME} served only {:.0}%",
+        t.last.share(HOME) * 100.0
+    );
+    let after = t.after_heal_query.as_ref().expect("probe after heal");
+    assert_eq!(after.error, None);
+    assert_eq!(after.served_region, HOME);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_errors_fall_back_to_the_other_model_replica() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let report = drill(&cluster, Scenario::ModelErrors, 3.0, &[]).await;
+    let t = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(t, HOME);
+    // The home model-node fails every call: the answer's boosts came from
+    // the other region's, or (if that was slow) none, never from it.
+    let during = t.during_fault_query.as_ref().expect("probe");
+    assert_eq!(during.error, None);
+    assert_ne!(during.model_node, "use1-model-1");
+    stop(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_down_fails_clients_over_and_back() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let old = pid_of(&cluster, "use1-router");
+    let addr = cluster.topology.regions[0].router.clone();
+    let report = drill(&cluster, Scenario::RouterDown, 4.5, &[]).await;
+    let t = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(t, AWAY);
+    assert!(t.summary.client_failover > 0);
+    let during = t.during_fault_query.as_ref().expect("probe");
+    assert_eq!(during.client_region, AWAY);
+    let after = t.after_heal_query.as_ref().expect("probe");
+    assert_eq!(after.client_region, HOME);
+    // Restarted under a new pid, on its old address.
+    let topology = cluster.current_topology();
+    assert_ne!(pid_of(&cluster, "use1-router"), old);
+    assert_eq!(topology.regions[0].router, addr);
+    assert_eq!(topology.node("use1-router").map(|n| &n.addr), Some(&addr));
+    stop(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_killed_falls_back_to_the_paired_region_and_returns() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let old = pid_of(&cluster, "use1-index-1");
+    let report = drill(&cluster, Scenario::IndexKilled, 3.0, &["tldr-es"]).await;
+    let en = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(en, AWAY);
+    let during = en.during_fault_query.as_ref().expect("probe");
+    assert_eq!(during.shard_nodes, ["use2-index-1"]);
+    let after = en.after_heal_query.as_ref().expect("probe");
+    assert_eq!(after.shard_nodes, ["use1-index-1"]);
+    // The single-region tenant still had its other home replica.
+    let es = tenant(&report, "tldr-es");
+    assert_eq!(es.summary.failed, 0, "{:?}", es.summary.errors);
+    assert_eq!(
+        es.during_fault_query
+            .as_ref()
+            .map(|p| p.shard_nodes.clone()),
+        Some(vec!["use1-index-2".to_string()])
+    );
+    assert_ne!(pid_of(&cluster, "use1-index-1"), old);
+    stop(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_frozen_is_hedged_around_and_returns() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let old = pid_of(&cluster, "use1-index-1");
+    let report = drill(&cluster, Scenario::IndexFrozen, 3.0, &[]).await;
+    let t = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(t, AWAY);
+    // Thawed, not restarted.
+    assert_eq!(pid_of(&cluster, "use1-index-1"), old);
+    stop(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_down_in_the_home_region_uses_the_other_regions_model() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let report = drill(&cluster, Scenario::ModelsDown, 4.5, &[]).await;
+    let t = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(t, HOME);
+    let during = t.during_fault_query.as_ref().expect("probe");
+    assert_ne!(during.model_node, "use1-model-1");
+    stop(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_down_everywhere_degrades_without_failing() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    // Longer: model-nodes load their models before they serve again.
+    let report = drill(&cluster, Scenario::ModelsDownAll, 4.5, &[]).await;
+    let t = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(t, HOME);
+    assert!(
+        t.phases.during.degraded_share() > 0.9,
+        "degraded during the fault: {:.0}%",
+        t.phases.during.degraded_share() * 100.0
+    );
+    let during = t.during_fault_query.as_ref().expect("probe");
+    assert_eq!(during.degraded, ["model"]);
+    assert_eq!(during.model_node, "");
+    // Models restarted: answers are boosted again.
+    let after = t.after_heal_query.as_ref().expect("probe");
+    assert!(after.degraded.is_empty(), "{:?}", after.degraded);
+    assert!(t.last.degraded_share() < 0.5);
+    stop(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_tenant_shard_falls_back_and_returns() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    // Longer: the router keeps the failing node x shard pair ejected for
+    // its backoff after the fault is cleared, then probes it back.
+    let report = drill(&cluster, Scenario::TenantIndexFailing, 6.0, &["tldr-es"]).await;
+    let en = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(en, AWAY);
+    // Only that tenant's shard failed: the other tenant on the same node
+    // kept being served there.
+    let es = tenant(&report, "tldr-es");
+    assert_eq!(es.summary.failed, 0, "{:?}", es.summary.errors);
+    assert!(es.phases.during.share(HOME) > 0.9);
+    stop(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_index_down_serves_active_active_remotely_and_fails_single_region_clearly() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let report = drill(&cluster, Scenario::RegionIndexDown, 3.0, &["tldr-es"]).await;
+    let en = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(en, AWAY);
+    // tldr-es lives only in us-east-1: while its indexes are down its
+    // queries fail, with UNAVAILABLE and nothing else, and only then. (A
+    // query due just before the restart may still be answered: the
+    // client's retry can land after it.)
+    let es = tenant(&report, "tldr-es");
+    let during = &es.phases.during;
+    assert!(during.sent > 0);
+    assert!(during.failed * 10 >= during.sent * 9, "{during:?}");
+    assert_eq!(
+        es.summary.errors.keys().collect::<Vec<_>>(),
+        ["UNAVAILABLE"]
+    );
+    let probe = es.during_fault_query.as_ref().expect("probe");
+    assert!(
+        probe
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("Unavailable")),
+        "{probe:?}"
+    );
+    assert_eq!(es.phases.before.failed, 0);
+    assert_eq!(es.phases.after.failed, 0);
+    assert!(es.last.ok > 0 && es.last.failed == 0);
+    stop(cluster).await;
+}
