@@ -90,7 +90,9 @@ async fn unanswered_requests_are_abandoned_after_the_drain() {
         .await
         .unwrap();
     assert_eq!(report.summary.errors.get("abandoned"), Some(&10));
-    assert!(start.elapsed() < Duration::from_secs(3));
+    // Virtual time (paused clock): the run ended one drain after the last
+    // send instead of waiting for answers that never come.
+    assert!(Instant::now() <= start + Duration::from_secs(3));
 }
 
 #[tokio::test(start_paused = true)]

@@ -12,6 +12,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::catalog::Node;
+use crate::channels::Transport;
 use crate::deadline::remaining;
 use crate::dial::FORWARDED_HEADER;
 use crate::fanout::CallContext;
@@ -63,6 +64,29 @@ fn judge<T>(router: &Node, result: Result<tonic::Response<T>, Status>) -> Forwar
     }
 }
 
+/// Sends one call to `router` through `rpc` (a `tandem.v1.Search` method).
+async fn forward<Req, Resp, F, Fut>(
+    state: &RouterState,
+    router: &Node,
+    message: Req,
+    incoming: &MetadataMap,
+    ctx: &CallContext,
+    rpc: F,
+) -> Forwarded<Resp>
+where
+    F: FnOnce(SearchClient<Transport>, tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let Ok(channel) = state.resilience.channels.get(router) else {
+        return Forwarded::Unreachable;
+    };
+    let client = SearchClient::with_origin(channel.transport, channel.origin);
+    judge(
+        router,
+        rpc(client, request(state, message, incoming, ctx)).await,
+    )
+}
+
 /// Forwards a search to `router`.
 pub async fn search(
     state: &RouterState,
@@ -71,16 +95,15 @@ pub async fn search(
     incoming: &MetadataMap,
     ctx: &CallContext,
 ) -> Forwarded<SearchResponse> {
-    let Ok(channel) = state.resilience.channels.get(router) else {
-        return Forwarded::Unreachable;
-    };
-    let request = request(state, message, incoming, ctx);
-    judge(
+    forward(
+        state,
         router,
-        SearchClient::with_origin(channel.transport, channel.origin)
-            .search(request)
-            .await,
+        message,
+        incoming,
+        ctx,
+        |mut c, r| async move { c.search(r).await },
     )
+    .await
 }
 
 /// Forwards a suggest call to `router`.
@@ -91,14 +114,13 @@ pub async fn suggest(
     incoming: &MetadataMap,
     ctx: &CallContext,
 ) -> Forwarded<SuggestResponse> {
-    let Ok(channel) = state.resilience.channels.get(router) else {
-        return Forwarded::Unreachable;
-    };
-    let request = request(state, message, incoming, ctx);
-    judge(
+    forward(
+        state,
         router,
-        SearchClient::with_origin(channel.transport, channel.origin)
-            .suggest(request)
-            .await,
+        message,
+        incoming,
+        ctx,
+        |mut c, r| async move { c.suggest(r).await },
     )
+    .await
 }

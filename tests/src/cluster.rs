@@ -357,24 +357,7 @@ pub fn train_model(tenant: &str, model_dir: &std::path::Path) {
 
 /// Starts a model-node over `model_dir`, faults enabled.
 pub fn start_model_node(id: &str, model_dir: &std::path::Path) -> anyhow::Result<Proc> {
-    let mut args: Vec<String> = [
-        "serve",
-        "--node-id",
-        id,
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--enable-faults",
-        "--admin-token",
-        ADMIN_TOKEN,
-        "--model-dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(model_dir.display().to_string());
-    Proc::spawn("tandem-model-node", &args)
+    crate::start_node("tandem-model-node", id, "--model-dir", model_dir, &[])
 }
 
 /// The catalog version routers report: first 12 hex digits of SHA-256.

@@ -166,8 +166,15 @@ impl Drop for Proc {
     }
 }
 
-/// Starts an index-node on a fresh port over `data_dir`, faults enabled.
-pub fn start_index_node(id: &str, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
+/// Starts `tandem-<kind>-node serve` on fresh ports with faults enabled,
+/// `dir_flag dir` naming its data, plus `extra` flags.
+pub fn start_node(
+    bin: &str,
+    id: &str,
+    dir_flag: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
     let mut args: Vec<String> = [
         "serve",
         "--node-id",
@@ -179,14 +186,19 @@ pub fn start_index_node(id: &str, data_dir: &Path, extra: &[&str]) -> anyhow::Re
         "--enable-faults",
         "--admin-token",
         ADMIN_TOKEN,
-        "--data-dir",
+        dir_flag,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    args.push(data_dir.display().to_string());
+    args.push(dir.display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn("tandem-index-node", &args)
+    Proc::spawn(bin, &args)
+}
+
+/// Starts an index-node on a fresh port over `data_dir`, faults enabled.
+pub fn start_index_node(id: &str, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
+    start_node("tandem-index-node", id, "--data-dir", data_dir, extra)
 }
 
 /// The first `n` full (non-alias) pages of the sample corpus in `lang`.
