@@ -12,7 +12,7 @@
 //! direct QPS. Run:
 //! `cargo build --release --bins && cargo bench -p tandem-benches --bench router`
 //! (`BENCH_SECONDS=N` per path and concurrency, run as 10 interleaved
-//! slices; default 5).
+//! slices; default 5; `BENCH_CONCURRENCY=1` for one concurrency).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,20 @@ use tandem_proto::v1::{SearchRequest, ShardSearchRequest};
 use tonic::transport::Channel;
 
 const API_KEY: &str = "bench-key";
+
+/// Concurrencies to measure: `BENCH_CONCURRENCY=1,16` picks some; default
+/// 1, 16 and 64.
+fn concurrencies() -> Vec<usize> {
+    std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .collect::<Vec<usize>>()
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| vec![1, 16, 64])
+}
 
 fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS")
@@ -102,13 +116,23 @@ fn main() -> anyhow::Result<()> {
         let rounds = 10u32;
         let slice = duration / rounds;
         let mut rows: Vec<(usize, RunStats, RunStats, RunStats)> = Vec::new();
-        for concurrency in [1usize, 16, 64] {
+        // CPU time per call of the process in the middle (the hop or the
+        // router), to tell computation apart from waiting.
+        let mut cpu_rows: Vec<(usize, f64, f64)> = Vec::new();
+        for concurrency in concurrencies() {
             let (mut direct, mut bare, mut routed) = (Measured::default(), Measured::default(), Measured::default());
+            let (mut hop_cpu, mut router_cpu) = (Duration::ZERO, Duration::ZERO);
             for _ in 0..rounds {
                 direct.merge(measure(concurrency, slice, queries.clone(), shard_call(direct_ch.clone())).await);
+                let before = hop.cpu_time();
                 bare.merge(measure(concurrency, slice, queries.clone(), shard_call(hop_ch.clone())).await);
+                hop_cpu += hop.cpu_time().saturating_sub(before);
+                let before = router.cpu_time();
                 routed.merge(measure(concurrency, slice, queries.clone(), router_call.clone()).await);
+                router_cpu += router.cpu_time().saturating_sub(before);
             }
+            let per_call = |cpu: Duration, m: &Measured| cpu.as_secs_f64() * 1e6 / m.calls().max(1) as f64;
+            cpu_rows.push((concurrency, per_call(hop_cpu, &bare), per_call(router_cpu, &routed)));
             rows.push((concurrency, direct.stats(), bare.stats(), routed.stats()));
         }
         println!("\n| concurrency | path | QPS | p50 µs | p99 µs | errors |");
@@ -128,6 +152,9 @@ fn main() -> anyhow::Result<()> {
                 routed.qps / direct.qps,
                 bare.qps / direct.qps
             );
+        }
+        for (c, hop_us, router_us) in &cpu_rows {
+            println!("concurrency {c}: CPU per call: bare hop {hop_us:.0} us, router {router_us:.0} us");
         }
         Ok(())
     })

@@ -123,6 +123,11 @@ impl Measured {
         self.seconds += other.seconds;
     }
 
+    /// Calls measured (successful or not).
+    pub fn calls(&self) -> u64 {
+        self.hist.len()
+    }
+
     /// QPS and latency percentiles.
     pub fn stats(&self) -> RunStats {
         RunStats {
@@ -225,6 +230,22 @@ impl Server {
             child,
             grpc: ready.grpc,
         })
+    }
+
+    /// CPU time the process has used so far, all threads, from the
+    /// scheduler's nanosecond accounting (`/proc/<pid>/task/*/schedstat`).
+    /// Zero where `/proc` is not available.
+    pub fn cpu_time(&self) -> Duration {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let Ok(entries) = std::fs::read_dir(tasks) else {
+            return Duration::ZERO;
+        };
+        let nanos: u64 = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        Duration::from_nanos(nanos)
     }
 }
 

@@ -3,7 +3,11 @@
 //! Failover is for a front door that is gone, not for a query that is
 //! wrong: UNAVAILABLE and transport failures move, every other code
 //! (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, ...) is the same answer
-//! any router would give and is returned as is. Search and Suggest are
+//! any router would give and is returned as is. So is an UNAVAILABLE a
+//! router marks as "this tenant's replicas are exhausted"
+//! ([`tandem_proto::REPLICAS_EXHAUSTED_KEY`]): the router is up and has
+//! already tried every region's replicas, so another router cannot help
+//! (e.g. a single-region tenant whose home region lost its indexes). Search and Suggest are
 //! reads, so repeating a call the dead router may have seen is safe.
 
 use std::error::Error;
@@ -17,7 +21,12 @@ use tonic::{Code, Status};
 /// client's own deadline is not a router failure.
 pub fn is_failover_status(status: &Status) -> bool {
     if status.code() == Code::Unavailable {
-        return true;
+        // A router that answers "this tenant's replicas are all gone" is
+        // working; every other router would answer the same.
+        return status
+            .metadata()
+            .get(tandem_proto::REPLICAS_EXHAUSTED_KEY)
+            .is_none();
     }
     status.source().is_some() && !is_local_timeout(status)
 }
@@ -44,6 +53,18 @@ mod tests {
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         let status = Status::from_error(Box::new(reset));
         assert!(is_failover_status(&status));
+    }
+
+    #[test]
+    fn exhausted_replicas_do_not_fail_over() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert(
+            tandem_proto::REPLICAS_EXHAUSTED_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        let status =
+            Status::with_metadata(Code::Unavailable, "shard 0 has no live replica", metadata);
+        assert!(!is_failover_status(&status));
     }
 
     #[test]

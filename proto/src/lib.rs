@@ -11,3 +11,11 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every tandem proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tandem_descriptor.bin"));
+
+/// Metadata key a router puts on an UNAVAILABLE answer that is about the
+/// tenant's data, not about the router: some shard has no live replica in
+/// any region this router may read from, and the router has already tried
+/// them all (the paired region's included). Another region's router could
+/// not do better, so clients return such an answer instead of failing over
+/// to another router. Value: `"1"`.
+pub const REPLICAS_EXHAUSTED_KEY: &str = "tandem-replicas-exhausted";

@@ -12,7 +12,10 @@
 //!    tenant-shard pair);
 //! 4. if the replica is slow — no answer after the hedging delay, about its
 //!    recent p95 — asks the next replica too; the first answer wins and the
-//!    others are cancelled (dropped);
+//!    others are cancelled (dropped). An earlier attempt that loses the race
+//!    counts as a node failure (a timeout in all but name), so a frozen node
+//!    is ejected after a few queries instead of after its health probes
+//!    time out;
 //! 5. pays for every retry and hedge from the [`RetryBudget`], so that a sick
 //!    fleet is not hit by a storm; when the budget is empty it fails fast.
 //!
@@ -150,7 +153,8 @@ impl Resilience {
         // Launches the next usable replica; false when none is left.
         let launch = |next: &mut usize,
                       running: &mut FuturesUnordered<_>,
-                      outcome: &mut Outcome<T>|
+                      outcome: &mut Outcome<T>,
+                      pending: &mut Vec<usize>|
          -> bool {
             while let Some(pick) = order.get(*next) {
                 *next += 1;
@@ -169,6 +173,7 @@ impl Resilience {
                 };
                 outcome.attempts += 1;
                 outcome.node = Some(replica.node.clone());
+                pending.push(index);
                 running.push(async move {
                     let mut guard = guard;
                     let result = match attempt {
@@ -186,7 +191,9 @@ impl Resilience {
             false
         };
 
-        if !launch(&mut next, &mut running, &mut outcome) {
+        // Attempts sent and not yet finished, by index into `order`.
+        let mut pending: Vec<usize> = Vec::with_capacity(2);
+        if !launch(&mut next, &mut running, &mut outcome, &mut pending) {
             return outcome;
         }
         hedge_at = self.hedge_deadline(&order, next - 1, deadline, hedge_at);
@@ -201,10 +208,19 @@ impl Resilience {
                 biased;
                 Some((index, in_flight, result)) = running.next() => {
                     let replica = order[index].replica;
+                    pending.retain(|&i| i != index);
                     match result {
                         Ok(value) => {
                             in_flight.success();
                             self.record_signal(&view, replica, HealthSignal::Healthy, target.kind);
+                            // Attempts sent before this one and still silent
+                            // lost a hedge race (dropped with `running`).
+                            for &slow in pending.iter().filter(|&&i| i < index) {
+                                let verdict = classify(AttemptFailure::LostRace, CallerState::default());
+                                self.record_signal(&view, order[slow].replica, verdict.signal, target.kind);
+                                metrics::counter!("router_attempt_failures_total",
+                                    "kind" => target.kind, "reason" => verdict.reason).increment(1);
+                            }
                             outcome.result = Ok(value);
                             outcome.node = Some(replica.node.clone());
                             outcome.fallback = index > 0;
@@ -249,7 +265,7 @@ impl Resilience {
                                     return outcome;
                                 }
                                 let from = replica.node.region.clone();
-                                if launch(&mut next, &mut running, &mut outcome) {
+                                if launch(&mut next, &mut running, &mut outcome, &mut pending) {
                                     let to = order[next - 1].replica.node.region.clone();
                                     metrics::counter!("router_fallbacks_total", "kind" => target.kind,
                                         "reason" => verdict.reason, "from_region" => from.to_string(),
@@ -269,7 +285,7 @@ impl Resilience {
                         continue;
                     }
                     let from = order[next - 1].replica.node.region.clone();
-                    if launch(&mut next, &mut running, &mut outcome) {
+                    if launch(&mut next, &mut running, &mut outcome, &mut pending) {
                         outcome.hedged = true;
                         let to = order[next - 1].replica.node.region.clone();
                         metrics::counter!("router_hedges_total", "kind" => target.kind,
@@ -413,4 +429,134 @@ pub fn is_unavailability(status: &Status) -> bool {
             | Code::Aborted
             | Code::DataLoss
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::RetryBudgetConfig;
+    use crate::catalog::NodeKind;
+    use crate::endpoint_stats::StatsConfig;
+    use crate::outlier::OutlierConfig;
+    use crate::replicas::Tier;
+
+    fn resilience() -> Resilience {
+        Resilience {
+            stats: StatsRegistry::new(StatsConfig::default()),
+            nodes: OutlierDetector::new(OutlierConfig::default()),
+            shards: OutlierDetector::new(OutlierConfig {
+                probe_readmits_ejected: false,
+                ..OutlierConfig::default()
+            }),
+            budget: RetryBudget::new(RetryBudgetConfig::default()),
+            hedge: HedgePolicy::new(
+                Duration::from_millis(2),
+                Duration::from_millis(10),
+                Duration::from_millis(50),
+            )
+            .expect("valid delays"),
+            channels: Channels::new(),
+        }
+    }
+
+    fn replica(id: &str, region: &str, tier: Tier) -> Replica {
+        Replica {
+            node: Arc::new(Node {
+                id: Arc::from(id),
+                region: Arc::from(region),
+                kind: NodeKind::Index,
+                addr: Arc::from(format!("http://{id}.invalid:1").as_str()),
+            }),
+            tier,
+        }
+    }
+
+    /// One call where `local` never answers and `remote` answers after 1 ms.
+    async fn call_with_frozen_local(r: &Resilience, replicas: &[Replica]) -> Outcome<&'static str> {
+        let tenant: Arc<str> = Arc::from("t");
+        let target = Target {
+            replicas,
+            tenant: &tenant,
+            scope: 0,
+            kind: "index",
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        r.call(
+            target,
+            deadline,
+            Duration::from_millis(500),
+            |channel, _| async move {
+                if channel.origin.host() == Some("local.invalid") {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok("answer")
+            },
+        )
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_replica_is_hedged_then_ejected_after_three_lost_races() {
+        let r = resilience();
+        let replicas = [
+            replica("local", "r1", Tier::Preferred),
+            replica("remote", "r2", Tier::Paired),
+        ];
+        for call in 1..=3 {
+            let started = Instant::now();
+            let outcome = call_with_frozen_local(&r, &replicas).await;
+            assert_eq!(outcome.result.expect("hedge answers"), "answer");
+            assert!(outcome.hedged && outcome.fallback);
+            assert_eq!(outcome.node.expect("answered").id.as_ref(), "remote");
+            // The default hedging delay (no history yet) plus the remote's 1 ms.
+            assert_eq!(started.elapsed(), Duration::from_millis(11), "call {call}");
+            let ejected = matches!(r.nodes.health(&Arc::from("local")), Health::Ejected { .. });
+            assert_eq!(ejected, call == 3, "after call {call}");
+        }
+        // Ejected: the next call goes to the remote replica first, no hedge.
+        let started = Instant::now();
+        let outcome = call_with_frozen_local(&r, &replicas).await;
+        assert_eq!(outcome.node.expect("answered").id.as_ref(), "remote");
+        assert!(!outcome.hedged);
+        assert_eq!(started.elapsed(), Duration::from_millis(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hedge_that_loses_is_not_blamed() {
+        let r = resilience();
+        let replicas = [
+            replica("slowish", "r1", Tier::Preferred),
+            replica("remote", "r2", Tier::Paired),
+        ];
+        let tenant: Arc<str> = Arc::from("t");
+        for _ in 0..5 {
+            let target = Target {
+                replicas: &replicas,
+                tenant: &tenant,
+                scope: 0,
+                kind: "index",
+            };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            // The first replica answers after 12 ms: past the 10 ms hedging
+            // delay, but before the hedge (10 + 5 ms) does.
+            let outcome = r
+                .call(
+                    target,
+                    deadline,
+                    Duration::from_millis(500),
+                    |channel, _| async move {
+                        let local = channel.origin.host() == Some("slowish.invalid");
+                        let delay = if local { 12 } else { 5 };
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        Ok(())
+                    },
+                )
+                .await;
+            assert_eq!(outcome.node.expect("answered").id.as_ref(), "slowish");
+            assert!(outcome.hedged && !outcome.fallback);
+        }
+        assert_eq!(r.nodes.health(&Arc::from("remote")), Health::Healthy);
+        assert_eq!(r.nodes.health(&Arc::from("slowish")), Health::Healthy);
+    }
 }

@@ -303,10 +303,22 @@ fn shard_route<T>(shard: u32, outcome: &Outcome<T>) -> ShardRoute {
 fn shard_failure(shard: u32, status: Status) -> Status {
     match status.code() {
         tonic::Code::DeadlineExceeded => status,
-        code if is_unavailability(&status) => Status::unavailable(format!(
+        code if is_unavailability(&status) => replicas_exhausted(format!(
             "shard {shard} has no live replica ({code:?}: {}); set allow_partial to accept results without it",
             status.message()
         )),
         _ => status,
     }
+}
+
+/// UNAVAILABLE marked as being about the tenant's replicas (see
+/// [`tandem_proto::REPLICAS_EXHAUSTED_KEY`]), so that clients do not fail
+/// over to another router that would find the same replicas gone.
+fn replicas_exhausted(message: String) -> Status {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert(
+        tandem_proto::REPLICAS_EXHAUSTED_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    Status::with_metadata(tonic::Code::Unavailable, message, metadata)
 }

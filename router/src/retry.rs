@@ -25,6 +25,7 @@
 //! | RESOURCE_EXHAUSTED | yes | none | overload or quota: go elsewhere, but ejecting an overloaded node under load only moves the overload (cascade); EWMA / in-flight steer load away |
 //! | DEADLINE_EXCEEDED with caller time left | yes | shard | the node enforced the per-try deadline we sent: slow for this call, not dead |
 //! | router's per-try timer | yes | node | the node said nothing at all within the per-try timeout (hung) |
+//! | lost a hedge race | (already answered) | node | silent past its hedging delay (about its p95) *and* past another replica's whole answer: a timeout in all but name. Three in a row eject a frozen node within a few queries; a live node's next SERVING probe re-admits it |
 //! | FAILED_PRECONDITION | yes | shard | the shard is not in a servable state on this node (NOT_SERVING) |
 //! | NOT_FOUND | yes | shard | this node lacks the shard the catalog says it has (still bootstrapping, wiped disk); another replica has it. The router's own "unknown tenant" NOT_FOUND never reaches here |
 //! | INTERNAL, UNKNOWN, DATA_LOSS | yes | shard | a bug or corruption hit this shard on this node; reads are idempotent so trying another copy is safe |
@@ -58,6 +59,9 @@ pub enum AttemptFailure<'a> {
     /// No channel could be used at all (e.g. the endpoint could not be built
     /// or connected) before any status existed.
     Transport,
+    /// A hedge sent after this attempt answered first while this one was
+    /// still silent.
+    LostRace,
 }
 
 /// Whom a failure should be reported to (which outlier detector).
@@ -133,6 +137,7 @@ pub fn classify(failure: AttemptFailure<'_>, caller: CallerState) -> Verdict {
     let status = match failure {
         AttemptFailure::PerTryTimeout => return Verdict::retry(NodeFailure, "per_try_timeout"),
         AttemptFailure::Transport => return Verdict::retry(NodeFailure, "transport"),
+        AttemptFailure::LostRace => return Verdict::retry(NodeFailure, "hedge_lost"),
         AttemptFailure::Status(status) => status,
     };
     if is_client_side(status) {
@@ -259,6 +264,11 @@ mod tests {
         assert_eq!((v.retryable, v.signal), (true, HealthSignal::NodeFailure));
         let v = classify(AttemptFailure::Transport, LIVE);
         assert_eq!((v.retryable, v.signal), (true, HealthSignal::NodeFailure));
+        let v = classify(AttemptFailure::LostRace, LIVE);
+        assert_eq!(
+            (v.signal, v.reason),
+            (HealthSignal::NodeFailure, "hedge_lost")
+        );
 
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let v = client(Box::new(tonic::ConnectError(Box::new(refused))));
