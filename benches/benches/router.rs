@@ -8,8 +8,11 @@
 //!     choice, fallback/hedging machinery, merge).
 //!
 //! Reports QPS, p50/p99, and the router's added latency as a ratio to the
-//! bare hop's (`(c - a) / (b - a)` at p50), and router QPS as a share of
-//! direct QPS. Run:
+//! bare hop's (`(c - a) / (b - a)` at p50), router QPS as a share of
+//! direct QPS, and the CPU time per call of the hop and the router. Then
+//! the same three paths **open loop at the same fixed rates** (the load
+//! generator's pacing: latency counted from each request's due time, so
+//! queueing is not hidden), `BENCH_RATES=300,900` by default. Run:
 //! `cargo build --release --bins && cargo bench -p tandem-benches --bench router`
 //! (`BENCH_SECONDS=N` per path and concurrency, run as 10 interleaved
 //! slices; default 5; `BENCH_CONCURRENCY=1` for one concurrency).
@@ -18,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_benches::{
-    closed_loop, example_queries, measure, sample_corpus, Measured, RunStats, Server,
+    closed_loop, example_queries, measure, run_load_with, sample_corpus, EventLog, LoadConfig,
+    LoadMode, Measured, Outcome, RunStats, Server, Summary, DEFAULT_MAX_OUTSTANDING,
 };
 use tandem_index_node::corpus::{read_documents, Where};
 use tandem_index_node::registry::ShardRegistry;
@@ -42,6 +46,49 @@ fn concurrencies() -> Vec<usize> {
         })
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| vec![1, 16, 64])
+}
+
+/// Open-loop rates: `BENCH_RATES=300,900` (the default).
+fn rates() -> Vec<f64> {
+    std::env::var("BENCH_RATES")
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|r| r.trim().parse().ok())
+                .collect::<Vec<f64>>()
+        })
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| vec![300.0, 900.0])
+}
+
+/// One open-loop run of `call` at `rate` through the load generator.
+async fn open_loop<F, Fut>(
+    rate: f64,
+    duration: Duration,
+    queries: &Arc<Vec<String>>,
+    call: F,
+) -> anyhow::Result<Summary>
+where
+    F: Fn(String) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let mode = LoadMode::OpenLoop {
+        rate,
+        max_outstanding: DEFAULT_MAX_OUTSTANDING,
+    };
+    let config = LoadConfig::new(mode, duration, "en", queries.to_vec());
+    let report = run_load_with(&config, &EventLog::new(), move |q| {
+        let answer = call(q);
+        async move {
+            if answer.await {
+                Outcome::served_by("r1")
+            } else {
+                Outcome::Failed("error".to_string())
+            }
+        }
+    })
+    .await?;
+    Ok(report.summary)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -155,6 +202,45 @@ fn main() -> anyhow::Result<()> {
         }
         for (c, hop_us, router_us) in &cpu_rows {
             println!("concurrency {c}: CPU per call: bare hop {hop_us:.0} us, router {router_us:.0} us");
+        }
+
+        // The same paths at the same fixed rates, three interleaved rounds
+        // each; the table shows each percentile's median over the rounds.
+        println!("\nopen loop, same rate ({seconds} s per path and rate, 3 interleaved rounds, median of rounds):");
+        println!("\n| rate | path | p50 µs | p90 µs | p99 µs | failed |");
+        println!("|---|---|---|---|---|---|");
+        let mut added = Vec::new();
+        for rate in rates() {
+            let mut runs: [Vec<Summary>; 3] = Default::default();
+            for _ in 0..3 {
+                runs[0].push(open_loop(rate, duration / 3, &queries, shard_call(direct_ch.clone())).await?);
+                runs[1].push(open_loop(rate, duration / 3, &queries, shard_call(hop_ch.clone())).await?);
+                runs[2].push(open_loop(rate, duration / 3, &queries, router_call.clone()).await?);
+            }
+            let median = |runs: &[Summary], pick: fn(&Summary) -> u64| {
+                let mut v: Vec<u64> = runs.iter().map(pick).collect();
+                v.sort_unstable();
+                v[v.len() / 2]
+            };
+            let mut p50 = [0u64; 3];
+            for (i, name) in ["direct index-node", "bare pass-through hop", "tandem-router"].iter().enumerate() {
+                p50[i] = median(&runs[i], |s| s.latency_us.p50);
+                println!(
+                    "| {rate:.0} | {name} | {} | {} | {} | {} |",
+                    p50[i],
+                    median(&runs[i], |s| s.latency_us.p90),
+                    median(&runs[i], |s| s.latency_us.p99),
+                    runs[i].iter().map(|s| s.failed).sum::<u64>()
+                );
+            }
+            added.push((rate, p50[1] as f64 - p50[0] as f64, p50[2] as f64 - p50[0] as f64));
+        }
+        println!();
+        for (rate, hop_added, router_added) in added {
+            println!(
+                "{rate:.0} QPS: added p50 latency: bare hop {hop_added:.0} us, router {router_added:.0} us, ratio {:.2}",
+                router_added / hop_added.max(1.0)
+            );
         }
         Ok(())
     })
