@@ -4,6 +4,9 @@
 //! (a) straight to the index-node (`IndexNode/SearchShard`);
 //! (b) through `tandem-passthrough`, a bare gRPC hop that forwards bytes and
 //!     decides nothing: the physical floor of any router;
+//! (b') through `tandem-passthrough --decode`, a tonic server that decodes
+//!     each call and re-sends it through a hyper client, deciding nothing:
+//!     the floor of any router that reads the messages;
 //! (c) through `tandem-router` (`Search/Search`: auth, cache, dial, replica
 //!     choice, fallback/hedging machinery, merge).
 //!
@@ -15,8 +18,11 @@
 //! queueing is not hidden), `BENCH_RATES=300,900` by default. Run:
 //! `cargo build --release --bins && cargo bench -p tandem-benches --bench router`
 //! (`BENCH_SECONDS=N` per path and concurrency, run as 10 interleaved
-//! slices; default 5; `BENCH_CONCURRENCY=1` for one concurrency).
+//! slices; default 5; `BENCH_CONCURRENCY=1` for one concurrency,
+//! `BENCH_ONLY=router` (or `direct`, `hop`, `decode`) to load one path alone, e.g. under a profiler).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +52,40 @@ fn concurrencies() -> Vec<usize> {
         })
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| vec![1, 16, 64])
+}
+
+/// One query through one path, as the load functions take it.
+type Call = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// One way to the index-node.
+struct Path<'a> {
+    /// `BENCH_ONLY` name.
+    key: &'static str,
+    /// Table name.
+    name: &'static str,
+    /// The process in the middle, if any.
+    server: Option<&'a Server>,
+    call: Call,
+}
+
+impl Path<'_> {
+    fn caller(
+        &self,
+    ) -> impl Fn(String) -> Pin<Box<dyn Future<Output = bool> + Send>> + Clone + Send + Sync + 'static
+    {
+        let call = self.call.clone();
+        move |q| call(q)
+    }
+
+    fn cpu_time(&self) -> Duration {
+        self.server.map_or(Duration::ZERO, Server::cpu_time)
+    }
+}
+
+/// Whether to measure `path` (`direct`, `hop` or `router`): all of them
+/// unless `BENCH_ONLY` names one (to profile one path alone).
+fn runs(path: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only == path)
 }
 
 /// Open-loop rates: `BENCH_RATES=300,900` (the default).
@@ -112,6 +152,7 @@ fn main() -> anyhow::Result<()> {
         let node = Server::start("tandem-index-node", &["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", &index_dir])?;
         let upstream = node.grpc.to_string();
         let hop = Server::start("tandem-passthrough", &["--upstream", &upstream])?;
+        let decode_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--decode"])?;
         let catalog = format!(
             "[[regions]]\nid = \"r1\"\npair = \"r2\"\n\n[[regions]]\nid = \"r2\"\npair = \"r1\"\n\n\
              [[nodes]]\nid = \"idx\"\nregion = \"r1\"\nkind = \"index\"\naddr = \"http://{upstream}\"\n\n\
@@ -128,80 +169,82 @@ fn main() -> anyhow::Result<()> {
         let connect = |addr: std::net::SocketAddr| async move {
             Channel::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await.map_err(anyhow::Error::from)
         };
-        let (direct_ch, hop_ch, router_ch) = (connect(node.grpc).await?, connect(hop.grpc).await?, connect(router.grpc).await?);
         println!("corpus: {} English pages; {} distinct queries; {seconds} s per run", docs.len(), queries.len());
 
-        let shard_call = |channel: Channel| {
+        let shard_call = |channel: Channel| -> Call {
             let client = IndexNodeClient::new(channel);
-            move |q: String| {
+            Arc::new(move |q: String| {
                 let mut client = client.clone();
-                async move {
+                Box::pin(async move {
                     client
                         .search_shard(ShardSearchRequest { tenant: "en".into(), shard: 0, query: q, top_k: 10, ..Default::default() })
                         .await
                         .is_ok()
-                }
-            }
+                })
+            })
         };
-        let router_call = {
-            let client = SearchClient::new(router_ch.clone());
-            move |q: String| {
+        let router_call = |channel: Channel| -> Call {
+            let client = SearchClient::new(channel);
+            Arc::new(move |q: String| {
                 let mut client = client.clone();
-                async move {
+                Box::pin(async move {
                     let mut request = tonic::Request::new(SearchRequest { tenant: "en".into(), query: q, top_k: 10, ..Default::default() });
                     request.metadata_mut().insert("authorization", format!("Bearer {API_KEY}").parse().expect("ascii"));
                     client.search(request).await.is_ok()
-                }
-            }
+                })
+            })
         };
+        let paths = [
+            Path { key: "direct", name: "direct index-node", server: None, call: shard_call(connect(node.grpc).await?) },
+            Path { key: "hop", name: "bare pass-through hop", server: Some(&hop), call: shard_call(connect(hop.grpc).await?) },
+            Path { key: "decode", name: "decoding hop", server: Some(&decode_hop), call: shard_call(connect(decode_hop.grpc).await?) },
+            Path { key: "router", name: "tandem-router", server: Some(&router), call: router_call(connect(router.grpc).await?) },
+        ];
         // Warm every path (connections, caches, the router's statistics).
-        closed_loop(4, Duration::from_secs(1), queries.clone(), shard_call(direct_ch.clone())).await;
-        closed_loop(4, Duration::from_secs(1), queries.clone(), router_call.clone()).await;
+        for path in &paths {
+            closed_loop(4, Duration::from_millis(500), queries.clone(), path.caller()).await;
+        }
 
         // Each path runs in short slices, interleaved with the others, so
-        // that noise from anything else on the machine hits all three alike.
+        // that noise from anything else on the machine hits all alike.
         let rounds = 10u32;
         let slice = duration / rounds;
-        let mut rows: Vec<(usize, RunStats, RunStats, RunStats)> = Vec::new();
-        // CPU time per call of the process in the middle (the hop or the
-        // router), to tell computation apart from waiting.
-        let mut cpu_rows: Vec<(usize, f64, f64)> = Vec::new();
+        // Per concurrency and path: latency, and the CPU time per call of
+        // the process in the middle (to tell computation from waiting).
+        let mut rows: Vec<(usize, Vec<(RunStats, f64)>)> = Vec::new();
         for concurrency in concurrencies() {
-            let (mut direct, mut bare, mut routed) = (Measured::default(), Measured::default(), Measured::default());
-            let (mut hop_cpu, mut router_cpu) = (Duration::ZERO, Duration::ZERO);
+            let mut measured: Vec<(Measured, Duration)> = paths.iter().map(|_| Default::default()).collect();
             for _ in 0..rounds {
-                direct.merge(measure(concurrency, slice, queries.clone(), shard_call(direct_ch.clone())).await);
-                let before = hop.cpu_time();
-                bare.merge(measure(concurrency, slice, queries.clone(), shard_call(hop_ch.clone())).await);
-                hop_cpu += hop.cpu_time().saturating_sub(before);
-                let before = router.cpu_time();
-                routed.merge(measure(concurrency, slice, queries.clone(), router_call.clone()).await);
-                router_cpu += router.cpu_time().saturating_sub(before);
+                for (path, (m, cpu)) in paths.iter().zip(measured.iter_mut()).filter(|(p, _)| runs(p.key)) {
+                    let before = path.cpu_time();
+                    m.merge(measure(concurrency, slice, queries.clone(), path.caller()).await);
+                    *cpu += path.cpu_time().saturating_sub(before);
+                }
             }
-            let per_call = |cpu: Duration, m: &Measured| cpu.as_secs_f64() * 1e6 / m.calls().max(1) as f64;
-            cpu_rows.push((concurrency, per_call(hop_cpu, &bare), per_call(router_cpu, &routed)));
-            rows.push((concurrency, direct.stats(), bare.stats(), routed.stats()));
+            let per_call = |cpu: &Duration, m: &Measured| cpu.as_secs_f64() * 1e6 / m.calls().max(1) as f64;
+            rows.push((concurrency, measured.iter().map(|(m, cpu)| (m.stats(), per_call(cpu, m))).collect()));
         }
-        println!("\n| concurrency | path | QPS | p50 µs | p99 µs | errors |");
-        println!("|---|---|---|---|---|---|");
-        for (c, direct, bare, routed) in &rows {
-            for (name, s) in [("direct index-node", direct), ("bare pass-through hop", bare), ("tandem-router", routed)] {
-                println!("| {c} | {name} | {:.0} | {} | {} | {} |", s.qps, s.p50_us, s.p99_us, s.errors);
+        println!("\n| concurrency | path | QPS | p50 µs | p99 µs | errors | CPU µs per call (middle process) |");
+        println!("|---|---|---|---|---|---|---|");
+        for (c, stats) in &rows {
+            for (path, (s, cpu)) in paths.iter().zip(stats) {
+                println!("| {c} | {} | {:.0} | {} | {} | {} | {cpu:.0} |", path.name, s.qps, s.p50_us, s.p99_us, s.errors);
             }
         }
         println!();
-        for (c, direct, bare, routed) in &rows {
-            let hop_added = bare.p50_us as f64 - direct.p50_us as f64;
-            let router_added = routed.p50_us as f64 - direct.p50_us as f64;
+        for (c, stats) in &rows {
+            let [direct, bare, decoding, routed] = [&stats[0].0, &stats[1].0, &stats[2].0, &stats[3].0];
+            let added = |s: &RunStats| s.p50_us as f64 - direct.p50_us as f64;
             println!(
-                "concurrency {c}: added p50 latency: bare hop {hop_added:.0} us, router {router_added:.0} us, ratio {:.2}; router QPS / direct {:.2}, bare hop QPS / direct {:.2}",
-                router_added / hop_added.max(1.0),
+                "concurrency {c}: added p50 latency: bare hop {:.0} us, decoding hop {:.0} us, router {:.0} us; router / bare hop {:.2}, router / decoding hop {:.2}; QPS / direct: router {:.2}, bare hop {:.2}",
+                added(bare),
+                added(decoding),
+                added(routed),
+                added(routed) / added(bare).max(1.0),
+                added(routed) / added(decoding).max(1.0),
                 routed.qps / direct.qps,
                 bare.qps / direct.qps
             );
-        }
-        for (c, hop_us, router_us) in &cpu_rows {
-            println!("concurrency {c}: CPU per call: bare hop {hop_us:.0} us, router {router_us:.0} us");
         }
 
         // The same paths at the same fixed rates, three interleaved rounds
@@ -211,29 +254,30 @@ fn main() -> anyhow::Result<()> {
         println!("|---|---|---|---|---|---|");
         let mut added = Vec::new();
         for rate in rates() {
-            let mut runs: [Vec<Summary>; 3] = Default::default();
+            let mut runs: Vec<Vec<Summary>> = paths.iter().map(|_| Vec::new()).collect();
             for _ in 0..3 {
-                runs[0].push(open_loop(rate, duration / 3, &queries, shard_call(direct_ch.clone())).await?);
-                runs[1].push(open_loop(rate, duration / 3, &queries, shard_call(hop_ch.clone())).await?);
-                runs[2].push(open_loop(rate, duration / 3, &queries, router_call.clone()).await?);
+                for (path, r) in paths.iter().zip(runs.iter_mut()) {
+                    r.push(open_loop(rate, duration / 3, &queries, path.caller()).await?);
+                }
             }
             let median = |runs: &[Summary], pick: fn(&Summary) -> u64| {
                 let mut v: Vec<u64> = runs.iter().map(pick).collect();
                 v.sort_unstable();
                 v[v.len() / 2]
             };
-            let mut p50 = [0u64; 3];
-            for (i, name) in ["direct index-node", "bare pass-through hop", "tandem-router"].iter().enumerate() {
-                p50[i] = median(&runs[i], |s| s.latency_us.p50);
+            let mut p50 = Vec::new();
+            for (path, r) in paths.iter().zip(&runs) {
+                p50.push(median(r, |s| s.latency_us.p50));
                 println!(
-                    "| {rate:.0} | {name} | {} | {} | {} | {} |",
-                    p50[i],
-                    median(&runs[i], |s| s.latency_us.p90),
-                    median(&runs[i], |s| s.latency_us.p99),
-                    runs[i].iter().map(|s| s.failed).sum::<u64>()
+                    "| {rate:.0} | {} | {} | {} | {} | {} |",
+                    path.name,
+                    median(r, |s| s.latency_us.p50),
+                    median(r, |s| s.latency_us.p90),
+                    median(r, |s| s.latency_us.p99),
+                    r.iter().map(|s| s.failed).sum::<u64>()
                 );
             }
-            added.push((rate, p50[1] as f64 - p50[0] as f64, p50[2] as f64 - p50[0] as f64));
+            added.push((rate, p50[1] as f64 - p50[0] as f64, p50[3] as f64 - p50[0] as f64));
         }
         println!();
         for (rate, hop_added, router_added) in added {

@@ -151,7 +151,7 @@ pub async fn search(
                 hits.extend(answer.hits);
             }
             Err(status) if req.allow_partial && is_unavailability(&status) => {
-                tracing::warn!(tenant = %tenant, shard = replicas.shard, error = %status.message(), "shard missing from partial results");
+                tracing::warn!(tenant = %tenant, shard = replicas.shard, request_id = %ctx.request_id, error = %status.message(), "shard missing from partial results");
                 if !response.degraded.iter().any(|d| d == "partial") {
                     response.degraded.push("partial".to_string());
                 }

@@ -8,6 +8,13 @@
 //!
 //! Usage: `tandem-passthrough --listen 127.0.0.1:0 --upstream 127.0.0.1:7101`
 //! (prints a readiness line like the tandem processes).
+//!
+//! With `--decode` it is instead the floor of any *message-level* router: a
+//! tonic server for `IndexNode/SearchShard` that decodes each request,
+//! re-sends it through a hyper HTTP/2 client (as the router does) and
+//! re-encodes the answer, deciding nothing. The router benchmark measures
+//! it too, to split the router's overhead into "a gRPC stack that reads the
+//! messages" and "the router's own work".
 
 use std::net::SocketAddr;
 
@@ -33,6 +40,10 @@ struct Cli {
     /// Upstream gRPC address, host:port.
     #[arg(long)]
     upstream: String,
+    /// Decode and re-encode `IndexNode/SearchShard` calls instead of
+    /// forwarding bytes.
+    #[arg(long)]
+    decode: bool,
 }
 
 #[tokio::main]
@@ -46,6 +57,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(cli.listen).await.context("bind")?;
     let addr = listener.local_addr()?;
     println!("{{\"ready\":true,\"kind\":\"passthrough\",\"grpc\":\"{addr}\",\"metrics\":\"{addr}\",\"pid\":{}}}", std::process::id());
+    if cli.decode {
+        return decode::serve(listener, &cli.upstream).await;
+    }
     let upstream: &'static str = Box::leak(cli.upstream.into_boxed_str());
     loop {
         let (stream, _) = listener.accept().await?;
@@ -65,5 +79,87 @@ async fn main() -> anyhow::Result<()> {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// The message-level hop (`--decode`).
+mod decode {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tandem_proto::v1::index_node_client::IndexNodeClient;
+    use tandem_proto::v1::index_node_server::{IndexNode, IndexNodeServer};
+    use tandem_proto::v1::*;
+    use tokio::net::TcpListener;
+    use tonic::{Request, Response, Status};
+
+    type Transport = Client<HttpConnector, tonic::body::Body>;
+
+    struct Hop {
+        transport: Transport,
+        origin: http::Uri,
+    }
+
+    fn not_forwarded<T>() -> Result<Response<T>, Status> {
+        Err(Status::unimplemented(
+            "the decode hop forwards SearchShard only",
+        ))
+    }
+
+    #[tonic::async_trait]
+    impl IndexNode for Hop {
+        async fn search_shard(
+            &self,
+            request: Request<ShardSearchRequest>,
+        ) -> Result<Response<ShardSearchResponse>, Status> {
+            let mut client =
+                IndexNodeClient::with_origin(self.transport.clone(), self.origin.clone());
+            let answer = client.search_shard(request.into_inner()).await?;
+            Ok(Response::new(answer.into_inner()))
+        }
+        async fn ingest(
+            &self,
+            _: Request<IngestRequest>,
+        ) -> Result<Response<IngestResponse>, Status> {
+            not_forwarded()
+        }
+        async fn create_shard(
+            &self,
+            _: Request<CreateShardRequest>,
+        ) -> Result<Response<ShardInfo>, Status> {
+            not_forwarded()
+        }
+        async fn get_shard_info(
+            &self,
+            _: Request<ShardRef>,
+        ) -> Result<Response<ShardInfo>, Status> {
+            not_forwarded()
+        }
+        async fn list_shards(
+            &self,
+            _: Request<ListShardsRequest>,
+        ) -> Result<Response<ListShardsResponse>, Status> {
+            not_forwarded()
+        }
+    }
+
+    /// Serves the decoding hop on `listener` until the process is killed.
+    pub async fn serve(listener: TcpListener, upstream: &str) -> anyhow::Result<()> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let transport = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+        let hop = Hop {
+            transport,
+            origin: format!("http://{upstream}").parse()?,
+        };
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tonic::transport::Server::builder()
+            .add_service(IndexNodeServer::new(hop))
+            .serve_with_incoming(incoming)
+            .await?;
+        Ok(())
     }
 }
