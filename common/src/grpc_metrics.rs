@@ -5,13 +5,20 @@
 //! - `grpc_server_handled_total{grpc_service, grpc_method, grpc_code}`
 //! - `grpc_server_handling_seconds{grpc_service, grpc_method}` (histogram)
 //!
+//! Label values come only from the methods this process serves (read once
+//! from the descriptor sets of tandem, `grpc.health.v1` and reflection);
+//! a call to any other path is labelled `unknown`, so that garbage requests
+//! cannot create new time series (unbounded label cardinality).
+//!
 //! It also opens a `tracing` span per call (at DEBUG level) carrying the
 //! `x-request-id` the caller sent (or a fresh one), so that a router's log
 //! lines and the nodes' log lines for one query can be joined.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -79,7 +86,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
-        let (service, method) = split_path(req.uri().path());
+        let (service, method) = labels(req.uri().path());
         let request_id = match req
             .headers()
             .get(REQUEST_ID_HEADER)
@@ -96,7 +103,7 @@ where
             }
         };
         metrics::counter!("grpc_server_started_total",
-            "grpc_service" => service.clone(), "grpc_method" => method.clone())
+            "grpc_service" => service, "grpc_method" => method)
         .increment(1);
         // A DEBUG span: at the default INFO level it is disabled and costs
         // nothing, whereas an enabled span costs tens of µs of formatting
@@ -119,8 +126,8 @@ pin_project! {
     pub struct MetricsFuture<F> {
         #[pin]
         inner: F,
-        service: String,
-        method: String,
+        service: &'static str,
+        method: &'static str,
         started: Instant,
         _in_flight: InFlightGuard,
     }
@@ -147,10 +154,9 @@ where
                 .unwrap_or(tonic::Code::Ok),
             Err(_) => tonic::Code::Unknown,
         };
-        let service = std::mem::take(this.service);
-        let method = std::mem::take(this.method);
+        let (service, method) = (*this.service, *this.method);
         metrics::histogram!("grpc_server_handling_seconds",
-            "grpc_service" => service.clone(), "grpc_method" => method.clone())
+            "grpc_service" => service, "grpc_method" => method)
         .record(this.started.elapsed().as_secs_f64());
         metrics::counter!("grpc_server_handled_total",
             "grpc_service" => service, "grpc_method" => method,
@@ -160,13 +166,49 @@ where
     }
 }
 
-/// `/tandem.v1.IndexNode/SearchShard` -> (`tandem.v1.IndexNode`, `SearchShard`).
-fn split_path(path: &str) -> (String, String) {
-    let trimmed = path.trim_start_matches('/');
-    match trimmed.split_once('/') {
-        Some((service, method)) => (service.to_string(), method.to_string()),
-        None => ("unknown".to_string(), trimmed.to_string()),
-    }
+/// Label values for a request path: `/tandem.v1.IndexNode/SearchShard` ->
+/// (`tandem.v1.IndexNode`, `SearchShard`) for a served method, else
+/// (`unknown`, `unknown`).
+fn labels(path: &str) -> (&'static str, &'static str) {
+    known_methods()
+        .get(path)
+        .copied()
+        .unwrap_or(("unknown", "unknown"))
+}
+
+/// Every method of every service a tandem process may serve, by path, with
+/// its label values (built once; the strings live for the process).
+fn known_methods() -> &'static HashMap<String, (&'static str, &'static str)> {
+    static KNOWN: OnceLock<HashMap<String, (&'static str, &'static str)>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        use prost::Message as _;
+        let sets = [
+            tandem_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ];
+        let mut known = HashMap::new();
+        for set in sets {
+            // The sets are compiled in; one that does not decode only means
+            // its calls are labelled `unknown`.
+            let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    let full: &'static str = Box::leak(
+                        format!("{}.{}", file.package(), service.name()).into_boxed_str(),
+                    );
+                    for method in &service.method {
+                        let name: &'static str =
+                            Box::leak(method.name().to_string().into_boxed_str());
+                        known.insert(format!("/{full}/{name}"), (full, name));
+                    }
+                }
+            }
+        }
+        known
+    })
 }
 
 /// A process-unique request id: the process id and a counter, cheap and
@@ -187,11 +229,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_grpc_paths() {
+    fn served_methods_get_their_labels_and_anything_else_is_unknown() {
         assert_eq!(
-            split_path("/tandem.v1.Search/Search"),
-            ("tandem.v1.Search".to_string(), "Search".to_string())
+            labels("/tandem.v1.Search/Search"),
+            ("tandem.v1.Search", "Search")
         );
-        assert_eq!(split_path("/x"), ("unknown".to_string(), "x".to_string()));
+        assert_eq!(
+            labels("/tandem.v1.IndexNode/SearchShard"),
+            ("tandem.v1.IndexNode", "SearchShard")
+        );
+        assert_eq!(
+            labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            labels("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            (
+                "grpc.reflection.v1.ServerReflection",
+                "ServerReflectionInfo"
+            )
+        );
+        for garbage in [
+            "/x",
+            "/tandem.v1.Search/Nope",
+            "/a/b",
+            "",
+            "/tandem.v1.Search/Search/extra",
+        ] {
+            assert_eq!(labels(garbage), ("unknown", "unknown"), "{garbage}");
+        }
     }
 }
