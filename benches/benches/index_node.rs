@@ -17,10 +17,7 @@ use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::ShardSearchRequest;
 
 fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let seconds = tandem_benches::bench_seconds();
     let duration = Duration::from_secs(seconds);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -44,10 +44,7 @@ const MIN_DISTINCT_QUERIES: u64 = 100_000;
 const WORKLOAD_QUERIES: usize = 20_000;
 
 fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let seconds = tandem_benches::bench_seconds();
     let duration = Duration::from_secs(seconds);
     let dir = tempfile::tempdir()?;
     let (model, artifact_bytes, events, train_time) = build_model(dir.path())?;

@@ -43,15 +43,7 @@ const API_KEY: &str = "bench-key";
 /// Concurrencies to measure: `BENCH_CONCURRENCY=1,16` picks some; default
 /// 1, 16 and 64.
 fn concurrencies() -> Vec<usize> {
-    std::env::var("BENCH_CONCURRENCY")
-        .ok()
-        .map(|s| {
-            s.split(',')
-                .filter_map(|c| c.trim().parse().ok())
-                .collect::<Vec<usize>>()
-        })
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| vec![1, 16, 64])
+    tandem_benches::env_list("BENCH_CONCURRENCY", &[1, 16, 64])
 }
 
 /// One query through one path, as the load functions take it.
@@ -90,15 +82,7 @@ fn runs(path: &str) -> bool {
 
 /// Open-loop rates: `BENCH_RATES=300,900` (the default).
 fn rates() -> Vec<f64> {
-    std::env::var("BENCH_RATES")
-        .ok()
-        .map(|s| {
-            s.split(',')
-                .filter_map(|r| r.trim().parse().ok())
-                .collect::<Vec<f64>>()
-        })
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| vec![300.0, 900.0])
+    tandem_benches::env_list("BENCH_RATES", &[300.0, 900.0])
 }
 
 /// One open-loop run of `call` at `rate` through the load generator.
@@ -132,10 +116,7 @@ where
 }
 
 fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let seconds = tandem_benches::bench_seconds();
     let duration = Duration::from_secs(seconds);
     tokio::runtime::Runtime::new()?.block_on(async move {
         let dir = tempfile::tempdir()?;

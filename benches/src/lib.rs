@@ -73,6 +73,29 @@ pub fn example_queries(lang: &str, max: usize) -> Vec<String> {
     queries
 }
 
+/// Seconds each measured run lasts: `BENCH_SECONDS` (default 5).
+pub fn bench_seconds() -> u64 {
+    std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
+/// A comma-separated list from the environment variable `name` (e.g.
+/// `BENCH_CONCURRENCY=1,16`), or `default` when it is unset or names
+/// nothing that parses.
+pub fn env_list<T: std::str::FromStr + Clone>(name: &str, default: &[T]) -> Vec<T> {
+    std::env::var(name)
+        .ok()
+        .map(|s| {
+            s.split(',')
+                .filter_map(|v| v.trim().parse().ok())
+                .collect::<Vec<T>>()
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
 /// Latency and throughput of one closed-loop run.
 #[derive(Debug, Clone)]
 pub struct RunStats {

@@ -52,8 +52,21 @@ pub fn open_lines(path: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
 
 /// Reads every document of a corpus that passes all `filters`.
 pub fn read_documents(path: &Path, filters: &[Where]) -> anyhow::Result<Vec<Document>> {
+    read_documents_up_to(path, filters, None)
+}
+
+/// [`read_documents`], stopping after `limit` documents (if set) so that a
+/// small cluster does not pay for decompressing the whole corpus.
+pub fn read_documents_up_to(
+    path: &Path,
+    filters: &[Where],
+    limit: Option<usize>,
+) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
     for (n, line) in open_lines(path)?.lines().enumerate() {
+        if limit.is_some_and(|l| docs.len() >= l) {
+            break;
+        }
         let line = line.with_context(|| format!("{}: read error", path.display()))?;
         if line.trim().is_empty() {
             continue;

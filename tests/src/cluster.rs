@@ -74,9 +74,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
-/// Router flags for tests: quick failure handling, and hedging delays well
-/// above what a debug-build search takes on a busy 2-core machine, so that a
-/// healthy replica is not hedged by accident.
+/// Router flags for tests: quick failure handling (with
+/// [`SLOW_HEDGE_FLAGS`] added).
 pub const FAST_ROUTER_FLAGS: &[&str] = &[
     "--probe-interval-ms",
     "100",
@@ -86,6 +85,12 @@ pub const FAST_ROUTER_FLAGS: &[&str] = &[
     "100",
     "--drain-grace-ms",
     "50",
+];
+
+/// Hedging delays well above what a debug-build search takes on a busy
+/// 2-core machine, so that a healthy replica is not hedged by accident and
+/// answers from the paired region mean failover, not a hedge won by luck.
+pub const SLOW_HEDGE_FLAGS: &[&str] = &[
     "--hedge-floor-ms",
     "100",
     "--hedge-default-ms",
@@ -168,7 +173,12 @@ impl Cluster {
                 "--admin-token".into(),
                 ADMIN_TOKEN.into(),
             ];
-            args.extend(FAST_ROUTER_FLAGS.iter().map(|s| s.to_string()));
+            args.extend(
+                FAST_ROUTER_FLAGS
+                    .iter()
+                    .chain(SLOW_HEDGE_FLAGS)
+                    .map(|s| s.to_string()),
+            );
             cluster
                 .routers
                 .push(Proc::spawn("tandem-router", &args).expect("router"));

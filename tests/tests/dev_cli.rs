@@ -16,6 +16,7 @@ use serde_json::Value;
 use tandem_cli::dev::{start_cluster, Cluster, DevOptions};
 use tandem_cli::procfs::{self, Signal};
 use tandem_client::Topology;
+use tandem_e2e::cluster::SLOW_HEDGE_FLAGS;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::search_client::SearchClient;
 use tandem_proto::v1::{SearchRequest, ShardRef};
@@ -32,17 +33,7 @@ fn options(data_dir: &Path) -> DevOptions {
     let mut opts = DevOptions::new(data_dir, tandem_e2e::repo_root());
     opts.docs_limit = Some(200);
     opts.bin_dir = Some(tandem_e2e::target_dir());
-    opts.router_args = [
-        "--hedge-floor-ms",
-        "100",
-        "--hedge-default-ms",
-        "100",
-        "--hedge-ceiling-ms",
-        "150",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    opts.router_args = SLOW_HEDGE_FLAGS.iter().map(|a| a.to_string()).collect();
     opts
 }
 

@@ -19,24 +19,13 @@ use std::time::Duration;
 use tandem_cli::dev::{start_cluster, Cluster, DevOptions};
 use tandem_cli::drill::{run_drill, DrillOptions, DrillReport, Scenario, TenantReport};
 use tandem_cli::procfs;
+use tandem_e2e::cluster::SLOW_HEDGE_FLAGS;
 
 const HOME: &str = "us-east-1";
 const AWAY: &str = "us-east-2";
 
 /// Held by the test whose cluster runs (see the module docs).
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Hedging delays well above what a debug-build search takes on a busy
-/// machine (as in `tandem_e2e::cluster::FAST_ROUTER_FLAGS`), so answers
-/// from the paired region mean failover, not a hedge won by accident.
-const ROUTER_ARGS: &[&str] = &[
-    "--hedge-floor-ms",
-    "100",
-    "--hedge-default-ms",
-    "100",
-    "--hedge-ceiling-ms",
-    "150",
-];
 
 /// A small cluster in a fresh directory (returned so it outlives the
 /// cluster).
@@ -45,7 +34,7 @@ async fn cluster() -> (tempfile::TempDir, Cluster) {
     let mut opts = DevOptions::new(dir.path().join("dev"), tandem_e2e::repo_root());
     opts.docs_limit = Some(200);
     opts.bin_dir = Some(tandem_e2e::target_dir());
-    opts.router_args = ROUTER_ARGS.iter().map(|a| a.to_string()).collect();
+    opts.router_args = SLOW_HEDGE_FLAGS.iter().map(|a| a.to_string()).collect();
     let cluster = start_cluster(&opts).await.expect("dev cluster starts");
     (dir, cluster)
 }

@@ -119,33 +119,39 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         dir.clone(),
     ));
 
+    // Starts one node process in the background; its log goes to
+    // `logs/<id>.log`.
+    let spawn_node =
+        |id: String, kind: &'static str, region: &'static str, bin: &PathBuf, extra: [&str; 2]| {
+            let args = node_args(&id, region, &secrets.admin_token, &extra);
+            let (bin, log) = (bin.clone(), dir.join("logs").join(format!("{id}.log")));
+            tokio::spawn(async move { start(&id, kind, region, &bin, &args, &log).await })
+        };
     let mut starts = Vec::new();
     for (region, _, short) in REGIONS {
         for i in 1..=2 {
             let id = format!("{short}-index-{i}");
             let data = dir.join(&id).display().to_string();
-            let args = node_args(&id, region, &secrets.admin_token, &["--data-dir", &data]);
-            let (bin, log) = (
-                index_bin.clone(),
-                dir.join("logs").join(format!("{id}.log")),
-            );
-            starts.push(tokio::spawn(async move {
-                start(&id, NodeInfo::KIND_INDEX, region, &bin, &args, &log).await
-            }));
+            starts.push(spawn_node(
+                id,
+                NodeInfo::KIND_INDEX,
+                region,
+                &index_bin,
+                ["--data-dir", &data],
+            ));
         }
     }
     training.await.context("training task failed")??;
+    let models = dir.join("models").display().to_string();
     for (region, _, short) in REGIONS {
         let id = format!("{short}-model-1");
-        let models = dir.join("models").display().to_string();
-        let args = node_args(&id, region, &secrets.admin_token, &["--model-dir", &models]);
-        let (bin, log) = (
-            model_bin.clone(),
-            dir.join("logs").join(format!("{id}.log")),
-        );
-        starts.push(tokio::spawn(async move {
-            start(&id, NodeInfo::KIND_MODEL, region, &bin, &args, &log).await
-        }));
+        starts.push(spawn_node(
+            id,
+            NodeInfo::KIND_MODEL,
+            region,
+            &model_bin,
+            ["--model-dir", &models],
+        ));
     }
     let mut processes = Vec::new();
     let mut first_error = None;

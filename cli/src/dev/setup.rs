@@ -1,17 +1,15 @@
 //! The dev cluster's fixed shape (regions, sample tenants), its secrets,
 //! and the data it starts with: trained models and the loaded corpus.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use tandem_index_node::corpus::{open_lines, to_document, Where};
+use tandem_index_node::corpus::{read_documents_up_to, Where};
 use tandem_index_node::loader::{load, LoadPlan};
 use tandem_proto::v1::index_node_client::IndexNodeClient;
-use tandem_proto::v1::{CreateShardRequest, Document, ShardRef};
+use tandem_proto::v1::{CreateShardRequest, ShardRef};
 
 use crate::supervise::Process;
 
@@ -150,33 +148,6 @@ pub(crate) async fn train_models(
     Ok(())
 }
 
-/// Reads up to `limit` documents that pass `filters`, stopping early so a
-/// small test cluster does not pay for decompressing the whole corpus.
-fn read_docs(
-    path: &Path,
-    filters: &[Where],
-    limit: Option<usize>,
-) -> anyhow::Result<Vec<Document>> {
-    let mut docs = Vec::new();
-    for (n, line) in open_lines(path)?.lines().enumerate() {
-        if limit.is_some_and(|l| docs.len() >= l) {
-            break;
-        }
-        let line = line.with_context(|| format!("{}: read error", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: Map<String, Value> = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a JSON object", path.display(), n + 1))?;
-        if let Some(doc) =
-            to_document(record, filters).with_context(|| format!("{}:{}", path.display(), n + 1))?
-        {
-            docs.push(doc);
-        }
-    }
-    Ok(docs)
-}
-
 /// Loads each tenant's pages (at most `limit` per tenant) into every
 /// replica that does not have documents yet; one that has keeps them, so a
 /// second start on the same data directory loads nothing.
@@ -193,7 +164,8 @@ pub(crate) async fn load_corpus(
             .map_err(anyhow::Error::msg)?];
         let corpus = corpus.clone();
         let docs =
-            tokio::task::spawn_blocking(move || read_docs(&corpus, &filters, limit)).await??;
+            tokio::task::spawn_blocking(move || read_documents_up_to(&corpus, &filters, limit))
+                .await??;
         for node_id in t.index_replicas {
             let node = processes
                 .iter()
@@ -259,7 +231,7 @@ mod tests {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let corpus = repo.join("data/tldr_pages/docs.jsonl.gz");
         let filters = vec!["lang=es".parse::<Where>().expect("filter")];
-        let docs = read_docs(&corpus, &filters, Some(25)).expect("docs");
+        let docs = read_documents_up_to(&corpus, &filters, Some(25)).expect("docs");
         assert_eq!(docs.len(), 25);
         assert!(docs.iter().all(|d| d.id.starts_with("es/")));
     }
