@@ -5,21 +5,24 @@
 //! (b) through `tandem-passthrough`, a bare gRPC hop that forwards bytes and
 //!     decides nothing: the physical floor of any router;
 //! (b') through `tandem-passthrough --decode`, a tonic server that decodes
-//!     each call and re-sends it through a hyper client, deciding nothing:
-//!     the floor of any router that reads the messages;
+//!     each call and re-sends it through a tonic client over hyper,
+//!     deciding nothing: what reading the messages costs with tonic's codec;
+//! (b'') through `tandem-passthrough --lean`, the same on bare hyper with
+//!     the router's own wire code (`tandem_common::unary`): the floor of
+//!     any router that reads the messages the way tandem's does;
 //! (c) through `tandem-router` (`Search/Search`: auth, cache, dial, replica
 //!     choice, fallback/hedging machinery, merge).
 //!
 //! Reports QPS, p50/p99, and the router's added latency as a ratio to the
 //! bare hop's (`(c - a) / (b - a)` at p50), router QPS as a share of
 //! direct QPS, and the CPU time per call of the hop and the router. Then
-//! the same three paths **open loop at the same fixed rates** (the load
+//! the same paths **open loop at the same fixed rates** (the load
 //! generator's pacing: latency counted from each request's due time, so
 //! queueing is not hidden), `BENCH_RATES=300,900` by default. Run:
 //! `cargo build --release --bins && cargo bench -p tandem-benches --bench router`
 //! (`BENCH_SECONDS=N` per path and concurrency, run as 10 interleaved
 //! slices; default 5; `BENCH_CONCURRENCY=1` for one concurrency,
-//! `BENCH_ONLY=router` (or `direct`, `hop`, `decode`) to load one path alone, e.g. under a profiler).
+//! `BENCH_ONLY=router` (or `direct`, `hop`, `decode`, `lean`) to load one path alone, e.g. under a profiler).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -74,7 +77,8 @@ impl Path<'_> {
     }
 }
 
-/// Whether to measure `path` (`direct`, `hop` or `router`): all of them
+/// Whether to measure `path` (`direct`, `hop`, `decode`, `lean` or
+/// `router`): all of them
 /// unless `BENCH_ONLY` names one (to profile one path alone).
 fn runs(path: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only == path)
@@ -134,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         let upstream = node.grpc.to_string();
         let hop = Server::start("tandem-passthrough", &["--upstream", &upstream])?;
         let decode_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--decode"])?;
+        let lean_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--lean"])?;
         let catalog = format!(
             "[[regions]]\nid = \"r1\"\npair = \"r2\"\n\n[[regions]]\nid = \"r2\"\npair = \"r1\"\n\n\
              [[nodes]]\nid = \"idx\"\nregion = \"r1\"\nkind = \"index\"\naddr = \"http://{upstream}\"\n\n\
@@ -179,6 +184,7 @@ fn main() -> anyhow::Result<()> {
             Path { key: "direct", name: "direct index-node", server: None, call: shard_call(connect(node.grpc).await?) },
             Path { key: "hop", name: "bare pass-through hop", server: Some(&hop), call: shard_call(connect(hop.grpc).await?) },
             Path { key: "decode", name: "decoding hop", server: Some(&decode_hop), call: shard_call(connect(decode_hop.grpc).await?) },
+            Path { key: "lean", name: "lean hop", server: Some(&lean_hop), call: shard_call(connect(lean_hop.grpc).await?) },
             Path { key: "router", name: "tandem-router", server: Some(&router), call: router_call(connect(router.grpc).await?) },
         ];
         // Warm every path (connections, caches, the router's statistics).
@@ -214,15 +220,16 @@ fn main() -> anyhow::Result<()> {
         }
         println!();
         for (c, stats) in &rows {
-            let [direct, bare, decoding, routed] = [&stats[0].0, &stats[1].0, &stats[2].0, &stats[3].0];
+            let [direct, bare, decoding, lean, routed] = [&stats[0].0, &stats[1].0, &stats[2].0, &stats[3].0, &stats[4].0];
             let added = |s: &RunStats| s.p50_us as f64 - direct.p50_us as f64;
             println!(
-                "concurrency {c}: added p50 latency: bare hop {:.0} us, decoding hop {:.0} us, router {:.0} us; router / bare hop {:.2}, router / decoding hop {:.2}; QPS / direct: router {:.2}, bare hop {:.2}",
+                "concurrency {c}: added p50 latency: bare hop {:.0} us, decoding hop {:.0} us, lean hop {:.0} us, router {:.0} us; router / bare hop {:.2}, router / lean hop {:.2}; QPS / direct: router {:.2}, bare hop {:.2}",
                 added(bare),
                 added(decoding),
+                added(lean),
                 added(routed),
                 added(routed) / added(bare).max(1.0),
-                added(routed) / added(decoding).max(1.0),
+                added(routed) / added(lean).max(1.0),
                 routed.qps / direct.qps,
                 bare.qps / direct.qps
             );
@@ -258,7 +265,7 @@ fn main() -> anyhow::Result<()> {
                     r.iter().map(|s| s.failed).sum::<u64>()
                 );
             }
-            added.push((rate, p50[1] as f64 - p50[0] as f64, p50[3] as f64 - p50[0] as f64));
+            added.push((rate, p50[1] as f64 - p50[0] as f64, p50[4] as f64 - p50[0] as f64));
         }
         println!();
         for (rate, hop_added, router_added) in added {

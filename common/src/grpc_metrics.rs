@@ -249,6 +249,17 @@ mod tests {
                 "ServerReflectionInfo"
             )
         );
+        use tandem_proto::paths;
+        for path in [
+            paths::SEARCH,
+            paths::SUGGEST,
+            paths::SEARCH_SHARD,
+            paths::BOOSTS,
+            paths::MODEL_SUGGEST,
+            paths::HEALTH_CHECK,
+        ] {
+            assert_ne!(labels(path).0, "unknown", "{path} is not a served method");
+        }
         for garbage in [
             "/x",
             "/tandem.v1.Search/Nope",

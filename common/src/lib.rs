@@ -10,7 +10,9 @@
 //!   a readiness line for supervisors, and graceful shutdown;
 //! - [`auth`]: bearer-token checks for admin APIs;
 //! - [`faults`]: fault injection for outage drills;
-//! - [`ids`]: validation of tenant ids that end up in paths and metrics.
+//! - [`ids`]: validation of tenant ids that end up in paths and metrics;
+//! - [`unary`]: unary gRPC calls and answers at the message level, for the
+//!   router's hot path.
 
 pub mod auth;
 pub mod config;
@@ -19,3 +21,4 @@ pub mod grpc_metrics;
 pub mod ids;
 pub mod server;
 pub mod telemetry;
+pub mod unary;

@@ -19,3 +19,21 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// not do better, so clients return such an answer instead of failing over
 /// to another router. Value: `"1"`.
 pub const REPLICAS_EXHAUSTED_KEY: &str = "tandem-replicas-exhausted";
+
+/// Paths of the unary methods the router calls without generated clients
+/// (one frame each way; see `tandem_common::unary`). They follow the gRPC
+/// rule `/<package>.<Service>/<Method>`.
+pub mod paths {
+    /// `tandem.v1.Search/Search`.
+    pub const SEARCH: &str = "/tandem.v1.Search/Search";
+    /// `tandem.v1.Search/Suggest`.
+    pub const SUGGEST: &str = "/tandem.v1.Search/Suggest";
+    /// `tandem.v1.IndexNode/SearchShard`.
+    pub const SEARCH_SHARD: &str = "/tandem.v1.IndexNode/SearchShard";
+    /// `tandem.v1.ModelNode/Boosts`.
+    pub const BOOSTS: &str = "/tandem.v1.ModelNode/Boosts";
+    /// `tandem.v1.ModelNode/Suggest`.
+    pub const MODEL_SUGGEST: &str = "/tandem.v1.ModelNode/Suggest";
+    /// `grpc.health.v1.Health/Check`.
+    pub const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+}

@@ -24,12 +24,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// HTTP/2 keepalive pings detect a silently dead peer on idle connections.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-/// The HTTP/2 client every generated gRPC client runs on.
-pub type Transport = Client<HttpConnector, tonic::body::Body>;
+pub use tandem_common::unary::Transport;
 
-/// What a gRPC client needs to reach one node: the shared transport and the
-/// node's origin (`http://host:port`). Build a client with
-/// `XxxClient::with_origin(ch.transport, ch.origin)`.
+/// What a call needs to reach one node: the shared transport and the
+/// node's origin (`http://host:port`), as `tandem_common::unary::call`
+/// takes them.
 #[derive(Clone, Debug)]
 pub struct NodeChannel {
     /// The shared HTTP/2 client.

@@ -12,14 +12,21 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tandem_proto::v1::index_node_client::IndexNodeClient;
-use tandem_proto::v1::model_node_client::ModelNodeClient;
+use bytes::Bytes;
+use http::HeaderValue;
+use prost::Message;
+use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
+use tandem_common::unary::{self, encode_frame};
+use tandem_proto::paths;
 use tandem_proto::v1::{
-    BoostsRequest, Hit, ModelSuggestRequest, Route, SearchRequest, SearchResponse, ShardRoute,
-    ShardSearchRequest, SuggestRequest, SuggestResponse,
+    BoostsRequest, BoostsResponse, Hit, ModelSuggestRequest, ModelSuggestResponse, Route,
+    SearchRequest, SearchResponse, ShardRoute, ShardSearchRequest, ShardSearchResponse,
+    SuggestRequest, SuggestResponse,
 };
 use tokio::time::Instant;
 use tonic::Status;
+
+use crate::channels::NodeChannel;
 
 use crate::config::ms;
 use crate::fallback::{is_unavailability, Outcome, Target};
@@ -41,20 +48,41 @@ pub struct CallContext {
     pub deadline: Instant,
     /// The request id, propagated as `x-request-id`.
     pub request_id: String,
+    /// Metadata every downstream call carries (the request id).
+    pub metadata: Vec<(&'static str, HeaderValue)>,
 }
 
 impl CallContext {
-    /// A downstream request carrying the request id and `timeout`.
-    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.set_timeout(timeout);
-        if let Ok(v) = self.request_id.parse() {
-            request
-                .metadata_mut()
-                .insert(tandem_common::grpc_metrics::REQUEST_ID_HEADER, v);
+    /// The context of a call that must end by `deadline`.
+    pub fn new(deadline: Instant, request_id: String) -> Self {
+        let metadata = HeaderValue::try_from(request_id.as_str())
+            .map(|v| vec![(REQUEST_ID_HEADER, v)])
+            .unwrap_or_default();
+        Self {
+            deadline,
+            request_id,
+            metadata,
         }
-        request
     }
+}
+
+/// One attempt of a unary call: `frame` to `path` on `channel`.
+async fn attempt<Resp: Message + Default>(
+    channel: NodeChannel,
+    path: &'static str,
+    frame: Bytes,
+    timeout: Duration,
+    ctx: &CallContext,
+) -> Result<Resp, Status> {
+    unary::call(
+        &channel.transport,
+        &channel.origin,
+        path,
+        frame,
+        timeout,
+        &ctx.metadata,
+    )
+    .await
 }
 
 /// Runs a search over the tenant's shards and model.
@@ -77,7 +105,7 @@ pub async fn search(
     let tenant = &map.tenant.id;
 
     let shard_calls = map.shards.iter().map(|s| {
-        let message = ShardSearchRequest {
+        let frame = encode_frame(&ShardSearchRequest {
             tenant: tenant.to_string(),
             shard: s.shard,
             query: req.query.clone(),
@@ -87,7 +115,7 @@ pub async fn search(
             strict: req.strict,
             boosts: HashMap::new(),
             no_snippets: false,
-        };
+        });
         let target = Target {
             replicas: &s.replicas,
             tenant,
@@ -97,13 +125,13 @@ pub async fn search(
         state
             .resilience
             .call(target, ctx.deadline, per_try, move |channel, timeout| {
-                let request = ctx.request(message.clone(), timeout);
-                async move {
-                    IndexNodeClient::with_origin(channel.transport, channel.origin)
-                        .search_shard(request)
-                        .await
-                        .map(|r| r.into_inner())
-                }
+                attempt::<ShardSearchResponse>(
+                    channel,
+                    paths::SEARCH_SHARD,
+                    frame.clone(),
+                    timeout,
+                    ctx,
+                )
             })
     });
     let boosts_call = async {
@@ -111,11 +139,11 @@ pub async fn search(
             return None;
         }
         let (deadline, per_try) = model_budget(state, ctx.deadline);
-        let message = BoostsRequest {
+        let frame = encode_frame(&BoostsRequest {
             tenant: tenant.to_string(),
             query: req.query.clone(),
             max: MAX_BOOSTS,
-        };
+        });
         let target = Target {
             replicas: &map.models,
             tenant,
@@ -126,13 +154,7 @@ pub async fn search(
             state
                 .resilience
                 .call(target, deadline, per_try, move |channel, timeout| {
-                    let request = ctx.request(message.clone(), timeout);
-                    async move {
-                        ModelNodeClient::with_origin(channel.transport, channel.origin)
-                            .boosts(request)
-                            .await
-                            .map(|r| r.into_inner())
-                    }
+                    attempt::<BoostsResponse>(channel, paths::BOOSTS, frame.clone(), timeout, ctx)
                 })
                 .await,
         )
@@ -227,11 +249,11 @@ pub async fn suggest(
         return Ok(response);
     }
     let tenant = &map.tenant.id;
-    let message = ModelSuggestRequest {
+    let frame = encode_frame(&ModelSuggestRequest {
         tenant: tenant.to_string(),
         prefix: req.prefix.clone(),
         k: req.k,
-    };
+    });
     let target = Target {
         replicas: &map.models,
         tenant,
@@ -242,13 +264,13 @@ pub async fn suggest(
     let outcome = state
         .resilience
         .call(target, ctx.deadline, per_try, move |channel, timeout| {
-            let request = ctx.request(message.clone(), timeout);
-            async move {
-                ModelNodeClient::with_origin(channel.transport, channel.origin)
-                    .suggest(request)
-                    .await
-                    .map(|r| r.into_inner())
-            }
+            attempt::<ModelSuggestResponse>(
+                channel,
+                paths::MODEL_SUGGEST,
+                frame.clone(),
+                timeout,
+                ctx,
+            )
         })
         .await;
     route.fallback = outcome.fallback;

@@ -6,13 +6,14 @@
 //! router cannot be reached, the call is served here instead: turning a
 //! dial must never fail a query.
 
-use tandem_proto::v1::search_client::SearchClient;
-use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
+use http::HeaderValue;
+use prost::Message;
+use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
+use tandem_common::unary::{self, encode_frame};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::catalog::Node;
-use crate::channels::Transport;
 use crate::deadline::remaining;
 use crate::dial::FORWARDED_HEADER;
 use crate::fanout::CallContext;
@@ -26,30 +27,31 @@ pub enum Forwarded<T> {
     Unreachable,
 }
 
-fn request<T>(
+/// The metadata a forwarded call carries: the caller's key, where it
+/// entered, and the request id.
+fn metadata(
     state: &RouterState,
-    message: T,
     incoming: &MetadataMap,
     ctx: &CallContext,
-) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(remaining(ctx.deadline));
-    let md = request.metadata_mut();
+) -> Vec<(&'static str, HeaderValue)> {
+    let mut md = Vec::with_capacity(3);
     if let Some(auth) = incoming.get("authorization") {
-        md.insert("authorization", auth.clone());
+        if let Ok(v) = HeaderValue::from_bytes(auth.as_bytes()) {
+            md.push(("authorization", v));
+        }
     }
-    if let Ok(v) = state.region.parse() {
-        md.insert(FORWARDED_HEADER, v);
+    if let Ok(v) = HeaderValue::try_from(&*state.region) {
+        md.push((FORWARDED_HEADER, v));
     }
-    if let Ok(v) = ctx.request_id.parse() {
-        md.insert(tandem_common::grpc_metrics::REQUEST_ID_HEADER, v);
+    if let Ok(v) = HeaderValue::try_from(ctx.request_id.as_str()) {
+        md.push((REQUEST_ID_HEADER, v));
     }
-    request
+    md
 }
 
-fn judge<T>(router: &Node, result: Result<tonic::Response<T>, Status>) -> Forwarded<T> {
+fn judge<T>(router: &Node, result: Result<T, Status>) -> Forwarded<T> {
     match result {
-        Ok(resp) => Forwarded::Answer(Ok(resp.into_inner())),
+        Ok(answer) => Forwarded::Answer(Ok(answer)),
         Err(status)
             if matches!(
                 status.code(),
@@ -64,63 +66,33 @@ fn judge<T>(router: &Node, result: Result<tonic::Response<T>, Status>) -> Forwar
     }
 }
 
-/// Sends one call to `router` through `rpc` (a `tandem.v1.Search` method).
-async fn forward<Req, Resp, F, Fut>(
+/// Sends one call to `router`'s `path` (a `tandem.v1.Search` method).
+pub async fn forward<Req: Message, Resp: Message + Default>(
     state: &RouterState,
     router: &Node,
-    message: Req,
+    path: &'static str,
+    message: &Req,
     incoming: &MetadataMap,
     ctx: &CallContext,
-    rpc: F,
-) -> Forwarded<Resp>
-where
-    F: FnOnce(SearchClient<Transport>, tonic::Request<Req>) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
-{
+) -> Forwarded<Resp> {
     let Ok(channel) = state.resilience.channels.get(router) else {
         return Forwarded::Unreachable;
     };
-    let client = SearchClient::with_origin(channel.transport, channel.origin);
-    judge(
-        router,
-        rpc(client, request(state, message, incoming, ctx)).await,
-    )
-}
-
-/// Forwards a search to `router`.
-pub async fn search(
-    state: &RouterState,
-    router: &Node,
-    message: SearchRequest,
-    incoming: &MetadataMap,
-    ctx: &CallContext,
-) -> Forwarded<SearchResponse> {
-    forward(
-        state,
-        router,
-        message,
-        incoming,
-        ctx,
-        |mut c, r| async move { c.search(r).await },
-    )
-    .await
-}
-
-/// Forwards a suggest call to `router`.
-pub async fn suggest(
-    state: &RouterState,
-    router: &Node,
-    message: SuggestRequest,
-    incoming: &MetadataMap,
-    ctx: &CallContext,
-) -> Forwarded<SuggestResponse> {
-    forward(
-        state,
-        router,
-        message,
-        incoming,
-        ctx,
-        |mut c, r| async move { c.suggest(r).await },
-    )
-    .await
+    let metadata = metadata(state, incoming, ctx);
+    let result = unary::call(
+        &channel.transport,
+        &channel.origin,
+        path,
+        encode_frame(message),
+        remaining(ctx.deadline),
+        &metadata,
+    );
+    // The deadline bounds the wait, as it bounds every downstream call.
+    let result = match tokio::time::timeout_at(ctx.deadline, result).await {
+        Ok(result) => result,
+        Err(_) => Err(Status::deadline_exceeded(
+            "deadline exceeded while forwarding",
+        )),
+    };
+    judge(router, result)
 }

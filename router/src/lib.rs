@@ -18,7 +18,9 @@
 //!
 //! The serving layer carries a query through them:
 //!
-//! - [`service`]: the public `tandem.v1.Search` API (deadline, auth, dial);
+//! - [`public_api`]: the public `tandem.v1.Search` API on the wire (one
+//!   frame each way, see `tandem_common::unary`);
+//! - [`service`]: what a call of that API means (deadline, auth, dial);
 //! - [`fanout`]: one call per shard plus the model, merge, boosts;
 //! - [`fallback`]: one shard's call with fallback, hedging and budget;
 //! - [`forward`]: handing a call to the paired region's router;
@@ -44,6 +46,7 @@ pub mod hedge;
 pub mod node;
 pub mod outlier;
 pub mod probe;
+pub mod public_api;
 pub mod replicas;
 pub mod retry;
 pub mod service;

@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use tandem_common::unary::{self, encode_frame};
+use tandem_proto::paths;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::catalog::{Catalog, NodeKind};
 use crate::fallback::Resilience;
@@ -144,15 +145,19 @@ async fn check(
     service: &str,
     timeout: Duration,
 ) -> ProbeResult {
-    let mut client = HealthClient::with_origin(channel.transport, channel.origin);
-    let mut request = tonic::Request::new(HealthCheckRequest {
+    let frame = encode_frame(&HealthCheckRequest {
         service: service.to_string(),
     });
-    request.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.check(request)).await {
-        Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => {
-            ProbeResult::Serving
-        }
+    let check = unary::call::<HealthCheckResponse>(
+        &channel.transport,
+        &channel.origin,
+        paths::HEALTH_CHECK,
+        frame,
+        timeout,
+        &[],
+    );
+    match tokio::time::timeout(timeout, check).await {
+        Ok(Ok(resp)) if resp.status == ServingStatus::Serving as i32 => ProbeResult::Serving,
         Ok(Ok(_)) => ProbeResult::NotServing,
         // An unknown service name means the node does not host the shard.
         Ok(Err(status)) if status.code() == tonic::Code::NotFound => ProbeResult::NotServing,

@@ -4,14 +4,16 @@
 //! traffic dial (serve here or forward to the paired region), fan-out with
 //! fallback and hedging, merge, and an answer that says which route it took.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
+use prost::Message;
 use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
-use tandem_proto::v1::search_server::Search;
-use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
+use tandem_proto::paths;
+use tandem_proto::v1::{Route, SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::catalog::{bearer_token, is_valid_id, verify_key, AuthOutcome, KeyCheck};
 use crate::config::ms;
@@ -108,18 +110,168 @@ impl SearchService {
 
     fn context(&self, metadata: &MetadataMap) -> CallContext {
         let config = &self.state.config;
-        CallContext {
-            deadline: deadline_for(
+        CallContext::new(
+            deadline_for(
                 metadata,
                 ms(config.default_timeout_ms),
                 ms(config.max_timeout_ms),
             ),
-            request_id: metadata
+            metadata
                 .get(REQUEST_ID_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),
+        )
+    }
+
+    /// Serves one call of the public API: `metadata` are the caller's
+    /// headers (key, deadline, request id, forwarding mark).
+    pub async fn handle<M: PublicMethod>(
+        &self,
+        metadata: &MetadataMap,
+        request: &M,
+    ) -> Result<M::Answer, Status> {
+        let started = StdInstant::now();
+        let mut result = self.route(metadata, request).await;
+        if let Ok(answer) = result.as_mut() {
+            answer.set_took_micros(started.elapsed().as_micros() as u64);
         }
+        count(
+            M::NAME,
+            &result.as_ref().map(|a| {
+                (
+                    a.route().map_or("", |r| r.served_region.as_str()),
+                    a.degraded(),
+                )
+            }),
+        );
+        metrics::histogram!("router_request_seconds", "method" => M::NAME)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Authenticates, validates, then serves here or in the paired region.
+    async fn route<M: PublicMethod>(
+        &self,
+        metadata: &MetadataMap,
+        request: &M,
+    ) -> Result<M::Answer, Status> {
+        let ctx = self.context(metadata);
+        let from = forwarded_from(metadata);
+        let map = self.authorize(metadata, request.tenant())?;
+        request.validate()?;
+        if let Some(router) = self.dial(&map, from.as_deref()) {
+            if let Forwarded::Answer(answer) =
+                forward::forward(&self.state, &router, M::PATH, request, metadata, &ctx).await
+            {
+                return answer;
+            }
+        }
+        let mut answer = request.serve_here(&self.state, &map, &ctx).await?;
+        if let Some(route) = answer.route_mut() {
+            route.forwarded = from.is_some();
+            route.entry_region = from.unwrap_or_else(|| self.state.region.to_string());
+        }
+        Ok(answer)
+    }
+}
+
+/// A method of the public API, as [`SearchService::handle`] serves it.
+pub trait PublicMethod: Message + Default + Send + Sync + 'static {
+    /// Its answer.
+    type Answer: Answer;
+    /// Method name, for metrics.
+    const NAME: &'static str;
+    /// gRPC path, for forwarding.
+    const PATH: &'static str;
+    /// The tenant asked.
+    fn tenant(&self) -> &str;
+    /// INVALID_ARGUMENT for a request out of bounds.
+    fn validate(&self) -> Result<(), Status>;
+    /// Serves the call from this router's view of the replicas.
+    fn serve_here<'a>(
+        &'a self,
+        state: &'a RouterState,
+        map: &'a ReplicaMap,
+        ctx: &'a CallContext,
+    ) -> impl Future<Output = Result<Self::Answer, Status>> + Send + 'a;
+}
+
+/// What [`SearchService::handle`] fills in on an answer.
+pub trait Answer: Message + Default + Send + 'static {
+    /// The route, if set.
+    fn route(&self) -> Option<&Route>;
+    /// The route, for the entry region to be filled in.
+    fn route_mut(&mut self) -> Option<&mut Route>;
+    /// Whether the answer is degraded.
+    fn degraded(&self) -> bool;
+    /// Records the time taken, where the answer has room for it.
+    fn set_took_micros(&mut self, _micros: u64) {}
+}
+
+impl PublicMethod for SearchRequest {
+    type Answer = SearchResponse;
+    const NAME: &'static str = "Search";
+    const PATH: &'static str = paths::SEARCH;
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn validate(&self) -> Result<(), Status> {
+        validate_search(self)
+    }
+    fn serve_here<'a>(
+        &'a self,
+        state: &'a RouterState,
+        map: &'a ReplicaMap,
+        ctx: &'a CallContext,
+    ) -> impl Future<Output = Result<SearchResponse, Status>> + Send + 'a {
+        fanout::search(state, map, self, ctx)
+    }
+}
+
+/// `route` and `degraded` are the same fields in both answers.
+macro_rules! routed_answer {
+    ($answer:ty $(, $took:item)?) => {
+        impl Answer for $answer {
+            fn route(&self) -> Option<&Route> {
+                self.route.as_ref()
+            }
+            fn route_mut(&mut self) -> Option<&mut Route> {
+                self.route.as_mut()
+            }
+            fn degraded(&self) -> bool {
+                !self.degraded.is_empty()
+            }
+            $($took)?
+        }
+    };
+}
+
+routed_answer!(
+    SearchResponse,
+    fn set_took_micros(&mut self, micros: u64) {
+        self.took_micros = micros;
+    }
+);
+routed_answer!(SuggestResponse);
+
+impl PublicMethod for SuggestRequest {
+    type Answer = SuggestResponse;
+    const NAME: &'static str = "Suggest";
+    const PATH: &'static str = paths::SUGGEST;
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+    fn validate(&self) -> Result<(), Status> {
+        validate_suggest(self)
+    }
+    fn serve_here<'a>(
+        &'a self,
+        state: &'a RouterState,
+        map: &'a ReplicaMap,
+        ctx: &'a CallContext,
+    ) -> impl Future<Output = Result<SuggestResponse, Status>> + Send + 'a {
+        fanout::suggest(state, map, self, ctx)
     }
 }
 
@@ -197,96 +349,5 @@ fn code_label(code: tonic::Code) -> &'static str {
         DeadlineExceeded => "deadline_exceeded",
         Unavailable => "unavailable",
         _ => "error",
-    }
-}
-
-#[tonic::async_trait]
-impl Search for SearchService {
-    async fn search(
-        &self,
-        request: Request<SearchRequest>,
-    ) -> Result<Response<SearchResponse>, Status> {
-        let started = StdInstant::now();
-        let ctx = self.context(request.metadata());
-        let from = forwarded_from(request.metadata());
-        let result = async {
-            let map = self.authorize(request.metadata(), &request.get_ref().tenant)?;
-            validate_search(request.get_ref())?;
-            if let Some(router) = self.dial(&map, from.as_deref()) {
-                let message = request.get_ref().clone();
-                if let Forwarded::Answer(answer) =
-                    forward::search(&self.state, &router, message, request.metadata(), &ctx).await
-                {
-                    return answer;
-                }
-            }
-            let mut response = fanout::search(&self.state, &map, request.get_ref(), &ctx).await?;
-            if let Some(route) = response.route.as_mut() {
-                route.entry_region = from
-                    .clone()
-                    .unwrap_or_else(|| self.state.region.to_string());
-                route.forwarded = from.is_some();
-            }
-            Ok(response)
-        }
-        .await;
-        let mut result = result;
-        if let Ok(response) = result.as_mut() {
-            response.took_micros = started.elapsed().as_micros() as u64;
-        }
-        count(
-            "Search",
-            &result.as_ref().map(|r| {
-                (
-                    r.route.as_ref().map_or("", |x| x.served_region.as_str()),
-                    !r.degraded.is_empty(),
-                )
-            }),
-        );
-        metrics::histogram!("router_request_seconds", "method" => "Search")
-            .record(started.elapsed().as_secs_f64());
-        result.map(Response::new)
-    }
-
-    async fn suggest(
-        &self,
-        request: Request<SuggestRequest>,
-    ) -> Result<Response<SuggestResponse>, Status> {
-        let started = StdInstant::now();
-        let ctx = self.context(request.metadata());
-        let from = forwarded_from(request.metadata());
-        let result = async {
-            let map = self.authorize(request.metadata(), &request.get_ref().tenant)?;
-            validate_suggest(request.get_ref())?;
-            if let Some(router) = self.dial(&map, from.as_deref()) {
-                let message = request.get_ref().clone();
-                if let Forwarded::Answer(answer) =
-                    forward::suggest(&self.state, &router, message, request.metadata(), &ctx).await
-                {
-                    return answer;
-                }
-            }
-            let mut response = fanout::suggest(&self.state, &map, request.get_ref(), &ctx).await?;
-            if let Some(route) = response.route.as_mut() {
-                route.entry_region = from
-                    .clone()
-                    .unwrap_or_else(|| self.state.region.to_string());
-                route.forwarded = from.is_some();
-            }
-            Ok(response)
-        }
-        .await;
-        count(
-            "Suggest",
-            &result.as_ref().map(|r| {
-                (
-                    r.route.as_ref().map_or("", |x| x.served_region.as_str()),
-                    !r.degraded.is_empty(),
-                )
-            }),
-        );
-        metrics::histogram!("router_request_seconds", "method" => "Suggest")
-            .record(started.elapsed().as_secs_f64());
-        result.map(Response::new)
     }
 }

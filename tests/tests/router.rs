@@ -269,6 +269,64 @@ async fn a_single_region_tenant_is_served_from_its_home() {
     assert!(!route.forwarded);
 }
 
+/// Bytes that are not one well-formed message get a clear status from the
+/// router's own wire code (`tandem_common::unary`), and break nothing.
+#[tokio::test]
+async fn malformed_messages_get_clear_statuses() {
+    use bytes::Bytes;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tandem_common::unary::{self, Transport};
+    use tandem_proto::paths;
+    use tandem_proto::v1::SearchResponse;
+
+    let c = cluster().await;
+    let transport: Transport = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    let origin: http::Uri = c.routers[0].url().parse().unwrap();
+    let key: http::HeaderValue = format!("Bearer {}", c.tenant("aa").key()).parse().unwrap();
+    let metadata = [("authorization", key)];
+    let send = |path: &'static str, frame: &'static [u8]| {
+        unary::call::<SearchResponse>(
+            &transport,
+            &origin,
+            path,
+            Bytes::from_static(frame),
+            Duration::from_secs(2),
+            &metadata,
+        )
+    };
+    for (frame, code, why) in [
+        (
+            &b"\0\0\0\0\x03\xff\xff\xff"[..],
+            Code::InvalidArgument,
+            "not protobuf",
+        ),
+        (b"\0\0\0", Code::InvalidArgument, "shorter than a prefix"),
+        (b"\0\0\0\0\x09\x0a\x02", Code::InvalidArgument, "truncated"),
+        (b"\x01\0\0\0\x00", Code::Unimplemented, "compressed"),
+        (
+            b"\0\xff\xff\xff\xff",
+            Code::ResourceExhausted,
+            "over the size limit",
+        ),
+    ] {
+        let err = send(paths::SEARCH, frame).await.unwrap_err();
+        assert_eq!(err.code(), code, "{why}: {err:?}");
+    }
+    let err = send("/tandem.v1.Search/Nope", b"\0\0\0\0\0")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    // An empty message is a valid (empty) request: the tenant id is checked.
+    let err = send(paths::SEARCH, b"\0\0\0\0\0").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // The router still serves.
+    assert!(!c.search(0, "aa", QUERY).await.unwrap().hits.is_empty());
+}
+
 #[tokio::test]
 async fn auth_and_bad_input_get_clear_statuses() {
     let c = cluster().await;

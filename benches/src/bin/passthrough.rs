@@ -44,6 +44,9 @@ struct Cli {
     /// forwarding bytes.
     #[arg(long)]
     decode: bool,
+    /// Like `--decode`, but on bare hyper (no tonic server or codec).
+    #[arg(long)]
+    lean: bool,
 }
 
 #[tokio::main]
@@ -57,6 +60,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = TcpListener::bind(cli.listen).await.context("bind")?;
     let addr = listener.local_addr()?;
     println!("{{\"ready\":true,\"kind\":\"passthrough\",\"grpc\":\"{addr}\",\"metrics\":\"{addr}\",\"pid\":{}}}", std::process::id());
+    if cli.lean {
+        return lean::serve(listener, &cli.upstream).await;
+    }
     if cli.decode {
         return decode::serve(listener, &cli.upstream).await;
     }
@@ -161,5 +167,69 @@ mod decode {
             .serve_with_incoming(incoming)
             .await?;
         Ok(())
+    }
+}
+
+/// The lean message-level hop (`--lean`): bare hyper server and client,
+/// messages read and written with the router's own wire code
+/// (`tandem_common::unary`).
+mod lean {
+    use std::convert::Infallible;
+
+    use http::HeaderValue;
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tandem_common::unary::{self, Transport};
+    use tandem_proto::paths;
+    use tandem_proto::v1::{ShardSearchRequest, ShardSearchResponse};
+    use tokio::net::TcpListener;
+    use tonic::Status;
+
+    async fn relay(
+        client: &Transport,
+        origin: &http::Uri,
+        request: http::Request<Incoming>,
+    ) -> Result<ShardSearchResponse, Status> {
+        let (_, message) = unary::read_request::<ShardSearchRequest, _>(request).await?;
+        let no_metadata: &[(&'static str, HeaderValue)] = &[];
+        unary::call(
+            client,
+            origin,
+            paths::SEARCH_SHARD,
+            unary::encode_frame(&message),
+            std::time::Duration::from_secs(2),
+            no_metadata,
+        )
+        .await
+    }
+
+    /// Serves the lean hop on `listener` until the process is killed.
+    pub async fn serve(listener: TcpListener, upstream: &str) -> anyhow::Result<()> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: Transport = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+        let origin: &'static http::Uri = Box::leak(Box::new(format!("http://{upstream}").parse()?));
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            let client = client.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: http::Request<Incoming>| {
+                    let client = client.clone();
+                    async move {
+                        let answer = relay(&client, origin, request).await;
+                        Ok::<_, Infallible>(unary::answer(answer))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
     }
 }
