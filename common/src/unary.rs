@@ -10,11 +10,13 @@
 //! to nodes) speaks it with these few functions instead of tonic's
 //! generated code. Tonic's codec is built for streams: per-call encoder and
 //! decoder state, bodies polled frame by frame through several layers. On a
-//! hop whose whole budget is a fraction of a millisecond that shows: the
-//! router benchmark's "lean hop" (these functions) adds about a third less
-//! latency than its "decoding hop" (tonic). Everything that is not on the
-//! per-query path (admin, health, the nodes' own servers) stays on tonic,
-//! and the messages are the same prost types either way.
+//! hop whose whole budget is a fraction of a millisecond that shows: in the
+//! router benchmark the "lean hop" (these functions) spends 5-10 % less CPU
+//! per call than the "decoding hop" (tonic), and moving the router onto them
+//! (with its fallback fast path) cut its CPU per call from 464 to 391 µs at
+//! concurrency 1. Everything that is not on the per-query path (admin,
+//! health, the nodes' own servers) stays on tonic, and the messages are the
+//! same prost types either way.
 
 use std::convert::Infallible;
 use std::pin::Pin;
