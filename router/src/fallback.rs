@@ -90,6 +90,41 @@ enum Failed {
     Transport,
 }
 
+/// What the attempt loop waits for.
+enum Event<R> {
+    /// An attempt finished.
+    Done(R),
+    /// The hedging delay passed with no answer.
+    Hedge,
+    /// The caller's deadline passed.
+    Deadline,
+}
+
+/// Attempts sent and not yet finished, as bits of their index in the try
+/// order. A shard has a handful of replicas; an attempt past the 64th is not
+/// tracked, which only spares it the blame for losing a hedge race.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pending(u64);
+
+impl Pending {
+    fn insert(&mut self, index: usize) {
+        if index < 64 {
+            self.0 |= 1 << index;
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        if index < 64 {
+            self.0 &= !(1 << index);
+        }
+    }
+
+    /// Pending attempts sent before the one at `index`.
+    fn before(self, index: usize) -> impl Iterator<Item = usize> {
+        (0..index.min(64)).filter(move |&i| self.0 & (1 << i) != 0)
+    }
+}
+
 /// Records the in-flight call as abandoned if its future is dropped before
 /// it completes (the loser of a hedge race): a replica that keeps losing
 /// looks slower, so the next calls prefer the winner.
@@ -133,12 +168,9 @@ impl Resilience {
         };
         let order: Vec<Pick<'_>> = try_order(target.replicas, &view, &mut rand::rng());
         let mut outcome = Outcome {
-            result: Err(Status::unavailable(format!(
-                "{} {} of tenant {} has no replica",
-                target.kind,
-                scope_name(target.scope),
-                target.tenant
-            ))),
+            // Replaced by whatever happens; built without formatting because
+            // almost every call is answered.
+            result: Err(Status::new(Code::Unavailable, String::new())),
             node: None,
             attempts: 0,
             hedged: false,
@@ -146,16 +178,12 @@ impl Resilience {
         };
         self.budget.deposit();
         let mut next = 0usize;
-        let mut running = FuturesUnordered::new();
+        let mut pending = Pending::default();
         let mut last_error: Option<Status>;
-        let mut hedge_at: Option<Instant> = None;
 
-        // Launches the next usable replica; false when none is left.
-        let launch = |next: &mut usize,
-                      running: &mut FuturesUnordered<_>,
-                      outcome: &mut Outcome<T>,
-                      pending: &mut Vec<usize>|
-         -> bool {
+        // The next usable replica's attempt, counted and marked pending;
+        // None when no replica is left.
+        let launch = |next: &mut usize, outcome: &mut Outcome<T>, pending: &mut Pending| {
             while let Some(pick) = order.get(*next) {
                 *next += 1;
                 let replica = pick.replica;
@@ -164,6 +192,7 @@ impl Resilience {
                 }
                 let stats = self.stats.get_or_create(replica.id());
                 let guard = AbandonOnDrop(Some(stats.start()));
+                // Never later than the caller's deadline.
                 let try_timeout = per_try.min(deadline.saturating_duration_since(Instant::now()));
                 let channel = self.channels.get(&replica.node);
                 let index = *next - 1;
@@ -173,8 +202,8 @@ impl Resilience {
                 };
                 outcome.attempts += 1;
                 outcome.node = Some(replica.node.clone());
-                pending.push(index);
-                running.push(async move {
+                pending.insert(index);
+                return Some(async move {
                     let mut guard = guard;
                     let result = match attempt {
                         None => Err(Failed::Transport),
@@ -186,40 +215,79 @@ impl Resilience {
                     };
                     (index, guard.take(), result)
                 });
-                return true;
             }
-            false
+            None
         };
 
-        // Attempts sent and not yet finished, by index into `order`.
-        let mut pending: Vec<usize> = Vec::with_capacity(2);
-        if !launch(&mut next, &mut running, &mut outcome, &mut pending) {
+        let Some(first) = launch(&mut next, &mut outcome, &mut pending) else {
+            outcome.result = Err(Status::unavailable(format!(
+                "{} {} of tenant {} has no replica",
+                target.kind,
+                scope_name(target.scope),
+                target.tenant
+            )));
             return outcome;
-        }
-        hedge_at = self.hedge_deadline(&order, next - 1, deadline, hedge_at);
+        };
+        let mut hedge_at = self.hedge_deadline(&order, next - 1, deadline);
+        let mut running = FuturesUnordered::new();
+        // Fast path: the first replica nearly always answers before its
+        // hedging delay. Await it directly, with the hedge's timer only (its
+        // own per-try timeout ends by the caller's deadline), before any set
+        // of racing attempts exists: every timer and allocation here is paid
+        // by every query.
+        let mut ready = Some(match hedge_at {
+            None => Event::Done(first.await),
+            Some(at) => {
+                let mut first = Box::pin(first);
+                match tokio::time::timeout_at(at, first.as_mut()).await {
+                    Ok(done) => Event::Done(done),
+                    Err(_) => {
+                        running.push(first);
+                        Event::Hedge
+                    }
+                }
+            }
+        });
         loop {
-            let hedge_timer = async {
-                match hedge_at {
-                    Some(at) if next < order.len() => tokio::time::sleep_until(at).await,
-                    _ => std::future::pending().await,
+            let event = match ready.take() {
+                Some(event) => event,
+                None => {
+                    let hedge_timer = async {
+                        match hedge_at {
+                            Some(at) if next < order.len() => tokio::time::sleep_until(at).await,
+                            _ => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        Some(done) = running.next() => Event::Done(done),
+                        _ = hedge_timer => Event::Hedge,
+                        _ = tokio::time::sleep_until(deadline) => Event::Deadline,
+                    }
                 }
             };
-            tokio::select! {
-                biased;
-                Some((index, in_flight, result)) = running.next() => {
+            match event {
+                Event::Done((index, in_flight, result)) => {
                     let replica = order[index].replica;
-                    pending.retain(|&i| i != index);
+                    pending.remove(index);
                     match result {
                         Ok(value) => {
                             in_flight.success();
                             self.record_signal(&view, replica, HealthSignal::Healthy, target.kind);
                             // Attempts sent before this one and still silent
                             // lost a hedge race (dropped with `running`).
-                            for &slow in pending.iter().filter(|&&i| i < index) {
-                                let verdict = classify(AttemptFailure::LostRace, CallerState::default());
-                                self.record_signal(&view, order[slow].replica, verdict.signal, target.kind);
+                            for slow in pending.before(index) {
+                                let verdict =
+                                    classify(AttemptFailure::LostRace, CallerState::default());
+                                self.record_signal(
+                                    &view,
+                                    order[slow].replica,
+                                    verdict.signal,
+                                    target.kind,
+                                );
                                 metrics::counter!("router_attempt_failures_total",
-                                    "kind" => target.kind, "reason" => verdict.reason).increment(1);
+                                    "kind" => target.kind, "reason" => verdict.reason)
+                                .increment(1);
                             }
                             outcome.result = Ok(value);
                             outcome.node = Some(replica.node.clone());
@@ -233,10 +301,15 @@ impl Resilience {
                                 cancelled: false,
                             };
                             let (verdict, status) = match &failed {
-                                Failed::Status(s) => (classify(AttemptFailure::Status(s), caller), s.clone()),
+                                Failed::Status(s) => {
+                                    (classify(AttemptFailure::Status(s), caller), s.clone())
+                                }
                                 Failed::PerTryTimeout => (
                                     classify(AttemptFailure::PerTryTimeout, caller),
-                                    Status::deadline_exceeded(format!("no answer from {} within the per-try timeout", replica.id())),
+                                    Status::deadline_exceeded(format!(
+                                        "no answer from {} within the per-try timeout",
+                                        replica.id()
+                                    )),
                                 ),
                                 Failed::Transport => (
                                     classify(AttemptFailure::Transport, caller),
@@ -245,7 +318,8 @@ impl Resilience {
                             };
                             self.record_signal(&view, replica, verdict.signal, target.kind);
                             metrics::counter!("router_attempt_failures_total",
-                                "kind" => target.kind, "reason" => verdict.reason).increment(1);
+                                "kind" => target.kind, "reason" => verdict.reason)
+                            .increment(1);
                             if !verdict.retryable {
                                 outcome.result = Err(status);
                                 outcome.node = Some(replica.node.clone());
@@ -257,46 +331,55 @@ impl Resilience {
                                     break;
                                 }
                                 if !self.budget.try_withdraw() {
-                                    metrics::counter!("router_retry_budget_exhausted_total").increment(1);
+                                    metrics::counter!("router_retry_budget_exhausted_total")
+                                        .increment(1);
                                     outcome.result = Err(Status::unavailable(format!(
                                         "retry budget exhausted; last error from {}: {}",
-                                        replica.id(), last_error.as_ref().map_or("", |s| s.message())
+                                        replica.id(),
+                                        last_error.as_ref().map_or("", |s| s.message())
                                     )));
                                     return outcome;
                                 }
                                 let from = replica.node.region.clone();
-                                if launch(&mut next, &mut running, &mut outcome, &mut pending) {
-                                    let to = order[next - 1].replica.node.region.clone();
-                                    metrics::counter!("router_fallbacks_total", "kind" => target.kind,
-                                        "reason" => verdict.reason, "from_region" => from.to_string(),
-                                        "to_region" => to.to_string()).increment(1);
-                                    hedge_at = self.hedge_deadline(&order, next - 1, deadline, None);
-                                } else {
+                                let Some(retry) = launch(&mut next, &mut outcome, &mut pending)
+                                else {
                                     break;
-                                }
+                                };
+                                running.push(Box::pin(retry));
+                                let to = order[next - 1].replica.node.region.clone();
+                                metrics::counter!("router_fallbacks_total", "kind" => target.kind,
+                                    "reason" => verdict.reason, "from_region" => from.to_string(),
+                                    "to_region" => to.to_string())
+                                .increment(1);
+                                hedge_at = self.hedge_deadline(&order, next - 1, deadline);
                             }
                         }
                     }
                 }
-                _ = hedge_timer => {
+                Event::Hedge => {
                     hedge_at = None;
                     if !self.budget.try_withdraw() {
                         metrics::counter!("router_retry_budget_exhausted_total").increment(1);
                         continue;
                     }
                     let from = order[next - 1].replica.node.region.clone();
-                    if launch(&mut next, &mut running, &mut outcome, &mut pending) {
+                    if let Some(hedge) = launch(&mut next, &mut outcome, &mut pending) {
+                        running.push(Box::pin(hedge));
                         outcome.hedged = true;
                         let to = order[next - 1].replica.node.region.clone();
                         metrics::counter!("router_hedges_total", "kind" => target.kind,
-                            "from_region" => from.to_string(), "to_region" => to.to_string()).increment(1);
-                        hedge_at = self.hedge_deadline(&order, next - 1, deadline, None);
+                            "from_region" => from.to_string(), "to_region" => to.to_string())
+                        .increment(1);
+                        hedge_at = self.hedge_deadline(&order, next - 1, deadline);
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                Event::Deadline => {
                     outcome.result = Err(Status::deadline_exceeded(format!(
                         "deadline exceeded after {} attempt(s) on {} {} of tenant {}",
-                        outcome.attempts, target.kind, scope_name(target.scope), target.tenant
+                        outcome.attempts,
+                        target.kind,
+                        scope_name(target.scope),
+                        target.tenant
                     )));
                     return outcome;
                 }
@@ -319,7 +402,6 @@ impl Resilience {
         order: &[Pick<'_>],
         index: usize,
         deadline: Instant,
-        _previous: Option<Instant>,
     ) -> Option<Instant> {
         if index + 1 >= order.len() {
             return None;
@@ -433,6 +515,21 @@ pub fn is_unavailability(status: &Status) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::Pending;
+
+    #[test]
+    fn pending_attempts_are_tracked_by_index() {
+        let mut pending = Pending::default();
+        for i in [0, 2, 5, 70] {
+            pending.insert(i);
+        }
+        pending.remove(2);
+        assert_eq!(pending.before(6).collect::<Vec<_>>(), vec![0, 5]);
+        assert_eq!(pending.before(0).count(), 0);
+        // Past the 64th attempt nothing is tracked.
+        assert_eq!(pending.before(100).collect::<Vec<_>>(), vec![0, 5]);
+    }
+
     use super::*;
     use crate::budget::RetryBudgetConfig;
     use crate::catalog::NodeKind;
