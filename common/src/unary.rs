@@ -158,18 +158,16 @@ pub async fn call<Resp: Message + Default>(
         .await
         .map_err(|e| Status::unavailable(format!("{origin}: {e}")))?;
     let (head, body) = response.into_parts();
-    if let Some(Err(status)) = status_in(&head.headers) {
-        return Err(status);
-    }
+    // An error in the headers is a trailers-only answer: nothing follows.
+    let in_headers = match status_in(&head.headers) {
+        Some(Err(status)) => return Err(status),
+        other => other,
+    };
     let collected = Limited::new(body, MAX_MESSAGE_BYTES + PREFIX)
         .collect()
         .await
         .map_err(|e| Status::unavailable(format!("{origin}: answer broken off: {e}")))?;
-    match collected
-        .trailers()
-        .and_then(status_in)
-        .or_else(|| status_in(&head.headers))
-    {
+    match collected.trailers().and_then(status_in).or(in_headers) {
         Some(Ok(())) => decode_frame(collected.to_bytes())
             .map_err(|e| Status::internal(format!("{origin}: bad answer: {e}"))),
         Some(Err(status)) => Err(status),

@@ -8,7 +8,6 @@
 
 use http::HeaderValue;
 use prost::Message;
-use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
 use tandem_common::unary::{self, encode_frame};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
@@ -27,14 +26,14 @@ pub enum Forwarded<T> {
     Unreachable,
 }
 
-/// The metadata a forwarded call carries: the caller's key, where it
-/// entered, and the request id.
+/// The metadata a forwarded call carries: what every downstream call
+/// carries (the request id), the caller's key, and where it entered.
 fn metadata(
     state: &RouterState,
     incoming: &MetadataMap,
     ctx: &CallContext,
 ) -> Vec<(&'static str, HeaderValue)> {
-    let mut md = Vec::with_capacity(3);
+    let mut md = ctx.metadata.clone();
     if let Some(auth) = incoming.get("authorization") {
         if let Ok(v) = HeaderValue::from_bytes(auth.as_bytes()) {
             md.push(("authorization", v));
@@ -42,9 +41,6 @@ fn metadata(
     }
     if let Ok(v) = HeaderValue::try_from(&*state.region) {
         md.push((FORWARDED_HEADER, v));
-    }
-    if let Ok(v) = HeaderValue::try_from(ctx.request_id.as_str()) {
-        md.push((REQUEST_ID_HEADER, v));
     }
     md
 }

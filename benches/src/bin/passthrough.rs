@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -52,11 +52,6 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(connector);
     let listener = TcpListener::bind(cli.listen).await.context("bind")?;
     let addr = listener.local_addr()?;
     println!("{{\"ready\":true,\"kind\":\"passthrough\",\"grpc\":\"{addr}\",\"metrics\":\"{addr}\",\"pid\":{}}}", std::process::id());
@@ -66,21 +61,52 @@ async fn main() -> anyhow::Result<()> {
     if cli.decode {
         return decode::serve(listener, &cli.upstream).await;
     }
+    let client: Client<HttpConnector, Incoming> = http2_client();
     let upstream: &'static str = Box::leak(cli.upstream.into_boxed_str());
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let client = client.clone();
+        async move {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let uri: Uri = format!("http://{upstream}{path}").parse()?;
+            *req.uri_mut() = uri;
+            client.request(req).await.map_err(anyhow::Error::from)
+        }
+    });
+    serve_http2(listener, service).await
+}
+
+/// An HTTP/2-only pooled client with TCP_NODELAY, like the router's.
+fn http2_client<B>() -> Client<HttpConnector, B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(connector)
+}
+
+/// Serves every connection accepted on `listener` over HTTP/2 with
+/// `service`, until the process is killed.
+async fn serve_http2<S, B>(listener: TcpListener, service: S) -> anyhow::Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let client = client.clone();
+        let service = service.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |mut req: Request<Incoming>| {
-                let client = client.clone();
-                async move {
-                    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                    let uri: Uri = format!("http://{upstream}{path}").parse()?;
-                    *req.uri_mut() = uri;
-                    client.request(req).await.map_err(anyhow::Error::from)
-                }
-            });
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -92,7 +118,6 @@ async fn main() -> anyhow::Result<()> {
 mod decode {
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
     use tandem_proto::v1::index_node_client::IndexNodeClient;
     use tandem_proto::v1::index_node_server::{IndexNode, IndexNodeServer};
     use tandem_proto::v1::*;
@@ -151,13 +176,8 @@ mod decode {
 
     /// Serves the decoding hop on `listener` until the process is killed.
     pub async fn serve(listener: TcpListener, upstream: &str) -> anyhow::Result<()> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let transport = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector);
         let hop = Hop {
-            transport,
+            transport: super::http2_client(),
             origin: format!("http://{upstream}").parse()?,
         };
         let incoming =
@@ -179,9 +199,6 @@ mod lean {
     use http::HeaderValue;
     use hyper::body::Incoming;
     use hyper::service::service_fn;
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tandem_common::unary::{self, Transport};
     use tandem_proto::paths;
     use tandem_proto::v1::{ShardSearchRequest, ShardSearchResponse};
@@ -208,28 +225,15 @@ mod lean {
 
     /// Serves the lean hop on `listener` until the process is killed.
     pub async fn serve(listener: TcpListener, upstream: &str) -> anyhow::Result<()> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: Transport = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector);
+        let client: Transport = super::http2_client();
         let origin: &'static http::Uri = Box::leak(Box::new(format!("http://{upstream}").parse()?));
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let _ = stream.set_nodelay(true);
+        let service = service_fn(move |request: http::Request<Incoming>| {
             let client = client.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: http::Request<Incoming>| {
-                    let client = client.clone();
-                    async move {
-                        let answer = relay(&client, origin, request).await;
-                        Ok::<_, Infallible>(unary::answer(answer))
-                    }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+            async move {
+                let answer = relay(&client, origin, request).await;
+                Ok::<_, Infallible>(unary::answer(answer))
+            }
+        });
+        super::serve_http2(listener, service).await
     }
 }
