@@ -13,8 +13,7 @@
 //! hop whose whole budget is a fraction of a millisecond that shows: in the
 //! router benchmark the "lean hop" (these functions) spends 5-10 % less CPU
 //! per call than the "decoding hop" (tonic), and moving the router onto them
-//! (with its fallback fast path) cut its CPU per call from 464 to 391 µs at
-//! concurrency 1. Everything that is not on the per-query path (admin,
+//! cut its CPU per call from 464 to 391 µs at concurrency 1. Everything that is not on the per-query path (admin,
 //! health, the nodes' own servers) stays on tonic, and the messages are the
 //! same prost types either way.
 
