@@ -120,7 +120,18 @@ pub fn grpc_timeout(timeout: Duration) -> HeaderValue {
     } else {
         format!("{}m", timeout.as_millis().min(99_999_999))
     };
-    HeaderValue::try_from(value).expect("digits and a unit letter")
+    let mut value = HeaderValue::try_from(value).expect("digits and a unit letter");
+    once_only(&mut value);
+    value
+}
+
+/// Marks a header value that differs on (almost) every call, like a
+/// `grpc-timeout` or a request id, as not worth remembering: HTTP/2's
+/// header compression (HPACK) then sends it as a literal instead of adding
+/// it to both ends' tables, where it would only push out useful entries
+/// (h2 sends values marked sensitive as "never indexed").
+pub fn once_only(value: &mut HeaderValue) {
+    value.set_sensitive(true);
 }
 
 /// Sends one unary call: `frame` (from [`encode_frame`]) to `path` (like

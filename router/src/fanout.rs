@@ -19,9 +19,9 @@ use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
 use tandem_common::unary::{self, encode_frame};
 use tandem_proto::paths;
 use tandem_proto::v1::{
-    BoostsRequest, BoostsResponse, Hit, ModelSuggestRequest, ModelSuggestResponse, Route,
-    SearchRequest, SearchResponse, ShardRoute, ShardSearchRequest, ShardSearchResponse,
-    SuggestRequest, SuggestResponse,
+    BoostsRequest, BoostsResponse, ModelSuggestRequest, ModelSuggestResponse, Route, SearchRequest,
+    SearchResponse, ShardRoute, ShardSearchRequest, ShardSearchResponse, SuggestRequest,
+    SuggestResponse,
 };
 use tokio::time::Instant;
 use tonic::Status;
@@ -30,6 +30,7 @@ use crate::channels::NodeChannel;
 
 use crate::config::ms;
 use crate::fallback::{is_unavailability, Outcome, Target};
+use crate::raw_hits::{RawHit, WithRawHits};
 use crate::replicas::{ReplicaMap, MODEL_SCOPE};
 use crate::state::RouterState;
 
@@ -56,7 +57,10 @@ impl CallContext {
     /// The context of a call that must end by `deadline`.
     pub fn new(deadline: Instant, request_id: String) -> Self {
         let metadata = HeaderValue::try_from(request_id.as_str())
-            .map(|v| vec![(REQUEST_ID_HEADER, v)])
+            .map(|mut v| {
+                unary::once_only(&mut v);
+                vec![(REQUEST_ID_HEADER, v)]
+            })
             .unwrap_or_default();
         Self {
             deadline,
@@ -85,13 +89,17 @@ async fn attempt<Resp: Message + Default>(
     .await
 }
 
+/// A search answer whose hits stay as the index-nodes encoded them (see
+/// [`crate::raw_hits`]); on the wire it is a `SearchResponse`.
+pub type SearchAnswer = WithRawHits<SearchResponse>;
+
 /// Runs a search over the tenant's shards and model.
 pub async fn search(
     state: &RouterState,
     map: &ReplicaMap,
     req: &SearchRequest,
     ctx: &CallContext,
-) -> Result<SearchResponse, Status> {
+) -> Result<SearchAnswer, Status> {
     let top_k = if req.top_k == 0 { 10 } else { req.top_k } as usize;
     let window = req.offset as usize + top_k;
     // Without a model there are no boosts, so nothing can move up.
@@ -125,7 +133,7 @@ pub async fn search(
         state
             .resilience
             .call(target, ctx.deadline, per_try, move |channel, timeout| {
-                attempt::<ShardSearchResponse>(
+                attempt::<WithRawHits<ShardSearchResponse>>(
                     channel,
                     paths::SEARCH_SHARD,
                     frame.clone(),
@@ -163,13 +171,13 @@ pub async fn search(
 
     let mut response = SearchResponse::default();
     let mut route = Route::default();
-    let mut hits: Vec<Hit> = Vec::new();
+    let mut hits: Vec<RawHit> = Vec::new();
     for (replicas, outcome) in map.shards.iter().zip(shards) {
         route.fallback |= outcome.fallback;
         route.shards.push(shard_route(replicas.shard, &outcome));
         match outcome.result {
             Ok(answer) => {
-                response.total_hits += answer.total_hits;
+                response.total_hits += answer.head.total_hits;
                 hits.extend(answer.hits);
             }
             Err(status) if req.allow_partial && is_unavailability(&status) => {
@@ -196,15 +204,15 @@ pub async fn search(
             ..
         }) => {
             route.model_node = node.map(|n| n.id.to_string()).unwrap_or_default();
-            let weights: HashMap<&str, f32> = answer
+            let weights: HashMap<&[u8], f32> = answer
                 .boosts
                 .iter()
                 .filter(|b| b.weight.is_finite() && b.weight > 0.0)
-                .map(|b| (b.doc_id.as_str(), b.weight))
+                .map(|b| (b.doc_id.as_bytes(), b.weight))
                 .collect();
             for hit in &mut hits {
-                if let Some(w) = weights.get(hit.id.as_str()) {
-                    hit.score *= 1.0 + w;
+                if let Some(w) = weights.get(hit.id()) {
+                    hit.rescore(hit.score() * (1.0 + w));
                 }
             }
         }
@@ -219,18 +227,20 @@ pub async fn search(
     }
 
     hits.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(a.shard.cmp(&b.shard))
-            .then_with(|| a.id.cmp(&b.id))
+        b.score()
+            .total_cmp(&a.score())
+            .then(a.shard().cmp(&b.shard()))
+            .then_with(|| a.id().cmp(b.id()))
     });
-    response.hits = hits
-        .into_iter()
-        .skip(req.offset as usize)
-        .take(top_k)
-        .collect();
     response.route = Some(route);
-    Ok(response)
+    Ok(SearchAnswer {
+        head: response,
+        hits: hits
+            .into_iter()
+            .skip(req.offset as usize)
+            .take(top_k)
+            .collect(),
+    })
 }
 
 /// Suggestions from the tenant's model replicas; no model answering is a

@@ -47,6 +47,7 @@ pub mod node;
 pub mod outlier;
 pub mod probe;
 pub mod public_api;
+pub mod raw_hits;
 pub mod replicas;
 pub mod retry;
 pub mod service;

@@ -11,7 +11,7 @@ use std::time::Instant as StdInstant;
 use prost::Message;
 use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
 use tandem_proto::paths;
-use tandem_proto::v1::{Route, SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
+use tandem_proto::v1::{Route, SearchRequest, SuggestRequest, SuggestResponse};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
@@ -19,7 +19,7 @@ use crate::catalog::{bearer_token, is_valid_id, verify_key, AuthOutcome, KeyChec
 use crate::config::ms;
 use crate::deadline::deadline_for;
 use crate::dial::{decide, draw, Decision, DialInput, FORWARDED_HEADER};
-use crate::fanout::{self, CallContext, MAX_WINDOW};
+use crate::fanout::{self, CallContext, SearchAnswer, MAX_WINDOW};
 use crate::forward::{self, Forwarded};
 use crate::replicas::ReplicaMap;
 use crate::state::RouterState;
@@ -210,7 +210,7 @@ pub trait Answer: Message + Default + Send + 'static {
 }
 
 impl PublicMethod for SearchRequest {
-    type Answer = SearchResponse;
+    type Answer = SearchAnswer;
     const NAME: &'static str = "Search";
     const PATH: &'static str = paths::SEARCH;
     fn tenant(&self) -> &str {
@@ -224,36 +224,37 @@ impl PublicMethod for SearchRequest {
         state: &'a RouterState,
         map: &'a ReplicaMap,
         ctx: &'a CallContext,
-    ) -> impl Future<Output = Result<SearchResponse, Status>> + Send + 'a {
+    ) -> impl Future<Output = Result<SearchAnswer, Status>> + Send + 'a {
         fanout::search(state, map, self, ctx)
     }
 }
 
-/// `route` and `degraded` are the same fields in both answers.
-macro_rules! routed_answer {
-    ($answer:ty $(, $took:item)?) => {
-        impl Answer for $answer {
-            fn route(&self) -> Option<&Route> {
-                self.route.as_ref()
-            }
-            fn route_mut(&mut self) -> Option<&mut Route> {
-                self.route.as_mut()
-            }
-            fn degraded(&self) -> bool {
-                !self.degraded.is_empty()
-            }
-            $($took)?
-        }
-    };
+impl Answer for SearchAnswer {
+    fn route(&self) -> Option<&Route> {
+        self.head.route.as_ref()
+    }
+    fn route_mut(&mut self) -> Option<&mut Route> {
+        self.head.route.as_mut()
+    }
+    fn degraded(&self) -> bool {
+        !self.head.degraded.is_empty()
+    }
+    fn set_took_micros(&mut self, micros: u64) {
+        self.head.took_micros = micros;
+    }
 }
 
-routed_answer!(
-    SearchResponse,
-    fn set_took_micros(&mut self, micros: u64) {
-        self.took_micros = micros;
+impl Answer for SuggestResponse {
+    fn route(&self) -> Option<&Route> {
+        self.route.as_ref()
     }
-);
-routed_answer!(SuggestResponse);
+    fn route_mut(&mut self) -> Option<&mut Route> {
+        self.route.as_mut()
+    }
+    fn degraded(&self) -> bool {
+        !self.degraded.is_empty()
+    }
+}
 
 impl PublicMethod for SuggestRequest {
     type Answer = SuggestResponse;
