@@ -242,20 +242,24 @@ fn main() -> anyhow::Result<()> {
         println!("|---|---|---|---|---|---|");
         let mut added = Vec::new();
         for rate in rates() {
-            let mut runs: Vec<Vec<Summary>> = paths.iter().map(|_| Vec::new()).collect();
+            let mut rounds: Vec<Vec<Summary>> = paths.iter().map(|_| Vec::new()).collect();
             for _ in 0..3 {
-                for (path, r) in paths.iter().zip(runs.iter_mut()) {
+                for (path, r) in paths.iter().zip(rounds.iter_mut()).filter(|(p, _)| runs(p.key)) {
                     r.push(open_loop(rate, duration / 3, &queries, path.caller()).await?);
                 }
             }
+            // A path left out by `BENCH_ONLY` has no rounds: its median is 0.
             let median = |runs: &[Summary], pick: fn(&Summary) -> u64| {
                 let mut v: Vec<u64> = runs.iter().map(pick).collect();
                 v.sort_unstable();
-                v[v.len() / 2]
+                v.get(v.len() / 2).copied().unwrap_or(0)
             };
             let mut p50 = Vec::new();
-            for (path, r) in paths.iter().zip(&runs) {
+            for (path, r) in paths.iter().zip(&rounds) {
                 p50.push(median(r, |s| s.latency_us.p50));
+                if r.is_empty() {
+                    continue;
+                }
                 println!(
                     "| {rate:.0} | {} | {} | {} | {} | {} |",
                     path.name,
@@ -265,7 +269,9 @@ fn main() -> anyhow::Result<()> {
                     r.iter().map(|s| s.failed).sum::<u64>()
                 );
             }
-            added.push((rate, p50[1] as f64 - p50[0] as f64, p50[4] as f64 - p50[0] as f64));
+            if [0, 1, 4].iter().all(|&i| p50[i] > 0) {
+                added.push((rate, p50[1] as f64 - p50[0] as f64, p50[4] as f64 - p50[0] as f64));
+            }
         }
         println!();
         for (rate, hop_added, router_added) in added {

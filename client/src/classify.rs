@@ -43,9 +43,30 @@ pub(crate) fn is_local_timeout(status: &Status) -> bool {
     false
 }
 
+/// True if the server gave up at the deadline the client sent: tonic's
+/// server answers an expired `grpc-timeout` with CANCELLED "Timeout
+/// expired" rather than DEADLINE_EXCEEDED, and when client and server
+/// deadlines expire together either answer can arrive first.
+pub(crate) fn is_server_timeout(status: &Status) -> bool {
+    status.code() == Code::Cancelled && status.message() == tonic::TimeoutExpired(()).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_side_deadline_is_a_timeout_other_cancels_are_not() {
+        let expired = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(expired.code(), Code::Cancelled);
+        // What the client receives: the same code and message, no source.
+        let received = Status::new(expired.code(), expired.message());
+        assert!(is_server_timeout(&received));
+        assert!(!is_server_timeout(&Status::cancelled("client went away")));
+        assert!(!is_server_timeout(&Status::deadline_exceeded(
+            "Timeout expired"
+        )));
+    }
 
     #[test]
     fn unavailable_and_transport_errors_fail_over() {

@@ -18,7 +18,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::classify::{is_failover_status, is_local_timeout};
+use crate::classify::{is_failover_status, is_local_timeout, is_server_timeout};
 use crate::config::{ClientConfig, ClientError};
 use crate::failover::{FailoverPolicy, Lease};
 use crate::prober::{self, ProbeTiming};
@@ -269,7 +269,9 @@ impl TandemClient {
         let client = SearchClient::new(channel.clone());
         match tokio::time::timeout(per_try, rpc(client, request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) if is_local_timeout(&status) => Err(timed_out()),
+            Ok(Err(status)) if is_local_timeout(&status) || is_server_timeout(&status) => {
+                Err(timed_out())
+            }
             Ok(Err(status)) => Err(AttemptError {
                 failover: is_failover_status(&status),
                 status,
