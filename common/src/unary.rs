@@ -252,9 +252,7 @@ where
         .to_bytes();
     match decode_frame(body) {
         Ok(message) => Ok((parts, message)),
-        Err(FrameError::Compressed) => {
-            Err(Status::unimplemented(FrameError::Compressed.to_string()))
-        }
+        Err(e @ FrameError::Compressed) => Err(Status::unimplemented(e.to_string())),
         Err(e @ FrameError::TooLarge(_)) => Err(Status::resource_exhausted(e.to_string())),
         Err(e) => Err(Status::invalid_argument(e.to_string())),
     }

@@ -515,21 +515,6 @@ pub fn is_unavailability(status: &Status) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Pending;
-
-    #[test]
-    fn pending_attempts_are_tracked_by_index() {
-        let mut pending = Pending::default();
-        for i in [0, 2, 5, 70] {
-            pending.insert(i);
-        }
-        pending.remove(2);
-        assert_eq!(pending.before(6).collect::<Vec<_>>(), vec![0, 5]);
-        assert_eq!(pending.before(0).count(), 0);
-        // Past the 64th attempt nothing is tracked.
-        assert_eq!(pending.before(100).collect::<Vec<_>>(), vec![0, 5]);
-    }
-
     use super::*;
     use crate::budget::RetryBudgetConfig;
     use crate::catalog::NodeKind;
@@ -655,5 +640,18 @@ mod tests {
         }
         assert_eq!(r.nodes.health(&Arc::from("remote")), Health::Healthy);
         assert_eq!(r.nodes.health(&Arc::from("slowish")), Health::Healthy);
+    }
+
+    #[test]
+    fn pending_attempts_are_tracked_by_index() {
+        let mut pending = Pending::default();
+        for i in [0, 2, 5, 70] {
+            pending.insert(i);
+        }
+        pending.remove(2);
+        assert_eq!(pending.before(6).collect::<Vec<_>>(), vec![0, 5]);
+        assert_eq!(pending.before(0).count(), 0);
+        // Past the 64th attempt nothing is tracked.
+        assert_eq!(pending.before(100).collect::<Vec<_>>(), vec![0, 5]);
     }
 }

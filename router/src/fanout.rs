@@ -27,7 +27,6 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use crate::channels::NodeChannel;
-
 use crate::config::ms;
 use crate::fallback::{is_unavailability, Outcome, Target};
 use crate::raw_hits::{RawHit, WithRawHits};

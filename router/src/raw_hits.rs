@@ -18,8 +18,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::encoding::{
-    bytes as bytes_field, check_wire_type, decode_key, encode_key, encode_varint,
-    encoded_len_varint, float, key_len, skip_field, uint32, DecodeContext, WireType,
+    bytes as bytes_field, decode_key, float, skip_field, uint32, DecodeContext, WireType,
 };
 use prost::{DecodeError, Message};
 
@@ -98,10 +97,6 @@ impl RawHit {
         self.encoded = out.freeze();
         self.score = score;
     }
-
-    fn encoded_len_as_field(&self) -> usize {
-        key_len(HITS) + encoded_len_varint(self.encoded.len() as u64) + self.encoded.len()
-    }
 }
 
 /// A message `M` whose field 1 is `repeated Hit hits`, with those hits kept
@@ -117,9 +112,7 @@ pub struct WithRawHits<M> {
 impl<M: Message + Default> Message for WithRawHits<M> {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         for hit in &self.hits {
-            encode_key(HITS, WireType::LengthDelimited, buf);
-            encode_varint(hit.encoded.len() as u64, buf);
-            buf.put_slice(&hit.encoded);
+            bytes_field::encode(HITS, &hit.encoded, buf);
         }
         self.head.encode_raw(buf);
     }
@@ -134,7 +127,6 @@ impl<M: Message + Default> Message for WithRawHits<M> {
         if tag != HITS {
             return self.head.merge_field(tag, wire_type, buf, ctx);
         }
-        check_wire_type(WireType::LengthDelimited, wire_type)?;
         let mut encoded = Bytes::new();
         bytes_field::merge(wire_type, &mut encoded, buf, ctx)?;
         self.hits.push(RawHit::parse(encoded)?);
@@ -146,7 +138,7 @@ impl<M: Message + Default> Message for WithRawHits<M> {
             + self
                 .hits
                 .iter()
-                .map(RawHit::encoded_len_as_field)
+                .map(|hit| bytes_field::encoded_len(HITS, &hit.encoded))
                 .sum::<usize>()
     }
 
@@ -239,10 +231,11 @@ mod tests {
 
     #[test]
     fn broken_hits_are_decode_errors_not_panics() {
-        // Field 1 (hits) claiming 10 bytes where 2 follow; a hit whose id
-        // is a varint; a hit with a truncated score.
+        // Field 1 (hits) claiming 10 bytes where 2 follow; field 1 as a
+        // varint; a hit whose id is a varint; a hit with a truncated score.
         for bytes in [
             &[0x0a, 10, 1, 2][..],
+            &[0x08, 1],
             &[0x0a, 2, 0x08, 1],
             &[0x0a, 3, 0x15, 0, 0],
         ] {

@@ -15,6 +15,11 @@
 //! re-encodes the answer, deciding nothing. The router benchmark measures
 //! it too, to split the router's overhead into "a gRPC stack that reads the
 //! messages" and "the router's own work".
+//!
+//! With `--lean` it is the same message-level hop on bare hyper, reading and
+//! writing messages with the router's own wire code
+//! (`tandem_common::unary`): the floor of a router that reads messages the
+//! way tandem's does.
 
 use std::net::SocketAddr;
 
