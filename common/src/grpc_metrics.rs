@@ -86,7 +86,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
-        let (service, method) = labels(req.uri().path());
+        let metrics = method_metrics(req.uri().path());
         let request_id = match req
             .headers()
             .get(REQUEST_ID_HEADER)
@@ -102,18 +102,15 @@ where
                 id
             }
         };
-        metrics::counter!("grpc_server_started_total",
-            "grpc_service" => service, "grpc_method" => method)
-        .increment(1);
+        metrics.handles().started.increment(1);
         // A DEBUG span: at the default INFO level it is disabled and costs
         // nothing, whereas an enabled span costs tens of µs of formatting
         // and bookkeeping per call (measured in the router benchmark).
         // `RUST_LOG=debug` puts the request id on every log line of a call.
-        let span = tracing::debug_span!("grpc", method = %method, request_id = %request_id);
+        let span = tracing::debug_span!("grpc", method = %metrics.method, request_id = %request_id);
         MetricsFuture {
             inner: self.inner.call(req),
-            service,
-            method,
+            metrics,
             started: Instant::now(),
             _in_flight: InFlightGuard::new(),
         }
@@ -126,8 +123,7 @@ pin_project! {
     pub struct MetricsFuture<F> {
         #[pin]
         inner: F,
-        service: &'static str,
-        method: &'static str,
+        metrics: &'static MethodMetrics,
         started: Instant,
         _in_flight: InFlightGuard,
     }
@@ -154,32 +150,101 @@ where
                 .unwrap_or(tonic::Code::Ok),
             Err(_) => tonic::Code::Unknown,
         };
-        let (service, method) = (*this.service, *this.method);
-        metrics::histogram!("grpc_server_handling_seconds",
-            "grpc_service" => service, "grpc_method" => method)
-        .record(this.started.elapsed().as_secs_f64());
-        metrics::counter!("grpc_server_handled_total",
-            "grpc_service" => service, "grpc_method" => method,
-            "grpc_code" => format!("{code:?}"))
-        .increment(1);
+        let handles = this.metrics.handles();
+        handles.seconds.record(this.started.elapsed().as_secs_f64());
+        this.metrics.handled(code).increment(1);
         Poll::Ready(result)
     }
 }
 
-/// Label values for a request path: `/tandem.v1.IndexNode/SearchShard` ->
-/// (`tandem.v1.IndexNode`, `SearchShard`) for a served method, else
-/// (`unknown`, `unknown`).
-fn labels(path: &str) -> (&'static str, &'static str) {
-    known_methods()
-        .get(path)
-        .copied()
-        .unwrap_or(("unknown", "unknown"))
+/// The metrics of one method: its label values, and its metric handles
+/// made on first use. The `metrics` macros build, hash and look up a key on
+/// every update; a call updates three of these, so the handles are kept.
+pub struct MethodMetrics {
+    service: &'static str,
+    method: &'static str,
+    handles: OnceLock<MethodHandles>,
+    /// `grpc_server_handled_total`, one per status code.
+    handled: [OnceLock<metrics::Counter>; CODE_NAMES.len()],
 }
 
-/// Every method of every service a tandem process may serve, by path, with
-/// its label values (built once; the strings live for the process).
-fn known_methods() -> &'static HashMap<String, (&'static str, &'static str)> {
-    static KNOWN: OnceLock<HashMap<String, (&'static str, &'static str)>> = OnceLock::new();
+/// Handles of the metrics every call of a method updates.
+struct MethodHandles {
+    started: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+/// `grpc_code` label values, indexed by code (the names of `tonic::Code`).
+const CODE_NAMES: [&str; 17] = [
+    "Ok",
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+impl MethodMetrics {
+    fn new(service: &'static str, method: &'static str) -> Self {
+        Self {
+            service,
+            method,
+            handles: OnceLock::new(),
+            handled: Default::default(),
+        }
+    }
+
+    /// The label values (`grpc_service`, `grpc_method`).
+    pub fn labels(&self) -> (&'static str, &'static str) {
+        (self.service, self.method)
+    }
+
+    /// Made on first use rather than at start, so that they come from the
+    /// recorder the process installed (which it does before serving).
+    fn handles(&self) -> &MethodHandles {
+        let labels = [("grpc_service", self.service), ("grpc_method", self.method)];
+        self.handles.get_or_init(|| MethodHandles {
+            started: metrics::counter!("grpc_server_started_total", &labels),
+            seconds: metrics::histogram!("grpc_server_handling_seconds", &labels),
+        })
+    }
+
+    fn handled(&self, code: tonic::Code) -> &metrics::Counter {
+        // `Code::from_i32` maps anything out of range to `Unknown`.
+        let index = (code as usize).min(CODE_NAMES.len() - 1);
+        self.handled[index].get_or_init(|| {
+            metrics::counter!("grpc_server_handled_total",
+                "grpc_service" => self.service, "grpc_method" => self.method,
+                "grpc_code" => CODE_NAMES[index])
+        })
+    }
+}
+
+/// The metrics of the method a request path names:
+/// `/tandem.v1.IndexNode/SearchShard` -> (`tandem.v1.IndexNode`,
+/// `SearchShard`) for a served method, else (`unknown`, `unknown`).
+pub fn method_metrics(path: &str) -> &'static MethodMetrics {
+    static UNKNOWN: OnceLock<MethodMetrics> = OnceLock::new();
+    known_methods()
+        .get(path)
+        .unwrap_or_else(|| UNKNOWN.get_or_init(|| MethodMetrics::new("unknown", "unknown")))
+}
+
+/// Every method of every service a tandem process may serve, by path (built
+/// once; the strings live for the process).
+fn known_methods() -> &'static HashMap<String, MethodMetrics> {
+    static KNOWN: OnceLock<HashMap<String, MethodMetrics>> = OnceLock::new();
     KNOWN.get_or_init(|| {
         use prost::Message as _;
         let sets = [
@@ -202,7 +267,7 @@ fn known_methods() -> &'static HashMap<String, (&'static str, &'static str)> {
                     for method in &service.method {
                         let name: &'static str =
                             Box::leak(method.name().to_string().into_boxed_str());
-                        known.insert(format!("/{full}/{name}"), (full, name));
+                        known.insert(format!("/{full}/{name}"), MethodMetrics::new(full, name));
                     }
                 }
             }
@@ -227,6 +292,17 @@ fn next_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn labels(path: &str) -> (&'static str, &'static str) {
+        method_metrics(path).labels()
+    }
+
+    #[test]
+    fn code_names_are_tonics() {
+        for (i, name) in CODE_NAMES.iter().enumerate() {
+            assert_eq!(format!("{:?}", tonic::Code::from_i32(i as i32)), *name);
+        }
+    }
 
     #[test]
     fn served_methods_get_their_labels_and_anything_else_is_unknown() {

@@ -6,6 +6,8 @@
 //! - [`config`]: loading a TOML config file with clear errors;
 //! - [`telemetry`]: `tracing` logs and the Prometheus `/metrics` endpoint;
 //! - [`grpc_metrics`]: a tower layer counting gRPC calls by method and code;
+//! - [`grpc_deadline`]: a tower layer ending a call when its caller's
+//!   `grpc-timeout` has run out;
 //! - [`server`]: serving a set of gRPC services with health, reflection,
 //!   a readiness line for supervisors, and graceful shutdown;
 //! - [`auth`]: bearer-token checks for admin APIs;
@@ -17,6 +19,7 @@
 pub mod auth;
 pub mod config;
 pub mod faults;
+pub mod grpc_deadline;
 pub mod grpc_metrics;
 pub mod ids;
 pub mod server;

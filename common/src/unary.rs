@@ -125,6 +125,28 @@ pub fn grpc_timeout(timeout: Duration) -> HeaderValue {
     value
 }
 
+/// Reads a `grpc-timeout` value (e.g. `250m`, `2S`, `100000u`): at most
+/// eight digits, then a unit (H, M, S, m, u, n). `None` when malformed.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Marks a header value that differs on (almost) every call, like a
 /// `grpc-timeout` or a request id, as not worth remembering: HTTP/2's
 /// header compression (HPACK) then sends it as a literal instead of adding

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::Counter;
 use moka::sync::Cache;
 use moka::Expiry;
 
@@ -63,12 +64,18 @@ pub struct CacheStats {
     pub negative_hits: u64,
 }
 
-/// See the module documentation.
+/// See the module documentation. Made after the process installed its
+/// metrics recorder (its metric handles come from the recorder in force).
 pub struct ReplicaMapCache {
     cache: Cache<Arc<str>, Entry>,
     hits: AtomicU64,
     misses: AtomicU64,
     negative_hits: AtomicU64,
+    /// `router_replica_cache_total` by result, made once (the macro would
+    /// look the key up on every query).
+    hit_metric: Counter,
+    negative_hit_metric: Counter,
+    miss_metric: Counter,
 }
 
 impl ReplicaMapCache {
@@ -82,6 +89,10 @@ impl ReplicaMapCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             negative_hits: AtomicU64::new(0),
+            hit_metric: metrics::counter!("router_replica_cache_total", "result" => "hit"),
+            negative_hit_metric: metrics::counter!("router_replica_cache_total",
+                "result" => "negative_hit"),
+            miss_metric: metrics::counter!("router_replica_cache_total", "result" => "miss"),
         }
     }
 
@@ -95,20 +106,18 @@ impl ReplicaMapCache {
     ) -> Option<Arc<ReplicaMap>> {
         if let Some(entry) = self.cache.get(tenant) {
             if *entry.catalog_version == *catalog.version() {
-                let counter = if entry.map.is_some() {
-                    &self.hits
+                let (count, metric) = if entry.map.is_some() {
+                    (&self.hits, &self.hit_metric)
                 } else {
-                    &self.negative_hits
+                    (&self.negative_hits, &self.negative_hit_metric)
                 };
-                counter.fetch_add(1, Relaxed);
-                metrics::counter!("router_replica_cache_total",
-                    "result" => if entry.map.is_some() { "hit" } else { "negative_hit" })
-                .increment(1);
+                count.fetch_add(1, Relaxed);
+                metric.increment(1);
                 return entry.map;
             }
         }
         self.misses.fetch_add(1, Relaxed);
-        metrics::counter!("router_replica_cache_total", "result" => "miss").increment(1);
+        self.miss_metric.increment(1);
         let map = ReplicaMap::resolve(catalog, tenant, local_region)
             .ok()
             .map(Arc::new);

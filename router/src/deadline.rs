@@ -6,27 +6,14 @@
 
 use std::time::Duration;
 
+use tandem_common::unary::parse_grpc_timeout;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 
-/// Reads `grpc-timeout` (e.g. `250m`, `2S`, `100000u`): digits then a unit
-/// (H, M, S, m, u, n). `None` when absent or malformed.
+/// The caller's `grpc-timeout`, if it sent a well-formed one (see
+/// [`parse_grpc_timeout`]).
 pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
 }
 
 /// The instant by which the caller wants its answer.

@@ -49,6 +49,7 @@ pub mod probe;
 pub mod public_api;
 pub mod raw_hits;
 pub mod replicas;
+pub mod request_metrics;
 pub mod retry;
 pub mod service;
 pub mod state;

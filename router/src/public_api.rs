@@ -1,6 +1,7 @@
 //! The public `tandem.v1.Search` service on the wire.
 //!
-//! Registered in place of tonic's generated `SearchServer`: the same
+//! Served in place of tonic's generated `SearchServer`, in front of the
+//! routing table (`tandem_common::server::serve_with_front`): the same
 //! service name, methods and messages, but each call is read and answered
 //! with [`tandem_common::unary`] (one frame each way) instead of tonic's
 //! streaming codec, which is measurably cheaper on the router's hot path
@@ -12,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tandem_common::unary;
 use tandem_proto::paths;
 use tandem_proto::v1::{SearchRequest, SuggestRequest};
@@ -39,7 +41,14 @@ impl NamedService for SearchApi {
     const NAME: &'static str = "tandem.v1.Search";
 }
 
-impl tower::Service<http::Request<Body>> for SearchApi {
+/// Generic over the request body: the server hands it hyper's own body
+/// (see `tandem_common::server::serve_with_front`), tonic's `Routes` its
+/// boxed one.
+impl<B> tower::Service<http::Request<B>> for SearchApi
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -48,12 +57,12 @@ impl tower::Service<http::Request<Body>> for SearchApi {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let service = self.service.clone();
         Box::pin(async move {
             let response = match request.uri().path() {
-                paths::SEARCH => serve::<SearchRequest>(&service, request).await,
-                paths::SUGGEST => serve::<SuggestRequest>(&service, request).await,
+                paths::SEARCH => serve::<SearchRequest, _>(&service, request).await,
+                paths::SUGGEST => serve::<SuggestRequest, _>(&service, request).await,
                 path => Status::unimplemented(format!("no method {path}")).into_http(),
             };
             Ok(response.map(Body::new))
@@ -62,10 +71,14 @@ impl tower::Service<http::Request<Body>> for SearchApi {
 }
 
 /// Reads one call of method `M`, serves it, and encodes the answer.
-async fn serve<M: PublicMethod>(
+async fn serve<M: PublicMethod, B>(
     service: &SearchService,
-    request: http::Request<Body>,
-) -> http::Response<unary::AnswerBody> {
+    request: http::Request<B>,
+) -> http::Response<unary::AnswerBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let result = match unary::read_request::<M, _>(request).await {
         Ok((head, message)) => {
             let metadata = MetadataMap::from_headers(head.headers);

@@ -22,6 +22,7 @@ use crate::dial::{decide, draw, Decision, DialInput, FORWARDED_HEADER};
 use crate::fanout::{self, CallContext, SearchAnswer, MAX_WINDOW};
 use crate::forward::{self, Forwarded};
 use crate::replicas::ReplicaMap;
+use crate::request_metrics::RequestMetrics;
 use crate::state::RouterState;
 
 /// Longest query text accepted, in bytes.
@@ -37,12 +38,16 @@ const MAX_SUGGESTIONS: u32 = 100;
 #[derive(Clone)]
 pub struct SearchService {
     state: Arc<RouterState>,
+    metrics: Arc<RequestMetrics>,
 }
 
 impl SearchService {
     /// A service over the router's shared state.
     pub fn new(state: Arc<RouterState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            metrics: Arc::default(),
+        }
     }
 
     /// Authenticates the caller for `tenant` and returns its replica map.
@@ -136,17 +141,7 @@ impl SearchService {
         if let Ok(answer) = result.as_mut() {
             answer.set_took_micros(started.elapsed().as_micros() as u64);
         }
-        count(
-            M::NAME,
-            &result.as_ref().map(|a| {
-                (
-                    a.route().map_or("", |r| r.served_region.as_str()),
-                    a.degraded(),
-                )
-            }),
-        );
-        metrics::histogram!("router_request_seconds", "method" => M::NAME)
-            .record(started.elapsed().as_secs_f64());
+        self.metrics.record::<M>(&result, started.elapsed());
         result
     }
 
@@ -327,20 +322,7 @@ fn validate_suggest(req: &SuggestRequest) -> Result<(), Status> {
     Ok(())
 }
 
-fn count(method: &'static str, result: &Result<(&str, bool), &Status>) {
-    let (outcome, region) = match result {
-        Ok((region, degraded)) => (
-            if *degraded { "degraded" } else { "ok" },
-            region.to_string(),
-        ),
-        Err(status) => (code_label(status.code()), String::new()),
-    };
-    metrics::counter!("router_requests_total", "method" => method, "outcome" => outcome,
-        "served_region" => region)
-    .increment(1);
-}
-
-fn code_label(code: tonic::Code) -> &'static str {
+pub(crate) fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         InvalidArgument => "invalid_argument",
