@@ -10,7 +10,8 @@
 # valgrind for one run of `BENCH_ONLY=<path>` at concurrency 1; after
 # warm-up the counters are zeroed, and dumped WINDOW seconds later (the
 # benchmark kills its servers with SIGKILL, so the dump must come first).
-# Calls are counted as HTTP/2 requests taken (h2 `Recv::take_request`).
+# Calls are counted as HTTP/2 requests taken (h2's `take_request`, which
+# is `Recv::take_request` or, with LTO inlining it, `StreamRef::take_request`).
 # Needs valgrind (with callgrind_control and callgrind_annotate).
 set -euo pipefail
 path=${1:?usage: $0 router|lean}
@@ -48,7 +49,7 @@ wait "$bench" || true
 dump=$(ls "$out"/callgrind.*.out.1)
 total=$(callgrind_annotate --auto=no "$dump" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 calls=$(callgrind_annotate --tree=caller --threshold=100 --auto=no "$dump" \
-  | grep -E "< \?\?\?:h2::proto::streams::recv::Recv::take_request \(" \
+  | grep -E "< \?\?\?:h2::proto::streams::[A-Za-z_:<>]*::take_request \(" \
   | head -1 | sed -E 's/.*\(([0-9,]+)x\).*/\1/; s/,//g' || true)
 echo "$path: $total instructions over $calls calls = $((total / calls)) per call"
 echo "profile: $dump (callgrind_annotate --inclusive=yes $dump)"
