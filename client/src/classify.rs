@@ -43,12 +43,18 @@ pub(crate) fn is_local_timeout(status: &Status) -> bool {
     false
 }
 
-/// True if the server gave up at the deadline the client sent: tonic's
-/// server answers an expired `grpc-timeout` with CANCELLED "Timeout
-/// expired" rather than DEADLINE_EXCEEDED, and when client and server
-/// deadlines expire together either answer can arrive first.
+/// True if the server gave up at the deadline the client sent. tandem's
+/// servers answer DEADLINE_EXCEEDED (the router also does when its own
+/// deadline, derived from the client's, runs out); tonic's server answers
+/// CANCELLED "Timeout expired". When client and server deadlines expire
+/// together either answer can arrive first, and both mean the attempt's
+/// time ran out.
 pub(crate) fn is_server_timeout(status: &Status) -> bool {
-    status.code() == Code::Cancelled && status.message() == tonic::TimeoutExpired(()).to_string()
+    match status.code() {
+        Code::DeadlineExceeded => true,
+        Code::Cancelled => status.message() == tonic::TimeoutExpired(()).to_string(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -63,9 +69,12 @@ mod tests {
         let received = Status::new(expired.code(), expired.message());
         assert!(is_server_timeout(&received));
         assert!(!is_server_timeout(&Status::cancelled("client went away")));
-        assert!(!is_server_timeout(&Status::deadline_exceeded(
-            "Timeout expired"
+        // tandem's servers (`tandem_common::grpc_deadline`, the router's own
+        // deadline) answer DEADLINE_EXCEEDED.
+        assert!(is_server_timeout(&Status::deadline_exceeded(
+            "the caller's grpc-timeout ran out before the call was answered"
         )));
+        assert!(!is_server_timeout(&Status::unavailable("Timeout expired")));
     }
 
     #[test]

@@ -297,14 +297,20 @@ where
     // answered: waiting for idle client connections to close as well could
     // take as long as the clients like (see hyperium/hyper#4170).
     let all_closed = connections.shutdown();
+    tokio::pin!(all_closed);
     let calls_done = async {
         while crate::grpc_metrics::in_flight() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     tokio::select! {
-        _ = all_closed => {}
-        _ = calls_done => {}
+        _ = &mut all_closed => {}
+        _ = calls_done => {
+            // A call stops counting once its answer's headers are ready;
+            // give the connections a moment to send the last bodies and
+            // close before the process exits.
+            let _ = tokio::time::timeout(Duration::from_millis(100), &mut all_closed).await;
+        }
         _ = tokio::time::sleep(opts.drain_timeout) => {
             tracing::warn!(in_flight = crate::grpc_metrics::in_flight(), "drain timeout reached; exiting with calls in flight");
         }
@@ -314,8 +320,11 @@ where
 }
 
 /// HTTP/2 (prior knowledge, as gRPC clients speak it) with the settings
-/// tonic's server uses by default: no limit on concurrent streams per
-/// connection, hyper's defaults otherwise.
+/// tonic's server uses by default (no limit on concurrent streams per
+/// connection, hyper's windows, frame size and keepalive), except that
+/// hyper's limit of 1,024 locally caused stream resets per connection is
+/// kept where tonic lifts it: it guards against a peer that provokes
+/// errors on purpose.
 fn http2_builder() -> http2::Builder<TokioExecutor> {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder

@@ -128,7 +128,7 @@ pub fn grpc_timeout(timeout: Duration) -> HeaderValue {
 /// Reads a `grpc-timeout` value (e.g. `250m`, `2S`, `100000u`): at most
 /// eight digits, then a unit (H, M, S, m, u, n). `None` when malformed.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    if !value.is_ascii() || value.len() < 2 || value.len() > 9 {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
@@ -335,6 +335,15 @@ impl http_body::Body for AnswerBody {
 mod tests {
     use super::*;
     use tandem_proto::v1::{Hit, SearchRequest};
+
+    #[test]
+    fn grpc_timeouts_parse_and_garbage_does_not() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "m", "+5m", "1é", "é1", "12345678901S", "5x"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn frames_round_trip() {

@@ -11,6 +11,7 @@
 //! region; otherwise the refusal is logged once and reported by the admin
 //! status, and the last good catalog keeps serving.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, Reload};
@@ -23,23 +24,35 @@ pub fn reload_now(state: &RouterState) -> Result<Reload, String> {
         let version = state.catalog.current().version().into();
         return Ok(Reload::Unchanged { version });
     };
-    let result = std::fs::read(path)
-        .map_err(|e| format!("cannot read catalog {}: {e}", path.display()))
-        .and_then(|bytes| {
-            if let Some(unchanged) = state.catalog.unchanged(&bytes) {
-                return Ok(unchanged);
-            }
-            let candidate =
-                Catalog::parse(&bytes).map_err(|e| format!("catalog {}: {e}", path.display()))?;
-            if candidate.region(&state.region).is_none() {
-                return Err(format!(
-                    "catalog {} no longer names this router's region {:?}",
-                    path.display(),
-                    state.region
-                ));
-            }
-            Ok(state.catalog.install(candidate))
-        });
+    apply(state, path, read_catalog(path))
+}
+
+fn read_catalog(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read catalog {}: {e}", path.display()))
+}
+
+/// Puts the catalog file's `bytes` in force if they are new and valid, and
+/// logs and reports the outcome.
+fn apply(
+    state: &RouterState,
+    path: &Path,
+    bytes: Result<Vec<u8>, String>,
+) -> Result<Reload, String> {
+    let result = bytes.and_then(|bytes| {
+        if let Some(unchanged) = state.catalog.unchanged(&bytes) {
+            return Ok(unchanged);
+        }
+        let candidate =
+            Catalog::parse(&bytes).map_err(|e| format!("catalog {}: {e}", path.display()))?;
+        if candidate.region(&state.region).is_none() {
+            return Err(format!(
+                "catalog {} no longer names this router's region {:?}",
+                path.display(),
+                state.region
+            ));
+        }
+        Ok(state.catalog.install(candidate))
+    });
     match &result {
         Ok(Reload::Replaced { previous, current }) => {
             tracing::info!(%previous, %current, "catalog reloaded");
@@ -79,13 +92,22 @@ pub async fn watch_catalog(state: Arc<RouterState>) {
             continue;
         }
         let state = state.clone();
+        let file = path.clone();
         // File I/O and parsing (a large catalog) stay off the reactor.
-        let reloaded = tokio::task::spawn_blocking(move || reload_now(&state)).await;
-        // A refused file is parsed again only once it changes: its error is
-        // logged once and stays in the admin status until then. (The stamp
-        // was taken before the read, so a change during it is not missed.)
-        if reloaded.is_ok() {
-            last_seen = stamp;
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = read_catalog(&file);
+            let was_read = bytes.is_ok();
+            let _ = apply(&state, &file, bytes);
+            was_read
+        })
+        .await;
+        // The stamp was taken before the read, so a change during it is not
+        // missed. A file that was read (even if refused: its error is logged
+        // once and stays in the admin status) is looked at again only once
+        // it changes; one that could not be read is tried every poll. A
+        // stamp too fresh to trust is not kept (see `FileStamp::settled`).
+        if matches!(read, Ok(true)) {
+            last_seen = stamp.filter(FileStamp::settled);
         }
     }
 }
@@ -100,6 +122,22 @@ struct FileStamp {
 }
 
 impl FileStamp {
+    /// How old a modification time must be before a stamp is trusted.
+    const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Whether the file was last modified long enough ago that a rewrite
+    /// in place with the same length could not share this mtime: file
+    /// systems keep mtimes in ticks of a few milliseconds (ext4) up to two
+    /// seconds (FAT), and two writes within one tick look the same. A
+    /// fresh file is read and hashed again at the next poll instead.
+    fn settled(&self) -> bool {
+        match self.modified.map(|m| m.elapsed()) {
+            Some(Ok(age)) => age >= Self::SETTLE,
+            // No mtime, or one in the future (clock skew): never trusted.
+            _ => false,
+        }
+    }
+
     /// `None` when the file cannot be stat'ed (then it is read every poll,
     /// which reports the error).
     fn of(path: &std::path::Path) -> Option<FileStamp> {
@@ -134,5 +172,32 @@ mod tests {
         std::fs::write(&other, "a = 33\n").expect("write");
         std::fs::rename(&other, &path).expect("rename");
         assert_ne!(FileStamp::of(&path), Some(rewritten), "replaced file");
+    }
+
+    #[test]
+    fn only_a_stamp_old_enough_to_rule_out_a_same_tick_rewrite_is_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("catalog.toml");
+        std::fs::write(&path, "a = 1\n").expect("write");
+        assert!(
+            !FileStamp::of(&path).expect("stamp").settled(),
+            "just written"
+        );
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        file.set_modified(past).expect("set mtime");
+        assert!(
+            FileStamp::of(&path).expect("stamp").settled(),
+            "a minute old"
+        );
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        file.set_modified(future).expect("set mtime");
+        assert!(
+            !FileStamp::of(&path).expect("stamp").settled(),
+            "from the future"
+        );
     }
 }
