@@ -213,10 +213,12 @@ impl MethodMetrics {
     /// Made on first use rather than at start, so that they come from the
     /// recorder the process installed (which it does before serving).
     fn handles(&self) -> &MethodHandles {
-        let labels = [("grpc_service", self.service), ("grpc_method", self.method)];
-        self.handles.get_or_init(|| MethodHandles {
-            started: metrics::counter!("grpc_server_started_total", &labels),
-            seconds: metrics::histogram!("grpc_server_handling_seconds", &labels),
+        self.handles.get_or_init(|| {
+            let labels = [("grpc_service", self.service), ("grpc_method", self.method)];
+            MethodHandles {
+                started: metrics::counter!("grpc_server_started_total", &labels),
+                seconds: metrics::histogram!("grpc_server_handling_seconds", &labels),
+            }
         })
     }
 

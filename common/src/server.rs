@@ -21,21 +21,19 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use pin_project_lite::pin_project;
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::{Routes, RoutesBuilder};
@@ -139,11 +137,7 @@ where
     F::Future: Send + 'static,
 {
     let routes = with_reflection(routes)?;
-    let service = Front {
-        prefix: Arc::from(format!("/{}/", F::NAME)),
-        front,
-        routes,
-    };
+    let service = Front { front, routes };
     run(opts, service, health, shutdown).await
 }
 
@@ -158,22 +152,21 @@ fn with_reflection(mut routes: RoutesBuilder) -> anyhow::Result<Routes> {
     Ok(routes.routes())
 }
 
-/// Calls to one service's paths go to `front`, the rest to `routes`.
+/// Calls to `F`'s paths (`/<service name>/<method>`) go to `front`, the
+/// rest to `routes`.
 #[derive(Clone)]
 struct Front<F> {
-    /// `/<service name>/`.
-    prefix: Arc<str>,
     front: F,
     routes: Routes,
 }
 
 impl<F> Service<Request<Incoming>> for Front<F>
 where
-    F: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
+    F: NamedService + Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = FrontFuture<F::Future, <Routes as Service<Request<Incoming>>>::Future>;
+    type Future = Either<F::Future, <Routes as Service<Request<Incoming>>>::Future>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Both are always ready (tonic's services and `Routes` say so).
@@ -181,38 +174,16 @@ where
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        if request.uri().path().starts_with(&*self.prefix) {
-            FrontFuture::Front {
-                inner: self.front.call(request),
-            }
+        let is_front = request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|path| path.strip_prefix(F::NAME))
+            .is_some_and(|method| method.starts_with('/'));
+        if is_front {
+            Either::Left(self.front.call(request))
         } else {
-            FrontFuture::Routes {
-                inner: self.routes.call(request),
-            }
-        }
-    }
-}
-
-pin_project! {
-    /// The answer of whichever service [`Front`] chose.
-    #[project = FrontFutureProj]
-    enum FrontFuture<A, B> {
-        Front { #[pin] inner: A },
-        Routes { #[pin] inner: B },
-    }
-}
-
-impl<A, B> Future for FrontFuture<A, B>
-where
-    A: Future,
-    B: Future<Output = A::Output>,
-{
-    type Output = A::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<A::Output> {
-        match self.project() {
-            FrontFutureProj::Front { inner } => inner.poll(cx),
-            FrontFutureProj::Routes { inner } => inner.poll(cx),
+            Either::Right(self.routes.call(request))
         }
     }
 }
@@ -247,13 +218,30 @@ where
             .layer(GrpcDeadlineLayer)
             .service(service),
     );
+    let http2 = http2_builder();
     let connections = GracefulShutdown::new();
-    let accept = |accepted: std::io::Result<(TcpStream, SocketAddr)>| async {
+    // Shutdown reports NOT_SERVING first, then keeps accepting for the grace
+    // period, so that clients still connecting are answered while routers'
+    // health probes see NOT_SERVING and steer traffic away.
+    let stop_accepting = async {
+        shutdown.await;
+        tracing::info!("shutting down: reporting NOT_SERVING, then draining");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        tokio::time::sleep(opts.drain_grace).await;
+    };
+    tokio::pin!(stop_accepting);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop_accepting => break,
+        };
         match accepted {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 let connection = connections
-                    .watch(http2_builder().serve_connection(TokioIo::new(stream), service.clone()));
+                    .watch(http2.serve_connection(TokioIo::new(stream), service.clone()));
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, "gRPC connection ended with an error");
@@ -266,29 +254,6 @@ where
                 tracing::warn!(%error, "cannot accept a gRPC connection");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        }
-    };
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => accept(accepted).await,
-            _ = &mut shutdown => break,
-        }
-    }
-
-    tracing::info!("shutting down: reporting NOT_SERVING, then draining");
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    // Keep accepting during the grace period, so that clients still
-    // connecting are answered while routers' health probes see NOT_SERVING
-    // and steer traffic away.
-    let grace = tokio::time::sleep(opts.drain_grace);
-    tokio::pin!(grace);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => accept(accepted).await,
-            _ = &mut grace => break,
         }
     }
     drop(listener);

@@ -293,36 +293,34 @@ impl CatalogHandle {
     /// Parses `bytes` and, if valid and different, puts them in force. On
     /// error the catalog in force is untouched and the error says why (log it).
     pub fn reload(&self, bytes: &[u8]) -> Result<Reload, CatalogError> {
-        match self.unchanged(bytes) {
-            Some(unchanged) => Ok(unchanged),
-            None => Ok(self.install(Catalog::parse(bytes)?)),
-        }
+        self.reload_checked(bytes, |_| Ok(()))
     }
 
-    /// `Some(Reload::Unchanged)` when `bytes` are the catalog in force.
+    /// Like [`CatalogHandle::reload`], refusing also a catalog that `accept`
+    /// refuses (its message becomes the one problem listed), e.g. one that
+    /// no longer names the router's own region.
     ///
-    /// Hashing is far cheaper than parsing (a 100,000-tenant catalog takes
-    /// over a second to parse), so a poll of an unchanged file stops here.
-    pub fn unchanged(&self, bytes: &[u8]) -> Option<Reload> {
-        let current = self.current.load();
-        (*current.version == *version_of(bytes)).then(|| Reload::Unchanged {
-            version: current.version.clone(),
-        })
-    }
-
-    /// Puts an already parsed and validated catalog in force, unless it has
-    /// the version already in force.
-    pub fn install(&self, candidate: Catalog) -> Reload {
-        let previous = self.current.load();
-        if previous.version == candidate.version {
-            return Reload::Unchanged {
-                version: previous.version.clone(),
-            };
+    /// Bytes that hash to the version in force are not parsed at all:
+    /// hashing is far cheaper than parsing (a 100,000-tenant catalog takes
+    /// over a second to parse), so a poll of an unchanged file stops there.
+    pub fn reload_checked(
+        &self,
+        bytes: &[u8],
+        accept: impl FnOnce(&Catalog) -> Result<(), String>,
+    ) -> Result<Reload, CatalogError> {
+        let version = version_of(bytes);
+        let previous = self.current.load_full();
+        if previous.version == version {
+            return Ok(Reload::Unchanged { version });
         }
-        let previous = previous.version.clone();
+        let candidate = Catalog::parse(bytes)?;
+        accept(&candidate).map_err(|problem| CatalogError::Invalid(vec![problem]))?;
         let current = candidate.version.clone();
         self.current.store(Arc::new(candidate));
-        Reload::Replaced { previous, current }
+        Ok(Reload::Replaced {
+            previous: previous.version.clone(),
+            current,
+        })
     }
 
     /// Reads `path` and reloads from it (see [`CatalogHandle::reload`]).

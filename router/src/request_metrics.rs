@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram};
 use tonic::Status;
 
-use crate::service::{code_label, Answer, PublicMethod};
+use crate::service::{Answer, PublicMethod};
 
 /// See the module documentation.
 #[derive(Default)]
@@ -53,6 +53,20 @@ impl RequestMetrics {
             },
             |histogram| histogram.record(took.as_secs_f64()),
         );
+    }
+}
+
+/// The `outcome` label of a failed call.
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        InvalidArgument => "invalid_argument",
+        Unauthenticated => "unauthenticated",
+        PermissionDenied => "permission_denied",
+        NotFound => "not_found",
+        DeadlineExceeded => "deadline_exceeded",
+        Unavailable => "unavailable",
+        _ => "error",
     }
 }
 

@@ -321,16 +321,3 @@ fn validate_suggest(req: &SuggestRequest) -> Result<(), Status> {
     }
     Ok(())
 }
-
-pub(crate) fn code_label(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        InvalidArgument => "invalid_argument",
-        Unauthenticated => "unauthenticated",
-        PermissionDenied => "permission_denied",
-        NotFound => "not_found",
-        DeadlineExceeded => "deadline_exceeded",
-        Unavailable => "unavailable",
-        _ => "error",
-    }
-}

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, Reload};
+use crate::catalog::Reload;
 use crate::config::ms;
 use crate::state::RouterState;
 
@@ -39,19 +39,16 @@ fn apply(
     bytes: Result<Vec<u8>, String>,
 ) -> Result<Reload, String> {
     let result = bytes.and_then(|bytes| {
-        if let Some(unchanged) = state.catalog.unchanged(&bytes) {
-            return Ok(unchanged);
-        }
-        let candidate =
-            Catalog::parse(&bytes).map_err(|e| format!("catalog {}: {e}", path.display()))?;
-        if candidate.region(&state.region).is_none() {
-            return Err(format!(
-                "catalog {} no longer names this router's region {:?}",
-                path.display(),
-                state.region
-            ));
-        }
-        Ok(state.catalog.install(candidate))
+        let region = &state.region;
+        state
+            .catalog
+            .reload_checked(&bytes, |candidate| match candidate.region(region) {
+                Some(_) => Ok(()),
+                None => Err(format!(
+                    "it no longer names this router's region {region:?}"
+                )),
+            })
+            .map_err(|e| format!("catalog {}: {e}", path.display()))
     });
     match &result {
         Ok(Reload::Replaced { previous, current }) => {
