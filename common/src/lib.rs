@@ -14,13 +14,15 @@
 //! - [`faults`]: fault injection for outage drills;
 //! - [`ids`]: validation of tenant ids that end up in paths and metrics;
 //! - [`unary`]: unary gRPC calls and answers at the message level, for the
-//!   router's hot path.
+//!   router's hot path, over [`h2_channel`]: one HTTP/2 connection per
+//!   server, on `h2` directly.
 
 pub mod auth;
 pub mod config;
 pub mod faults;
 pub mod grpc_deadline;
 pub mod grpc_metrics;
+pub mod h2_channel;
 pub mod ids;
 pub mod server;
 pub mod telemetry;

@@ -24,13 +24,13 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, CONTENT_TYPE, TE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use http_body_util::{BodyExt, Limited};
 use prost::Message;
 use tonic::{Code, Status};
+
+use crate::h2_channel::H2Channel;
 
 /// The largest message accepted either way (tonic's default limit).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -39,12 +39,6 @@ const PREFIX: usize = 5;
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 const APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
-
-/// The body of a call sent through a [`Transport`]: one frame.
-pub type CallBody = Full<Bytes>;
-
-/// The HTTP/2 client unary calls go through.
-pub type Transport = Client<HttpConnector, CallBody>;
 
 /// Encodes `message` as one gRPC frame (uncompressed).
 pub fn encode_frame(message: &impl Message) -> Bytes {
@@ -157,53 +151,111 @@ pub fn once_only(value: &mut HeaderValue) {
 }
 
 /// Sends one unary call: `frame` (from [`encode_frame`]) to `path` (like
-/// `/tandem.v1.IndexNode/SearchShard`) at `origin` (`http://host:port`),
-/// telling the server it has `timeout`, with `metadata` as extra headers.
+/// `/tandem.v1.IndexNode/SearchShard`) over `channel`, telling the server
+/// it has `timeout`, with `metadata` as extra headers.
 ///
 /// A failure to reach the server, or a broken answer stream, is
 /// UNAVAILABLE; the server's own status is returned as it sent it. The
-/// caller bounds the wait (the `grpc-timeout` only informs the server).
+/// caller bounds the wait (the `grpc-timeout` only informs the server);
+/// dropping the call resets its stream, which cancels it at the server.
 pub async fn call<Resp: Message + Default>(
-    transport: &Transport,
-    origin: &Uri,
+    channel: &H2Channel,
     path: &'static str,
     frame: Bytes,
     timeout: Duration,
     metadata: &[(&'static str, HeaderValue)],
 ) -> Result<Resp, Status> {
-    let mut parts = origin.clone().into_parts();
-    parts.path_and_query = Some(http::uri::PathAndQuery::from_static(path));
-    let uri = Uri::from_parts(parts).map_err(|e| Status::internal(format!("bad uri: {e}")))?;
-    let mut request = Request::new(Full::new(frame));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
-    headers.insert(CONTENT_TYPE, APPLICATION_GRPC);
-    headers.insert(TE, HeaderValue::from_static("trailers"));
-    headers.insert(GRPC_TIMEOUT, grpc_timeout(timeout));
-    for (name, value) in metadata {
-        headers.insert(*name, value.clone());
-    }
-
-    let response = transport
-        .request(request)
-        .await
-        .map_err(|e| Status::unavailable(format!("{origin}: {e}")))?;
-    let (head, body) = response.into_parts();
+    let origin = channel.origin();
+    let unavailable = |e: &dyn std::fmt::Display| Status::unavailable(format!("{origin}: {e}"));
+    let send = || async {
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = channel.uri(path);
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, APPLICATION_GRPC);
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(GRPC_TIMEOUT, grpc_timeout(timeout));
+        for (name, value) in metadata {
+            headers.insert(*name, value.clone());
+        }
+        let mut sender = channel.ready().await.map_err(Unsent::Failed)?;
+        let (response, mut request_body) = sender.send_request(request, false)?;
+        // Queued with the headers: the connection writes both at once.
+        request_body.send_data(frame.clone(), true)?;
+        Ok::<_, Unsent>(response.await?)
+    };
+    // A call the server never took up (it was going away, or refused the
+    // stream) is sent once more, over a fresh connection if need be: as
+    // gRPC's own clients do, so that a server's graceful restart fails
+    // no call.
+    let response = match send().await {
+        Err(Unsent::Refused(_)) => send().await,
+        other => other,
+    };
+    let (head, mut body) = match response {
+        Ok(response) => response.into_parts(),
+        Err(Unsent::Refused(e)) => return Err(unavailable(&e)),
+        Err(Unsent::Failed(e)) => return Err(unavailable(&e)),
+    };
     // An error in the headers is a trailers-only answer: nothing follows.
     let in_headers = match status_in(&head.headers) {
         Some(Err(status)) => return Err(status),
         other => other,
     };
-    let collected = Limited::new(body, MAX_MESSAGE_BYTES + PREFIX)
-        .collect()
+    let mut message = Bytes::new();
+    let mut pieces: Option<BytesMut> = None;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| unavailable(&format!("answer broken off: {e}")))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        let received = message.len() + pieces.as_ref().map_or(0, BytesMut::len) + chunk.len();
+        if received > MAX_MESSAGE_BYTES + PREFIX {
+            return Err(unavailable(&format!(
+                "answer over the limit of {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        // Nearly every answer is one DATA frame, kept without a copy.
+        match &mut pieces {
+            None if message.is_empty() => message = chunk,
+            None => {
+                let mut joined = BytesMut::from(std::mem::take(&mut message));
+                joined.extend_from_slice(&chunk);
+                pieces = Some(joined);
+            }
+            Some(joined) => joined.extend_from_slice(&chunk),
+        }
+    }
+    if let Some(joined) = pieces {
+        message = joined.freeze();
+    }
+    let trailers = body
+        .trailers()
         .await
-        .map_err(|e| Status::unavailable(format!("{origin}: answer broken off: {e}")))?;
-    match collected.trailers().and_then(status_in).or(in_headers) {
-        Some(Ok(())) => decode_frame(collected.to_bytes())
+        .map_err(|e| unavailable(&format!("answer broken off: {e}")))?;
+    match trailers.as_ref().and_then(status_in).or(in_headers) {
+        Some(Ok(())) => decode_frame(message)
             .map_err(|e| Status::internal(format!("{origin}: bad answer: {e}"))),
         Some(Err(status)) => Err(status),
         None => Err(status_without_trailers(head.status)),
+    }
+}
+
+/// Why a call got no answer headers.
+enum Unsent {
+    /// The server did not take the call up: safe to send again.
+    Refused(h2::Error),
+    /// Anything else: the server may have seen the call.
+    Failed(crate::h2_channel::ChannelError),
+}
+
+impl From<h2::Error> for Unsent {
+    fn from(e: h2::Error) -> Self {
+        let refused =
+            e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote());
+        if refused {
+            Unsent::Refused(e)
+        } else {
+            Unsent::Failed(e.into())
+        }
     }
 }
 

@@ -1,21 +1,19 @@
 //! Connections to the nodes of the catalog.
 //!
-//! Every downstream call goes through one shared HTTP/2 client (hyper's
-//! pooled client: one multiplexed connection per node, reconnecting by
-//! itself), addressed by the node's origin. We use it directly rather than
-//! tonic's `Channel`, whose request buffer adds a task hand-off to every
-//! call: measurable on a hop that should cost almost nothing (see the router
-//! benchmark). Connecting is bounded by a short timeout so that a dead node
-//! fails fast and the next replica is tried within the caller's deadline.
+//! Every downstream call goes over one HTTP/2 connection per node
+//! ([`tandem_common::h2_channel`]: on `h2` directly, multiplexed,
+//! reconnecting by itself), looked up here by node id. Not tonic's
+//! `Channel`, whose request buffer adds a task hand-off to every call, nor
+//! hyper's pooled client, which adds two: measurable on a hop that should
+//! cost almost nothing (see the router benchmark). Connecting is bounded by
+//! a short timeout so that a dead node fails fast and the next replica is
+//! tried within the caller's deadline.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use http::Uri;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tandem_common::h2_channel::{ChannelError, ChannelSettings, H2Channel};
 
 use crate::catalog::Node;
 
@@ -24,73 +22,49 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// HTTP/2 keepalive pings detect a silently dead peer on idle connections.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-pub use tandem_common::unary::Transport;
-
-/// What a call needs to reach one node: the shared transport and the
-/// node's origin (`http://host:port`), as `tandem_common::unary::call`
-/// takes them.
-#[derive(Clone, Debug)]
-pub struct NodeChannel {
-    /// The shared HTTP/2 client.
-    pub transport: Transport,
-    /// The node's origin.
-    pub origin: Uri,
-}
+/// What a call needs to reach one node, as `tandem_common::unary::call`
+/// takes it. Cheap to clone.
+pub type NodeChannel = H2Channel;
 
 /// See the module documentation.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Channels {
-    transport: Transport,
-    origins: DashMap<Arc<str>, (Arc<str>, Uri)>,
-}
-
-impl Default for Channels {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Node id -> (the address the channel was made for, the channel).
+    by_node: DashMap<Arc<str>, (Arc<str>, H2Channel)>,
 }
 
 impl Channels {
-    /// A transport with no connections yet.
+    /// No connections yet.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let transport = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .timer(TokioTimer::new())
-            .http2_keep_alive_interval(KEEPALIVE)
-            .http2_keep_alive_while_idle(true)
-            .build(connector);
-        Self {
-            transport,
-            origins: DashMap::new(),
-        }
+        Self::default()
     }
 
-    /// The channel to `node`. Fails only for an address that is not a URI
-    /// (the catalog validates addresses, so this is a configuration bug
-    /// surfaced as a transport failure).
-    pub fn get(&self, node: &Node) -> Result<NodeChannel, http::uri::InvalidUri> {
-        if let Some(entry) = self.origins.get(&node.id) {
+    /// The channel to `node`, made on first use (and again if the node's
+    /// address changed). Fails only for an address that is not an
+    /// `http://` URI (the catalog validates addresses, so this is a
+    /// configuration bug surfaced as a transport failure).
+    pub fn get(&self, node: &Node) -> Result<NodeChannel, ChannelError> {
+        if let Some(entry) = self.by_node.get(&node.id) {
             if entry.0 == node.addr {
-                return Ok(NodeChannel {
-                    transport: self.transport.clone(),
-                    origin: entry.1.clone(),
-                });
+                return Ok(entry.1.clone());
             }
         }
-        let origin: Uri = node.addr.parse()?;
-        self.origins
-            .insert(node.id.clone(), (node.addr.clone(), origin.clone()));
-        Ok(NodeChannel {
-            transport: self.transport.clone(),
-            origin,
-        })
+        let origin = node
+            .addr
+            .parse()
+            .map_err(|_| ChannelError::InvalidOrigin(node.addr.to_string()))?;
+        let settings = ChannelSettings {
+            connect_timeout: CONNECT_TIMEOUT,
+            keepalive: KEEPALIVE,
+        };
+        let channel = H2Channel::new(origin, settings)?;
+        self.by_node
+            .insert(node.id.clone(), (node.addr.clone(), channel.clone()));
+        Ok(channel)
     }
 
     /// Forgets nodes for which `keep` is false (after a reload).
     pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
-        self.origins.retain(|id, _| keep(id));
+        self.by_node.retain(|id, _| keep(id));
     }
 }

@@ -568,7 +568,7 @@ mod tests {
             deadline,
             Duration::from_millis(500),
             |channel, _| async move {
-                if channel.origin.host() == Some("local.invalid") {
+                if channel.origin().host() == Some("local.invalid") {
                     std::future::pending::<()>().await;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -628,7 +628,7 @@ mod tests {
                     deadline,
                     Duration::from_millis(500),
                     |channel, _| async move {
-                        let local = channel.origin.host() == Some("slowish.invalid");
+                        let local = channel.origin().host() == Some("slowish.invalid");
                         let delay = if local { 12 } else { 5 };
                         tokio::time::sleep(Duration::from_millis(delay)).await;
                         Ok(())

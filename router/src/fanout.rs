@@ -77,15 +77,7 @@ async fn attempt<Resp: Message + Default>(
     timeout: Duration,
     ctx: &CallContext,
 ) -> Result<Resp, Status> {
-    unary::call(
-        &channel.transport,
-        &channel.origin,
-        path,
-        frame,
-        timeout,
-        &ctx.metadata,
-    )
-    .await
+    unary::call(&channel, path, frame, timeout, &ctx.metadata).await
 }
 
 /// A search answer whose hits stay as the index-nodes encoded them (see

@@ -76,8 +76,7 @@ pub async fn forward<Req: Message, Resp: Message + Default>(
     };
     let metadata = metadata(state, incoming, ctx);
     let result = unary::call(
-        &channel.transport,
-        &channel.origin,
+        &channel,
         path,
         encode_frame(message),
         remaining(ctx.deadline),

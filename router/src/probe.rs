@@ -148,14 +148,8 @@ async fn check(
     let frame = encode_frame(&HealthCheckRequest {
         service: service.to_string(),
     });
-    let check = unary::call::<HealthCheckResponse>(
-        &channel.transport,
-        &channel.origin,
-        paths::HEALTH_CHECK,
-        frame,
-        timeout,
-        &[],
-    );
+    let check =
+        unary::call::<HealthCheckResponse>(&channel, paths::HEALTH_CHECK, frame, timeout, &[]);
     match tokio::time::timeout(timeout, check).await {
         Ok(Ok(resp)) if resp.status == ServingStatus::Serving as i32 => ProbeResult::Serving,
         Ok(Ok(_)) => ProbeResult::NotServing,

@@ -274,24 +274,19 @@ async fn a_single_region_tenant_is_served_from_its_home() {
 #[tokio::test]
 async fn malformed_messages_get_clear_statuses() {
     use bytes::Bytes;
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    use tandem_common::unary::{self, Transport};
+    use tandem_common::h2_channel::{ChannelSettings, H2Channel};
+    use tandem_common::unary;
     use tandem_proto::paths;
     use tandem_proto::v1::SearchResponse;
 
     let c = cluster().await;
-    let transport: Transport = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(HttpConnector::new());
     let origin: http::Uri = c.routers[0].url().parse().unwrap();
+    let channel = H2Channel::new(origin, ChannelSettings::default()).unwrap();
     let key: http::HeaderValue = format!("Bearer {}", c.tenant("aa").key()).parse().unwrap();
     let metadata = [("authorization", key)];
     let send = |path: &'static str, frame: &'static [u8]| {
         unary::call::<SearchResponse>(
-            &transport,
-            &origin,
+            &channel,
             path,
             Bytes::from_static(frame),
             Duration::from_secs(2),

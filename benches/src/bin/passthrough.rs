@@ -16,7 +16,8 @@
 //! it too, to split the router's overhead into "a gRPC stack that reads the
 //! messages" and "the router's own work".
 //!
-//! With `--lean` it is the same message-level hop on bare hyper, reading and
+//! With `--lean` it is the same message-level hop on bare hyper and the
+//! router's own HTTP/2 client (`tandem_common::h2_channel`), reading and
 //! writing messages with the router's own wire code
 //! (`tandem_common::unary`): the floor of a router that reads messages the
 //! way tandem's does.
@@ -195,7 +196,8 @@ mod decode {
     }
 }
 
-/// The lean message-level hop (`--lean`): bare hyper server and client,
+/// The lean message-level hop (`--lean`): bare hyper server, the router's
+/// HTTP/2 client (`tandem_common::h2_channel`),
 /// messages read and written with the router's own wire code
 /// (`tandem_common::unary`).
 mod lean {
@@ -204,22 +206,21 @@ mod lean {
     use http::HeaderValue;
     use hyper::body::Incoming;
     use hyper::service::service_fn;
-    use tandem_common::unary::{self, Transport};
+    use tandem_common::h2_channel::{ChannelSettings, H2Channel};
+    use tandem_common::unary;
     use tandem_proto::paths;
     use tandem_proto::v1::{ShardSearchRequest, ShardSearchResponse};
     use tokio::net::TcpListener;
     use tonic::Status;
 
     async fn relay(
-        client: &Transport,
-        origin: &http::Uri,
+        channel: &H2Channel,
         request: http::Request<Incoming>,
     ) -> Result<ShardSearchResponse, Status> {
         let (_, message) = unary::read_request::<ShardSearchRequest, _>(request).await?;
         let no_metadata: &[(&'static str, HeaderValue)] = &[];
         unary::call(
-            client,
-            origin,
+            channel,
             paths::SEARCH_SHARD,
             unary::encode_frame(&message),
             std::time::Duration::from_secs(2),
@@ -230,12 +231,14 @@ mod lean {
 
     /// Serves the lean hop on `listener` until the process is killed.
     pub async fn serve(listener: TcpListener, upstream: &str) -> anyhow::Result<()> {
-        let client: Transport = super::http2_client();
-        let origin: &'static http::Uri = Box::leak(Box::new(format!("http://{upstream}").parse()?));
+        let channel = H2Channel::new(
+            format!("http://{upstream}").parse()?,
+            ChannelSettings::default(),
+        )?;
         let service = service_fn(move |request: http::Request<Incoming>| {
-            let client = client.clone();
+            let channel = channel.clone();
             async move {
-                let answer = relay(&client, origin, request).await;
+                let answer = relay(&channel, request).await;
                 Ok::<_, Infallible>(unary::answer(answer))
             }
         });

@@ -1,0 +1,263 @@
+//! `H2Channel` and `unary::call` against real HTTP/2 servers on loopback:
+//! one connection reused, large answers, a dead server, a server going
+//! away, a silent server caught by keepalive, cancellation.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tandem_common::h2_channel::{ChannelSettings, H2Channel};
+use tandem_common::unary;
+use tandem_proto::v1::{ShardSearchRequest, ShardSearchResponse};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tonic::Code;
+
+const PATH: &str = "/tandem.v1.IndexNode/SearchShard";
+
+/// What happened to the test server's calls.
+#[derive(Default)]
+struct Events {
+    /// A "hang" call arrived.
+    hanging: Notify,
+    /// A call was dropped (its stream reset) before it was answered.
+    dropped: Notify,
+}
+
+/// What the test server does with a call's query.
+async fn answer(query: String, events: Arc<Events>) -> ShardSearchResponse {
+    struct OnDrop(Arc<Events>, bool);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.dropped.notify_one();
+            }
+        }
+    }
+    let mut guard = OnDrop(events.clone(), false);
+    let node = match query.as_str() {
+        "hang" => {
+            events.hanging.notify_one();
+            std::future::pending().await
+        }
+        "large" => "x".repeat(3 * 1024 * 1024),
+        _ => format!("echo {query}"),
+    };
+    guard.1 = true;
+    ShardSearchResponse {
+        node,
+        ..Default::default()
+    }
+}
+
+/// A test server: answers every connection over HTTP/2 until `stop`;
+/// counts connections; `go_away` makes every open connection send GOAWAY.
+struct TestServer {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    events: Arc<Events>,
+    go_away: Arc<Notify>,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        Self::start_refusing(0).await
+    }
+
+    /// A server whose first `refused` connections say GOAWAY before
+    /// taking up any stream, as a server shutting down abruptly does.
+    async fn start_refusing(refused: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let events = Arc::new(Events::default());
+        let go_away = Arc::new(Notify::new());
+        let (count, on_drop, goaway) = (connections.clone(), events.clone(), go_away.clone());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                if count.fetch_add(1, Ordering::SeqCst) < refused {
+                    tokio::spawn(async move {
+                        let mut connection = h2::server::handshake(tcp).await.unwrap();
+                        connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+                        while connection.accept().await.is_some() {}
+                    });
+                    continue;
+                }
+                let on_drop = on_drop.clone();
+                let goaway = goaway.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: http::Request<Incoming>| {
+                        let on_drop = on_drop.clone();
+                        async move {
+                            let result =
+                                match unary::read_request::<ShardSearchRequest, _>(request).await {
+                                    Ok((_, req)) => Ok(answer(req.query, on_drop).await),
+                                    Err(status) => Err(status),
+                                };
+                            Ok::<_, Infallible>(unary::answer(result))
+                        }
+                    });
+                    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => return,
+                        _ = goaway.notified() => connection.as_mut().graceful_shutdown(),
+                    }
+                    let _ = connection.await;
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            events,
+            go_away,
+        }
+    }
+
+    fn channel(&self, settings: ChannelSettings) -> H2Channel {
+        H2Channel::new(format!("http://{}", self.addr).parse().unwrap(), settings).unwrap()
+    }
+}
+
+async fn search(channel: &H2Channel, query: &str) -> Result<ShardSearchResponse, tonic::Status> {
+    let frame = unary::encode_frame(&ShardSearchRequest {
+        query: query.to_string(),
+        ..Default::default()
+    });
+    unary::call(channel, PATH, frame, Duration::from_secs(5), &[]).await
+}
+
+#[tokio::test]
+async fn calls_share_one_connection() {
+    let server = TestServer::start().await;
+    let channel = server.channel(ChannelSettings::default());
+    assert_eq!(search(&channel, "tar").await.unwrap().node, "echo tar");
+    let calls = (0..20).map(|i| {
+        let channel = channel.clone();
+        async move { search(&channel, &format!("q{i}")).await }
+    });
+    for (i, answer) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(answer.unwrap().node, format!("echo q{i}"));
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn answers_larger_than_the_windows_arrive_whole() {
+    let server = TestServer::start().await;
+    let channel = server.channel(ChannelSettings::default());
+    // 3 MiB: over the 2 MiB stream window, so window updates must flow;
+    // twice, so that the connection window is replenished too.
+    for _ in 0..2 {
+        assert_eq!(
+            search(&channel, "large").await.unwrap().node.len(),
+            3 * 1024 * 1024
+        );
+    }
+}
+
+#[tokio::test]
+async fn server_errors_come_back_as_sent() {
+    let server = TestServer::start().await;
+    let channel = server.channel(ChannelSettings::default());
+    let garbage = bytes::Bytes::from_static(&[0, 0, 0, 0, 2, 0xff, 0xff]);
+    let status =
+        unary::call::<ShardSearchResponse>(&channel, PATH, garbage, Duration::from_secs(5), &[])
+            .await
+            .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // The connection is still good.
+    assert_eq!(search(&channel, "tar").await.unwrap().node, "echo tar");
+}
+
+#[tokio::test]
+async fn a_dead_server_is_unavailable_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let channel = H2Channel::new(
+        format!("http://{addr}").parse().unwrap(),
+        ChannelSettings::default(),
+    )
+    .unwrap();
+    let status = search(&channel, "tar").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_server_going_away_fails_no_call() {
+    let server = TestServer::start().await;
+    let channel = server.channel(ChannelSettings::default());
+    assert!(search(&channel, "before").await.is_ok());
+    for round in 0..3 {
+        server.go_away.notify_waiters();
+        for i in 0..5 {
+            let answer = search(&channel, "after").await;
+            assert!(answer.is_ok(), "round {round}, call {i}: {answer:?}");
+        }
+    }
+    assert!(server.connections.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn a_call_the_server_never_took_up_is_sent_again() {
+    let server = TestServer::start_refusing(1).await;
+    let channel = server.channel(ChannelSettings::default());
+    assert_eq!(search(&channel, "tar").await.unwrap().node, "echo tar");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_dropped_call_is_cancelled_at_the_server() {
+    let server = TestServer::start().await;
+    let channel = server.channel(ChannelSettings::default());
+    let call = tokio::spawn({
+        let channel = channel.clone();
+        async move { search(&channel, "hang").await }
+    });
+    server.events.hanging.notified().await;
+    call.abort();
+    server.events.dropped.notified().await;
+    assert_eq!(search(&channel, "tar").await.unwrap().node, "echo tar");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_closes_a_silent_connection() {
+    // Accepts and then says nothing, not even its HTTP/2 settings.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            held.push(tcp);
+        }
+    });
+    let settings = ChannelSettings {
+        connect_timeout: Duration::from_secs(1),
+        keepalive: Duration::from_secs(2),
+    };
+    let channel = H2Channel::new(format!("http://{addr}").parse().unwrap(), settings).unwrap();
+    let started = tokio::time::Instant::now();
+    let status = search(&channel, "tar").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // One interval to the ping, one more waiting for its answer.
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    silent.abort();
+}
