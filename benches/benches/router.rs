@@ -3,7 +3,9 @@
 //!
 //! (a) straight to the index-node (`IndexNode/SearchShard`);
 //! (b) through `tandem-passthrough`, a bare gRPC hop that forwards bytes and
-//!     decides nothing: the physical floor of any router;
+//!     decides nothing: the physical floor of any router; on hyper's pooled
+//!     client, and (b2) with `--h2`, on the `h2` crate's client as the
+//!     router is (the stricter floor);
 //! (b') through `tandem-passthrough --decode`, a tonic server that decodes
 //!     each call and re-sends it through a tonic client over hyper,
 //!     deciding nothing: what reading the messages costs with tonic's codec;
@@ -22,7 +24,7 @@
 //! `cargo build --release --bins && cargo bench -p tandem-benches --bench router`
 //! (`BENCH_SECONDS=N` per path and concurrency, run as 10 interleaved
 //! slices; default 5; `BENCH_CONCURRENCY=1` for one concurrency,
-//! `BENCH_ONLY=router` (or `direct`, `hop`, `decode`, `lean`) to load one path alone, e.g. under a profiler).
+//! `BENCH_ONLY=router` (or `direct`, `hop`, `hop-h2`, `decode`, `lean`) to load one path alone, e.g. under a profiler).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -77,8 +79,8 @@ impl Path<'_> {
     }
 }
 
-/// Whether to measure `path` (`direct`, `hop`, `decode`, `lean` or
-/// `router`): all of them
+/// Whether to measure `path` (`direct`, `hop`, `hop-h2`, `decode`, `lean`
+/// or `router`): all of them
 /// unless `BENCH_ONLY` names one (to profile one path alone).
 fn runs(path: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only == path)
@@ -137,6 +139,7 @@ fn main() -> anyhow::Result<()> {
         let node = Server::start("tandem-index-node", &["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", &index_dir])?;
         let upstream = node.grpc.to_string();
         let hop = Server::start("tandem-passthrough", &["--upstream", &upstream])?;
+        let h2_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--h2"])?;
         let decode_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--decode"])?;
         let lean_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--lean"])?;
         let catalog = format!(
@@ -183,6 +186,7 @@ fn main() -> anyhow::Result<()> {
         let paths = [
             Path { key: "direct", name: "direct index-node", server: None, call: shard_call(connect(node.grpc).await?) },
             Path { key: "hop", name: "bare pass-through hop", server: Some(&hop), call: shard_call(connect(hop.grpc).await?) },
+            Path { key: "hop-h2", name: "bare hop, h2 client", server: Some(&h2_hop), call: shard_call(connect(h2_hop.grpc).await?) },
             Path { key: "decode", name: "decoding hop", server: Some(&decode_hop), call: shard_call(connect(decode_hop.grpc).await?) },
             Path { key: "lean", name: "lean hop", server: Some(&lean_hop), call: shard_call(connect(lean_hop.grpc).await?) },
             Path { key: "router", name: "tandem-router", server: Some(&router), call: router_call(connect(router.grpc).await?) },
@@ -220,15 +224,18 @@ fn main() -> anyhow::Result<()> {
         }
         println!();
         for (c, stats) in &rows {
-            let [direct, bare, decoding, lean, routed] = [&stats[0].0, &stats[1].0, &stats[2].0, &stats[3].0, &stats[4].0];
+            let [direct, bare, bare_h2, decoding, lean, routed] =
+                [&stats[0].0, &stats[1].0, &stats[2].0, &stats[3].0, &stats[4].0, &stats[5].0];
             let added = |s: &RunStats| s.p50_us as f64 - direct.p50_us as f64;
             println!(
-                "concurrency {c}: added p50 latency: bare hop {:.0} us, decoding hop {:.0} us, lean hop {:.0} us, router {:.0} us; router / bare hop {:.2}, router / lean hop {:.2}; QPS / direct: router {:.2}, bare hop {:.2}",
+                "concurrency {c}: added p50 latency: bare hop {:.0} us, bare hop on h2 {:.0} us, decoding hop {:.0} us, lean hop {:.0} us, router {:.0} us; router / bare hop {:.2}, router / bare hop on h2 {:.2}, router / lean hop {:.2}; QPS / direct: router {:.2}, bare hop {:.2}",
                 added(bare),
+                added(bare_h2),
                 added(decoding),
                 added(lean),
                 added(routed),
                 added(routed) / added(bare).max(1.0),
+                added(routed) / added(bare_h2).max(1.0),
                 added(routed) / added(lean).max(1.0),
                 routed.qps / direct.qps,
                 bare.qps / direct.qps
@@ -269,15 +276,17 @@ fn main() -> anyhow::Result<()> {
                     r.iter().map(|s| s.failed).sum::<u64>()
                 );
             }
-            if [0, 1, 4].iter().all(|&i| p50[i] > 0) {
-                added.push((rate, p50[1] as f64 - p50[0] as f64, p50[4] as f64 - p50[0] as f64));
+            if [0, 1, 2, 5].iter().all(|&i| p50[i] > 0) {
+                let add = |i: usize| p50[i] as f64 - p50[0] as f64;
+                added.push((rate, add(1), add(2), add(5)));
             }
         }
         println!();
-        for (rate, hop_added, router_added) in added {
+        for (rate, hop_added, h2_hop_added, router_added) in added {
             println!(
-                "{rate:.0} QPS: added p50 latency: bare hop {hop_added:.0} us, router {router_added:.0} us, ratio {:.2}",
-                router_added / hop_added.max(1.0)
+                "{rate:.0} QPS: added p50 latency: bare hop {hop_added:.0} us, bare hop on h2 {h2_hop_added:.0} us, router {router_added:.0} us; router / bare hop {:.2}, router / bare hop on h2 {:.2}",
+                router_added / hop_added.max(1.0),
+                router_added / h2_hop_added.max(1.0)
             );
         }
         Ok(())

@@ -9,6 +9,10 @@
 //! Usage: `tandem-passthrough --listen 127.0.0.1:0 --upstream 127.0.0.1:7101`
 //! (prints a readiness line like the tandem processes).
 //!
+//! With `--h2` it forwards the same way but sends each call on upstream
+//! with the `h2` crate directly (the router's HTTP/2 client library)
+//! instead of hyper's pooled client: the floor for a router on that client.
+//!
 //! With `--decode` it is instead the floor of any *message-level* router: a
 //! tonic server for `IndexNode/SearchShard` that decodes each request,
 //! re-sends it through a hyper HTTP/2 client (as the router does) and
@@ -53,6 +57,10 @@ struct Cli {
     /// Like `--decode`, but on bare hyper (no tonic server or codec).
     #[arg(long)]
     lean: bool,
+    /// Forward bytes, but send upstream with `h2` directly instead of
+    /// hyper's pooled client.
+    #[arg(long)]
+    h2: bool,
 }
 
 #[tokio::main]
@@ -66,6 +74,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if cli.decode {
         return decode::serve(listener, &cli.upstream).await;
+    }
+    if cli.h2 {
+        return bare_h2::serve(listener, &cli.upstream).await;
     }
     let client: Client<HttpConnector, Incoming> = http2_client();
     let upstream: &'static str = Box::leak(cli.upstream.into_boxed_str());
@@ -117,6 +128,110 @@ where
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// The bare hop on `h2`'s client (`--h2`): frames forwarded as they
+/// arrive, both ways, without reading them.
+mod bare_h2 {
+    use std::pin::Pin;
+    use std::task::{ready, Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame};
+    use http_body_util::BodyExt;
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use tandem_common::h2_channel::{ChannelSettings, H2Channel};
+    use tokio::net::TcpListener;
+
+    /// Serves the hop on `listener` until the process is killed.
+    pub async fn serve(listener: TcpListener, upstream: &str) -> anyhow::Result<()> {
+        let channel = H2Channel::new(
+            format!("http://{upstream}").parse()?,
+            ChannelSettings::default(),
+        )?;
+        let upstream: &'static str = Box::leak(upstream.to_string().into_boxed_str());
+        let service = service_fn(move |request: http::Request<Incoming>| {
+            let channel = channel.clone();
+            async move { forward(&channel, upstream, request).await }
+        });
+        super::serve_http2(listener, service).await
+    }
+
+    async fn forward(
+        channel: &H2Channel,
+        upstream: &str,
+        request: http::Request<Incoming>,
+    ) -> anyhow::Result<http::Response<Relayed>> {
+        let (mut head, mut body) = request.into_parts();
+        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        head.uri = format!("http://{upstream}{path}").parse()?;
+        let mut sender = channel.ready().await?;
+        let (answer, mut send) =
+            sender.send_request(http::Request::from_parts(head, ()), body.is_end_stream())?;
+        let mut ended = body.is_end_stream();
+        while let Some(frame) = body.frame().await {
+            match frame?.into_data() {
+                Ok(data) => {
+                    ended = body.is_end_stream();
+                    send.send_data(data, ended)?;
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        send.send_trailers(trailers)?;
+                        ended = true;
+                    }
+                }
+            }
+        }
+        if !ended {
+            send.send_data(Bytes::new(), true)?;
+        }
+        let (head, recv) = answer.await?.into_parts();
+        Ok(http::Response::from_parts(
+            head,
+            Relayed {
+                recv,
+                data_done: false,
+            },
+        ))
+    }
+
+    /// An upstream answer's body, frame by frame.
+    struct Relayed {
+        recv: h2::RecvStream,
+        data_done: bool,
+    }
+
+    impl Body for Relayed {
+        type Data = Bytes;
+        type Error = h2::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+            if !self.data_done {
+                match ready!(self.recv.poll_data(cx)) {
+                    Some(Ok(data)) => {
+                        let _ = self.recv.flow_control().release_capacity(data.len());
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    None => self.data_done = true,
+                }
+            }
+            Poll::Ready(
+                ready!(self.recv.poll_trailers(cx))
+                    .transpose()
+                    .map(|t| t.map(Frame::trailers)),
+            )
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.recv.is_end_stream()
+        }
     }
 }
 
