@@ -187,7 +187,9 @@ pub async fn call<Resp: Message + Default>(
     // A call the server never took up (it was going away, or refused the
     // stream) is sent once more, over a fresh connection if need be: as
     // gRPC's own clients do, so that a server's graceful restart fails
-    // no call.
+    // no call. (h2 reports a GOAWAY that ends a connection the same way
+    // whether or not the stream was started; every call tandem sends this
+    // way is a read, so a second copy is harmless.)
     let response = match send().await {
         Err(Unsent::Refused(_)) => send().await,
         other => other,
