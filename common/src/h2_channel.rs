@@ -13,8 +13,8 @@
 //! and a fresh connection after a failure.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -65,6 +65,10 @@ pub enum ChannelError {
     /// HTTP/2 failed: the handshake, or the connection under a call.
     #[error("{0}")]
     Http2(#[from] h2::Error),
+    /// The connection attempt this call waited for failed (with this
+    /// error); the call does not queue another one behind it.
+    #[error("{0}")]
+    AttemptFailed(Arc<str>),
 }
 
 /// See the module documentation. Cheap to clone: clones share the
@@ -84,6 +88,10 @@ struct Inner {
     /// Held while connecting, so that callers arriving meanwhile wait for
     /// that one attempt instead of each making their own.
     connecting: tokio::sync::Mutex<()>,
+    /// Connection attempts made so far.
+    attempts: AtomicU64,
+    /// Why the last attempt failed, for the callers that waited on it.
+    last_failure: Mutex<Option<Arc<str>>>,
 }
 
 struct Connection {
@@ -120,6 +128,8 @@ impl H2Channel {
                 settings,
                 current: ArcSwapOption::empty(),
                 connecting: tokio::sync::Mutex::new(()),
+                attempts: AtomicU64::new(0),
+                last_failure: Mutex::new(None),
             }),
         })
     }
@@ -157,19 +167,50 @@ impl H2Channel {
             .filter(|c| !c.closed.load(Ordering::Acquire))
     }
 
+    /// Connection attempts made so far (successful or not).
+    pub fn connect_attempts(&self) -> u64 {
+        self.inner.attempts.load(Ordering::Acquire)
+    }
+
     async fn reconnect(&self) -> Result<SendRequest<Bytes>, ChannelError> {
+        let seen = self.inner.attempts.load(Ordering::Acquire);
         let _gate = self.inner.connecting.lock().await;
         // Made by another caller while this one waited?
         if let Some(connection) = self.live() {
             return Ok(connection.sender.clone());
         }
+        // Or tried and failed: callers queued behind an attempt share its
+        // outcome. Each making its own would keep the last of them waiting
+        // one connect timeout per caller ahead of it when a node is dark.
+        if self.inner.attempts.load(Ordering::Acquire) != seen {
+            let failure = self
+                .last_failure()
+                .unwrap_or_else(|| "connect failed".into());
+            return Err(ChannelError::AttemptFailed(failure));
+        }
         let timeout = self.inner.settings.connect_timeout;
-        let connection = tokio::time::timeout(timeout, self.connect())
+        let result = tokio::time::timeout(timeout, self.connect())
             .await
-            .map_err(|_| ChannelError::ConnectTimeout(timeout))??;
+            .unwrap_or(Err(ChannelError::ConnectTimeout(timeout)));
+        let failure = result.as_ref().err().map(|e| Arc::from(e.to_string()));
+        *self
+            .inner
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = failure;
+        self.inner.attempts.fetch_add(1, Ordering::AcqRel);
+        let connection = result?;
         let sender = connection.sender.clone();
         self.inner.current.store(Some(Arc::new(connection)));
         Ok(sender)
+    }
+
+    fn last_failure(&self) -> Option<Arc<str>> {
+        self.inner
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn connect(&self) -> Result<Connection, ChannelError> {

@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Limited};
 use prost::Message;
 use tonic::{Code, Status};
 
-use crate::h2_channel::H2Channel;
+use crate::h2_channel::{ChannelError, H2Channel};
 
 /// The largest message accepted either way (tonic's default limit).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -155,9 +155,12 @@ pub fn once_only(value: &mut HeaderValue) {
 /// it has `timeout`, with `metadata` as extra headers.
 ///
 /// A failure to reach the server, or a broken answer stream, is
-/// UNAVAILABLE; the server's own status is returned as it sent it. The
-/// caller bounds the wait (the `grpc-timeout` only informs the server);
-/// dropping the call resets its stream, which cancels it at the server.
+/// UNAVAILABLE (a stream the server reset gets the code its reason maps to,
+/// as in tonic), with the underlying error as the status's `source`, which
+/// is how callers tell such statuses from the server's own; the server's
+/// own status is returned as it sent it. The caller bounds the wait (the
+/// `grpc-timeout` only informs the server); dropping the call resets its
+/// stream, which cancels it at the server.
 pub async fn call<Resp: Message + Default>(
     channel: &H2Channel,
     path: &'static str,
@@ -166,7 +169,6 @@ pub async fn call<Resp: Message + Default>(
     metadata: &[(&'static str, HeaderValue)],
 ) -> Result<Resp, Status> {
     let origin = channel.origin();
-    let unavailable = |e: &dyn std::fmt::Display| Status::unavailable(format!("{origin}: {e}"));
     let send = || async {
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
@@ -179,40 +181,44 @@ pub async fn call<Resp: Message + Default>(
             headers.insert(*name, value.clone());
         }
         let mut sender = channel.ready().await.map_err(Unsent::Failed)?;
-        let (response, mut request_body) = sender.send_request(request, false)?;
-        // Queued with the headers: the connection writes both at once.
-        request_body.send_data(frame.clone(), true)?;
-        Ok::<_, Unsent>(response.await?)
+        // Nothing is on the wire if this fails.
+        let (response, mut request_body) = sender
+            .send_request(request, false)
+            .map_err(Unsent::Refused)?;
+        // Queued with the headers: the connection writes both at once. If
+        // the stream is already gone, the answer says why.
+        let _ = request_body.send_data(frame.clone(), true);
+        response.await.map_err(Unsent::from)
     };
     // A call the server never took up (it was going away, or refused the
     // stream) is sent once more, over a fresh connection if need be: as
     // gRPC's own clients do, so that a server's graceful restart fails
-    // no call. (h2 reports a GOAWAY that ends a connection the same way
-    // whether or not the stream was started; every call tandem sends this
-    // way is a read, so a second copy is harmless.)
+    // no call.
     let response = match send().await {
         Err(Unsent::Refused(_)) => send().await,
         other => other,
     };
     let (head, mut body) = match response {
         Ok(response) => response.into_parts(),
-        Err(Unsent::Refused(e)) => return Err(unavailable(&e)),
-        Err(Unsent::Failed(e)) => return Err(unavailable(&e)),
+        Err(Unsent::Refused(e)) => return Err(client_status(origin, "", e.into())),
+        Err(Unsent::Failed(e)) => return Err(client_status(origin, "", e)),
     };
     // An error in the headers is a trailers-only answer: nothing follows.
     let in_headers = match status_in(&head.headers) {
         Some(Err(status)) => return Err(status),
         other => other,
     };
+    let broken = |e: h2::Error| client_status(origin, "answer broken off: ", e.into());
     let mut message = Bytes::new();
     let mut pieces: Option<BytesMut> = None;
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(|e| unavailable(&format!("answer broken off: {e}")))?;
+        let chunk = chunk.map_err(broken)?;
         let _ = body.flow_control().release_capacity(chunk.len());
         let received = message.len() + pieces.as_ref().map_or(0, BytesMut::len) + chunk.len();
         if received > MAX_MESSAGE_BYTES + PREFIX {
-            return Err(unavailable(&format!(
-                "answer over the limit of {MAX_MESSAGE_BYTES} bytes"
+            // Dropping the stream resets it and gives its window back.
+            return Err(Status::resource_exhausted(format!(
+                "{origin}: answer over the limit of {MAX_MESSAGE_BYTES} bytes"
             )));
         }
         // Nearly every answer is one DATA frame, kept without a copy.
@@ -229,10 +235,7 @@ pub async fn call<Resp: Message + Default>(
     if let Some(joined) = pieces {
         message = joined.freeze();
     }
-    let trailers = body
-        .trailers()
-        .await
-        .map_err(|e| unavailable(&format!("answer broken off: {e}")))?;
+    let trailers = body.trailers().await.map_err(broken)?;
     match trailers.as_ref().and_then(status_in).or(in_headers) {
         Some(Ok(())) => decode_frame(message)
             .map_err(|e| Status::internal(format!("{origin}: bad answer: {e}"))),
@@ -246,11 +249,13 @@ enum Unsent {
     /// The server did not take the call up: safe to send again.
     Refused(h2::Error),
     /// Anything else: the server may have seen the call.
-    Failed(crate::h2_channel::ChannelError),
+    Failed(ChannelError),
 }
 
 impl From<h2::Error> for Unsent {
     fn from(e: h2::Error) -> Self {
+        // A remote GOAWAY fails only the streams past its last stream id,
+        // which the server never saw (those it took get other errors).
         let refused =
             e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote());
         if refused {
@@ -259,6 +264,25 @@ impl From<h2::Error> for Unsent {
             Unsent::Failed(e.into())
         }
     }
+}
+
+/// The status of a call that failed below gRPC: UNAVAILABLE, or for a
+/// stream the server reset, the code its reason maps to (tonic's table),
+/// with `error` as its source.
+fn client_status(origin: &http::Uri, context: &str, error: ChannelError) -> Status {
+    let code = match &error {
+        ChannelError::Http2(e) if e.is_reset() && e.is_remote() => match e.reason() {
+            Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
+            Some(h2::Reason::CANCEL) => Code::Cancelled,
+            Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+            Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
+            _ => Code::Internal,
+        },
+        _ => Code::Unavailable,
+    };
+    let mut status = Status::new(code, format!("{origin}: {context}{error}"));
+    status.set_source(std::sync::Arc::new(error));
+    status
 }
 
 /// The status in `headers` (trailers, or the headers of a trailers-only

@@ -46,6 +46,7 @@ async fn answer(query: String, events: Arc<Events>) -> ShardSearchResponse {
             std::future::pending().await
         }
         "large" => "x".repeat(3 * 1024 * 1024),
+        "huge" => "x".repeat(5 * 1024 * 1024),
         _ => format!("echo {query}"),
     };
     guard.1 = true;
@@ -127,6 +128,14 @@ impl TestServer {
     }
 }
 
+/// Fails the test instead of hanging it if `f` never finishes (a stalled
+/// flow-control window, a stream never reset).
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("hung")
+}
+
 async fn search(channel: &H2Channel, query: &str) -> Result<ShardSearchResponse, tonic::Status> {
     let frame = unary::encode_frame(&ShardSearchRequest {
         query: query.to_string(),
@@ -161,11 +170,23 @@ async fn answers_larger_than_the_windows_arrive_whole() {
     // 3 MiB: over the 2 MiB stream window, so window updates must flow;
     // twice, so that the connection window is replenished too.
     for _ in 0..2 {
-        assert_eq!(
-            search(&channel, "large").await.unwrap().node.len(),
-            3 * 1024 * 1024
-        );
+        let answer = within(search(&channel, "large")).await.unwrap();
+        assert_eq!(answer.node.len(), 3 * 1024 * 1024);
     }
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused_and_the_connection_lives_on() {
+    let server = TestServer::start().await;
+    let channel = server.channel(ChannelSettings::default());
+    let status = within(search(&channel, "huge")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // The abandoned answer's window was given back: more answers flow.
+    for _ in 0..3 {
+        let answer = within(search(&channel, "large")).await.unwrap();
+        assert_eq!(answer.node.len(), 3 * 1024 * 1024);
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -194,6 +215,41 @@ async fn a_dead_server_is_unavailable_at_once() {
     .unwrap();
     let status = search(&channel, "tar").await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // Made by the client, not sent by a server: callers tell them apart.
+    assert!(std::error::Error::source(&status).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_queued_behind_a_failed_connect_share_its_outcome() {
+    // A listener whose accept queue is full: the kernel drops further
+    // connection attempts, so a connect hangs until its timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    while let Ok(tcp) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        queued.push(tcp);
+        assert!(queued.len() < 16, "the accept queue never filled");
+    }
+    let settings = ChannelSettings {
+        connect_timeout: Duration::from_secs(1),
+        keepalive: Duration::from_secs(10),
+    };
+    let channel = H2Channel::new(format!("http://{addr}").parse().unwrap(), settings).unwrap();
+    let started = tokio::time::Instant::now();
+    let calls = (0..5).map(|_| search(&channel, "tar"));
+    for answer in futures::future::join_all(calls).await {
+        assert_eq!(answer.unwrap_err().code(), Code::Unavailable);
+    }
+    // One attempt, one timeout: not one timeout per caller in the queue.
+    assert_eq!(channel.connect_attempts(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(listener);
 }
 
 #[tokio::test]
@@ -227,9 +283,9 @@ async fn a_dropped_call_is_cancelled_at_the_server() {
         let channel = channel.clone();
         async move { search(&channel, "hang").await }
     });
-    server.events.hanging.notified().await;
+    within(server.events.hanging.notified()).await;
     call.abort();
-    server.events.dropped.notified().await;
+    within(server.events.dropped.notified()).await;
     assert_eq!(search(&channel, "tar").await.unwrap().node, "echo tar");
 }
 
