@@ -191,6 +191,8 @@ fn main() -> anyhow::Result<()> {
             Path { key: "lean", name: "lean hop", server: Some(&lean_hop), call: shard_call(connect(lean_hop.grpc).await?) },
             Path { key: "router", name: "tandem-router", server: Some(&router), call: router_call(connect(router.grpc).await?) },
         ];
+        // Where each path's results are, by its `BENCH_ONLY` key.
+        let at = |key: &str| paths.iter().position(|p| p.key == key).expect("a path of this benchmark");
         // Warm every path (connections, caches, the router's statistics).
         for path in &paths {
             closed_loop(4, Duration::from_millis(500), queries.clone(), path.caller()).await;
@@ -225,7 +227,7 @@ fn main() -> anyhow::Result<()> {
         println!();
         for (c, stats) in &rows {
             let [direct, bare, bare_h2, decoding, lean, routed] =
-                [&stats[0].0, &stats[1].0, &stats[2].0, &stats[3].0, &stats[4].0, &stats[5].0];
+                ["direct", "hop", "hop-h2", "decode", "lean", "router"].map(|key| &stats[at(key)].0);
             let added = |s: &RunStats| s.p50_us as f64 - direct.p50_us as f64;
             println!(
                 "concurrency {c}: added p50 latency: bare hop {:.0} us, bare hop on h2 {:.0} us, decoding hop {:.0} us, lean hop {:.0} us, router {:.0} us; router / bare hop {:.2}, router / bare hop on h2 {:.2}, router / lean hop {:.2}; QPS / direct: router {:.2}, bare hop {:.2}",
@@ -276,9 +278,10 @@ fn main() -> anyhow::Result<()> {
                     r.iter().map(|s| s.failed).sum::<u64>()
                 );
             }
-            if [0, 1, 2, 5].iter().all(|&i| p50[i] > 0) {
-                let add = |i: usize| p50[i] as f64 - p50[0] as f64;
-                added.push((rate, add(1), add(2), add(5)));
+            let [direct, hop, h2_hop, router] = ["direct", "hop", "hop-h2", "router"].map(|key| p50[at(key)]);
+            if [direct, hop, h2_hop, router].iter().all(|&p| p > 0) {
+                let add = |p: u64| p as f64 - direct as f64;
+                added.push((rate, add(hop), add(h2_hop), add(router)));
             }
         }
         println!();

@@ -13,16 +13,19 @@
 //! and a fresh connection after a failure.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use h2::client::SendRequest;
-use h2::{Ping, PingPong};
+use h2::{Ping, PingPong, RecvStream};
 use http::uri::{PathAndQuery, Scheme};
-use http::Uri;
+use http::{HeaderMap, Uri};
+use http_body::Frame;
 use tokio::net::TcpStream;
 
 /// Per-stream receive window: hyper's client default, so that an answer of
@@ -140,9 +143,9 @@ impl H2Channel {
     }
 
     /// The URI of `path` (like `/tandem.v1.Search/Search`) at the origin.
-    pub fn uri(&self, path: &'static str) -> Uri {
+    pub fn uri(&self, path: PathAndQuery) -> Uri {
         let mut parts = self.inner.origin.clone().into_parts();
-        parts.path_and_query = Some(PathAndQuery::from_static(path));
+        parts.path_and_query = Some(path);
         Uri::from_parts(parts).expect("an http origin with a path is a URI")
     }
 
@@ -244,6 +247,55 @@ impl H2Channel {
     }
 }
 
+/// An answer's body as it arrives on an h2 stream, frame by frame, as an
+/// [`http_body::Body`] (so it can be collected, limited or relayed). Each
+/// DATA frame's bytes are given back to the flow-control windows as soon
+/// as they are handed on; dropping the body resets an unfinished stream.
+pub struct RecvBody {
+    stream: RecvStream,
+    data_done: bool,
+}
+
+impl RecvBody {
+    /// The body of the answer whose stream is `stream`.
+    pub fn new(stream: RecvStream) -> Self {
+        Self {
+            stream,
+            data_done: false,
+        }
+    }
+}
+
+impl http_body::Body for RecvBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => self.data_done = true,
+            }
+        }
+        let trailers: Option<HeaderMap> = match ready!(self.stream.poll_trailers(cx)) {
+            Ok(trailers) => trailers,
+            Err(e) => return Poll::Ready(Some(Err(e))),
+        };
+        Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stream.is_end_stream()
+    }
+}
+
 /// Pings the peer every `interval` and returns, ending the connection, when
 /// a ping goes unanswered for `interval` or cannot be sent.
 async fn keep_alive(mut pings: PingPong, interval: Duration) -> &'static str {
@@ -273,7 +325,9 @@ mod tests {
         let channel = H2Channel::new("http://127.0.0.1:7101".parse().unwrap(), settings).unwrap();
         assert_eq!(channel.inner.address, "127.0.0.1:7101");
         assert_eq!(
-            channel.uri("/tandem.v1.Search/Search").to_string(),
+            channel
+                .uri(PathAndQuery::from_static("/tandem.v1.Search/Search"))
+                .to_string(),
             "http://127.0.0.1:7101/tandem.v1.Search/Search"
         );
     }

@@ -24,13 +24,14 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, CONTENT_TYPE, TE};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Collected, LengthLimitError, Limited};
 use prost::Message;
 use tonic::{Code, Status};
 
-use crate::h2_channel::{ChannelError, H2Channel};
+use crate::h2_channel::{ChannelError, H2Channel, RecvBody};
 
 /// The largest message accepted either way (tonic's default limit).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -172,7 +173,7 @@ pub async fn call<Resp: Message + Default>(
     let send = || async {
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = channel.uri(path);
+        *request.uri_mut() = channel.uri(PathAndQuery::from_static(path));
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, APPLICATION_GRPC);
         headers.insert(TE, HeaderValue::from_static("trailers"));
@@ -198,7 +199,7 @@ pub async fn call<Resp: Message + Default>(
         Err(Unsent::Refused(_)) => send().await,
         other => other,
     };
-    let (head, mut body) = match response {
+    let (head, body) = match response {
         Ok(response) => response.into_parts(),
         Err(Unsent::Refused(e)) => return Err(client_status(origin, "", e.into())),
         Err(Unsent::Failed(e)) => return Err(client_status(origin, "", e)),
@@ -208,40 +209,49 @@ pub async fn call<Resp: Message + Default>(
         Some(Err(status)) => return Err(status),
         other => other,
     };
-    let broken = |e: h2::Error| client_status(origin, "answer broken off: ", e.into());
-    let mut message = Bytes::new();
-    let mut pieces: Option<BytesMut> = None;
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.map_err(broken)?;
-        let _ = body.flow_control().release_capacity(chunk.len());
-        let received = message.len() + pieces.as_ref().map_or(0, BytesMut::len) + chunk.len();
-        if received > MAX_MESSAGE_BYTES + PREFIX {
-            // Dropping the stream resets it and gives its window back.
-            return Err(Status::resource_exhausted(format!(
-                "{origin}: answer over the limit of {MAX_MESSAGE_BYTES} bytes"
-            )));
-        }
-        // Nearly every answer is one DATA frame, kept without a copy.
-        match &mut pieces {
-            None if message.is_empty() => message = chunk,
-            None => {
-                let mut joined = BytesMut::from(std::mem::take(&mut message));
-                joined.extend_from_slice(&chunk);
-                pieces = Some(joined);
-            }
-            Some(joined) => joined.extend_from_slice(&chunk),
-        }
-    }
-    if let Some(joined) = pieces {
-        message = joined.freeze();
-    }
-    let trailers = body.trailers().await.map_err(broken)?;
-    match trailers.as_ref().and_then(status_in).or(in_headers) {
-        Some(Ok(())) => decode_frame(message)
+    let answer = read_whole(RecvBody::new(body)).await.map_err(|e| match e {
+        // Dropping the stream resets it and gives its window back.
+        Unread::TooLarge => Status::resource_exhausted(format!(
+            "{origin}: answer over the limit of {MAX_MESSAGE_BYTES} bytes"
+        )),
+        Unread::Broken(e) => match e.downcast::<h2::Error>() {
+            Ok(e) => client_status(origin, "answer broken off: ", (*e).into()),
+            Err(e) => Status::unavailable(format!("{origin}: answer broken off: {e}")),
+        },
+    })?;
+    match answer.trailers().and_then(status_in).or(in_headers) {
+        Some(Ok(())) => decode_frame(answer.to_bytes())
             .map_err(|e| Status::internal(format!("{origin}: bad answer: {e}"))),
         Some(Err(status)) => Err(status),
         None => Err(status_without_trailers(head.status)),
     }
+}
+
+/// Why a body could not be read whole.
+enum Unread {
+    /// Over [`MAX_MESSAGE_BYTES`] (and its prefix).
+    TooLarge,
+    /// The stream broke off.
+    Broken(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Reads a unary call's body (one message, then any trailers), refusing it
+/// past the message size limit.
+async fn read_whole<B>(body: B) -> Result<Collected<Bytes>, Unread>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Limited::new(body, MAX_MESSAGE_BYTES + PREFIX)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                Unread::TooLarge
+            } else {
+                Unread::Broken(e)
+            }
+        })
 }
 
 /// Why a call got no answer headers.
@@ -335,21 +345,17 @@ where
             )));
         }
     }
-    let body = Limited::new(body, MAX_MESSAGE_BYTES + PREFIX)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Status::resource_exhausted(format!(
-                    "message is over the limit of {MAX_MESSAGE_BYTES} bytes"
-                ))
-            } else {
-                Status::cancelled(format!("request broken off: {e}"))
-            }
-        })?
-        .to_bytes();
+    let body = match read_whole(body).await {
+        Ok(body) => body.to_bytes(),
+        Err(Unread::TooLarge) => {
+            return Err(Status::resource_exhausted(format!(
+                "message is over the limit of {MAX_MESSAGE_BYTES} bytes"
+            )))
+        }
+        Err(Unread::Broken(e)) => {
+            return Err(Status::cancelled(format!("request broken off: {e}")))
+        }
+    };
     match decode_frame(body) {
         Ok(message) => Ok((parts, message)),
         Err(e @ FrameError::Compressed) => Err(Status::unimplemented(e.to_string())),

@@ -134,15 +134,12 @@ where
 /// The bare hop on `h2`'s client (`--h2`): frames forwarded as they
 /// arrive, both ways, without reading them.
 mod bare_h2 {
-    use std::pin::Pin;
-    use std::task::{ready, Context, Poll};
-
     use bytes::Bytes;
-    use http_body::{Body, Frame};
+    use http_body::Body;
     use http_body_util::BodyExt;
     use hyper::body::Incoming;
     use hyper::service::service_fn;
-    use tandem_common::h2_channel::{ChannelSettings, H2Channel};
+    use tandem_common::h2_channel::{ChannelSettings, H2Channel, RecvBody};
     use tokio::net::TcpListener;
 
     /// Serves the hop on `listener` until the process is killed.
@@ -151,22 +148,24 @@ mod bare_h2 {
             format!("http://{upstream}").parse()?,
             ChannelSettings::default(),
         )?;
-        let upstream: &'static str = Box::leak(upstream.to_string().into_boxed_str());
         let service = service_fn(move |request: http::Request<Incoming>| {
             let channel = channel.clone();
-            async move { forward(&channel, upstream, request).await }
+            async move { forward(&channel, request).await }
         });
         super::serve_http2(listener, service).await
     }
 
     async fn forward(
         channel: &H2Channel,
-        upstream: &str,
         request: http::Request<Incoming>,
-    ) -> anyhow::Result<http::Response<Relayed>> {
+    ) -> anyhow::Result<http::Response<RecvBody>> {
         let (mut head, mut body) = request.into_parts();
-        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        head.uri = format!("http://{upstream}{path}").parse()?;
+        let path = head
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        head.uri = channel.uri(path);
         let mut sender = channel.ready().await?;
         let (answer, mut send) =
             sender.send_request(http::Request::from_parts(head, ()), body.is_end_stream())?;
@@ -188,50 +187,8 @@ mod bare_h2 {
         if !ended {
             send.send_data(Bytes::new(), true)?;
         }
-        let (head, recv) = answer.await?.into_parts();
-        Ok(http::Response::from_parts(
-            head,
-            Relayed {
-                recv,
-                data_done: false,
-            },
-        ))
-    }
-
-    /// An upstream answer's body, frame by frame.
-    struct Relayed {
-        recv: h2::RecvStream,
-        data_done: bool,
-    }
-
-    impl Body for Relayed {
-        type Data = Bytes;
-        type Error = h2::Error;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-            if !self.data_done {
-                match ready!(self.recv.poll_data(cx)) {
-                    Some(Ok(data)) => {
-                        let _ = self.recv.flow_control().release_capacity(data.len());
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                    None => self.data_done = true,
-                }
-            }
-            Poll::Ready(
-                ready!(self.recv.poll_trailers(cx))
-                    .transpose()
-                    .map(|t| t.map(Frame::trailers)),
-            )
-        }
-
-        fn is_end_stream(&self) -> bool {
-            self.recv.is_end_stream()
-        }
+        let (head, stream) = answer.await?.into_parts();
+        Ok(http::Response::from_parts(head, RecvBody::new(stream)))
     }
 }
 
