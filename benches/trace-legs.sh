@@ -32,7 +32,8 @@ esac
 client=$(pgrep -f "release/deps/router-" | head -1)
 perf record -q -a -o "$out/perf.data" \
   -e syscalls:sys_exit_writev,syscalls:sys_exit_recvfrom -- sleep 3 > /dev/null 2>&1
-kill "$bench" "$client" 2> /dev/null || true
+# The benchmark's processes die with it only when it ends on its own.
+kill "$bench" "$client" $(pgrep -P "$client") 2> /dev/null || true
 wait "$bench" 2> /dev/null || true
 perf script -i "$out/perf.data" -F pid,time,event,trace > "$out/trace.txt" 2> /dev/null
 python3 - "$out/trace.txt" "$client" "$node" "$mid" "$path" <<'PY'

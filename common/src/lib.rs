@@ -10,6 +10,8 @@
 //!   `grpc-timeout` has run out;
 //! - [`server`]: serving a set of gRPC services with health, reflection,
 //!   a readiness line for supervisors, and graceful shutdown;
+//! - [`one_write`]: answers cut so that h2 writes them with their
+//!   trailers in one system call;
 //! - [`auth`]: bearer-token checks for admin APIs;
 //! - [`faults`]: fault injection for outage drills;
 //! - [`ids`]: validation of tenant ids that end up in paths and metrics;
@@ -24,6 +26,7 @@ pub mod grpc_deadline;
 pub mod grpc_metrics;
 pub mod h2_channel;
 pub mod ids;
+pub mod one_write;
 pub mod server;
 pub mod telemetry;
 pub mod unary;

@@ -2,7 +2,8 @@
 //!
 //! [`serve`] adds what every server must have — `grpc.health.v1`, server
 //! reflection (so `grpcurl` works), the [`GrpcMetricsLayer`], the
-//! [`GrpcDeadlineLayer`], TCP_NODELAY —
+//! [`GrpcDeadlineLayer`], TCP_NODELAY, answers that leave in one write
+//! ([`OneWriteBody`]) —
 //! binds the gRPC and metrics listeners, prints one JSON readiness line on
 //! stdout for supervisors (the `tandem dev` cluster and the end-to-end tests
 //! start processes on port 0 and read their addresses from it), and on
@@ -43,6 +44,7 @@ use tower::Service;
 
 use crate::grpc_deadline::GrpcDeadlineLayer;
 use crate::grpc_metrics::GrpcMetricsLayer;
+use crate::one_write::OneWriteBody;
 use crate::telemetry;
 
 /// Where and how a process serves.
@@ -214,6 +216,7 @@ where
 
     let service = TowerToHyperService::new(
         tower::ServiceBuilder::new()
+            .map_response(|response: Response<Body>| response.map(OneWriteBody::new))
             .layer(GrpcMetricsLayer)
             .layer(GrpcDeadlineLayer)
             .service(service),

@@ -1,0 +1,186 @@
+//! Answers that leave in one write, trailers included.
+//!
+//! A unary gRPC answer is a HEADERS frame, one DATA frame and the trailers.
+//! `h2` writes a DATA frame of 256 bytes or more straight from the caller's
+//! buffer, in a write of its own, and encodes whatever follows it only once
+//! that write is done (`FramedWrite`'s `CHAIN_THRESHOLD`, h2 0.4). So a
+//! search answer of a few KiB left in two `writev`s ~14 µs apart, and the
+//! caller, which needs the trailers to finish the call, waited for the
+//! second (measured with `benches/trace-legs.sh`: `node_resp_split`,
+//! `mid_resp_split`). On a router that cost is paid twice per query: once
+//! on the index-node's answer, once on its own.
+//!
+//! Frames under 256 bytes are copied into h2's write buffer next to the
+//! frames that follow. [`OneWriteBody`] hands h2 an answer of up to
+//! [`MAX_CUT`] bytes as such pieces (slices of the same `Bytes`, no copy
+//! here), so the answer and its trailers leave in one write. A peer reads a
+//! few more 9-byte frame headers; a larger answer passes as it came, where
+//! one more write is small next to the transfer itself.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+/// Largest DATA frame that h2 copies into its write buffer (it writes
+/// frames of 256 bytes or more on their own).
+pub const PIECE: usize = 255;
+
+/// Largest data frame cut into pieces: a search answer (about 3 KiB for 10
+/// hits in the benchmark) with room to spare, at most 33 pieces.
+pub const MAX_CUT: usize = 8 * 1024;
+
+pin_project! {
+    /// A response body whose data frames of up to [`MAX_CUT`] bytes are
+    /// passed on in [`PIECE`]-byte pieces; see the module documentation.
+    #[derive(Debug)]
+    pub struct OneWriteBody<B> {
+        #[pin]
+        inner: B,
+        // What is left of the data frame being cut.
+        rest: Bytes,
+    }
+}
+
+impl<B> OneWriteBody<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B) -> Self {
+        OneWriteBody {
+            inner,
+            rest: Bytes::new(),
+        }
+    }
+}
+
+impl<B> Body for OneWriteBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if this.rest.is_empty() {
+            match ready!(this.inner.poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() && data.len() <= MAX_CUT => *this.rest = data,
+                    Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(other) => return Poll::Ready(Some(Ok(other))),
+                },
+                end_or_error => return Poll::Ready(end_or_error),
+            }
+        }
+        let piece = this.rest.split_to(this.rest.len().min(PIECE));
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn body_of(
+        frames: Vec<Frame<Bytes>>,
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> {
+        StreamBody::new(futures::stream::iter(frames.into_iter().map(Ok)))
+    }
+
+    fn trailers() -> HeaderMap {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        trailers
+    }
+
+    async fn frames_of(
+        body: impl Body<Data = Bytes, Error = std::convert::Infallible>,
+    ) -> Vec<Frame<Bytes>> {
+        let mut body = std::pin::pin!(body);
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap());
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_small_answer_is_cut_into_pieces_under_h2s_threshold() {
+        let message: Bytes = (0..3000u32).map(|i| i as u8).collect::<Vec<u8>>().into();
+        let frames = frames_of(OneWriteBody::new(body_of(vec![
+            Frame::data(message.clone()),
+            Frame::trailers(trailers()),
+        ])))
+        .await;
+        let (data, rest): (Vec<_>, Vec<_>) = frames.into_iter().partition(Frame::is_data);
+        let data: Vec<Bytes> = data.into_iter().map(|f| f.into_data().unwrap()).collect();
+        assert_eq!(data.len(), 3000usize.div_ceil(PIECE));
+        assert!(data
+            .iter()
+            .all(|piece| !piece.is_empty() && piece.len() < 256));
+        assert_eq!(
+            data.concat(),
+            message.to_vec(),
+            "pieces are the message, in order"
+        );
+        assert_eq!(rest.len(), 1);
+        assert_eq!(
+            rest[0].trailers_ref(),
+            Some(&trailers()),
+            "trailers follow the pieces"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_answer_and_empty_frames_pass_as_they_came() {
+        let large = Bytes::from(vec![7u8; MAX_CUT + 1]);
+        let frames = frames_of(OneWriteBody::new(body_of(vec![
+            Frame::data(Bytes::new()),
+            Frame::data(large.clone()),
+            Frame::trailers(trailers()),
+        ])))
+        .await;
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].data_ref(), Some(&Bytes::new()));
+        assert_eq!(frames[1].data_ref(), Some(&large));
+        assert!(frames[2].is_trailers());
+    }
+
+    #[test]
+    fn end_of_stream_and_size_count_the_piece_left() {
+        let mut body = OneWriteBody::new(http_body_util::Full::new(Bytes::from(vec![1u8; 600])));
+        assert_eq!(body.size_hint().exact(), Some(600));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let first = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(
+            matches!(first, Poll::Ready(Some(Ok(ref f))) if f.data_ref().unwrap().len() == PIECE)
+        );
+        assert!(!body.is_end_stream(), "345 bytes are still to come");
+        assert_eq!(body.size_hint().exact(), Some(345));
+        let _ = Pin::new(&mut body).poll_frame(&mut cx);
+        let _ = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(body.is_end_stream());
+    }
+}
