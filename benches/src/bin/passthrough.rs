@@ -24,7 +24,7 @@
 //! router's own HTTP/2 client (`tandem_common::h2_channel`), reading and
 //! writing messages with the router's own wire code
 //! (`tandem_common::unary`): the floor of a router that reads messages the
-//! way tandem's does.
+//! way tandem's does (answers cut by `OneWriteBody`, as tandem's servers do).
 
 use std::net::SocketAddr;
 
@@ -279,6 +279,7 @@ mod lean {
     use hyper::body::Incoming;
     use hyper::service::service_fn;
     use tandem_common::h2_channel::{ChannelSettings, H2Channel};
+    use tandem_common::one_write::OneWriteBody;
     use tandem_common::unary;
     use tandem_proto::paths;
     use tandem_proto::v1::{ShardSearchRequest, ShardSearchResponse};
@@ -311,7 +312,9 @@ mod lean {
             let channel = channel.clone();
             async move {
                 let answer = relay(&channel, request).await;
-                Ok::<_, Infallible>(unary::answer(answer))
+                // Cut as every tandem server cuts its answers
+                // (`tandem_common::server`), so that it leaves in one write.
+                Ok::<_, Infallible>(unary::answer(answer).map(OneWriteBody::new))
             }
         });
         super::serve_http2(listener, service).await
