@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Where a call's time goes, leg by leg, at concurrency 1: traces the
-# writev/recvfrom system calls of the benchmark client, the process in the
-# middle and the index-node with `perf` (system-wide tracepoints; needs
+# writev/sendto/recvfrom system calls (tandem's servers answer with
+# `send`, see `tandem_common::one_write`; clients write with `writev`) of
+# the benchmark client, the process in the middle and the index-node with
+# `perf` (system-wide tracepoints; needs
 # root), splits them into calls, and prints the median of each leg, e.g.
 # `mid_in` (request read -> first write to the node), `mid_req_split`
 # (first -> last write of the request: 0 when headers and body leave in
@@ -31,7 +33,7 @@ case $path in
 esac
 client=$(pgrep -f "release/deps/router-" | head -1)
 perf record -q -a -o "$out/perf.data" \
-  -e syscalls:sys_exit_writev,syscalls:sys_exit_recvfrom -- sleep 3 > /dev/null 2>&1
+  -e syscalls:sys_exit_writev,syscalls:sys_exit_sendto,syscalls:sys_exit_recvfrom -- sleep 3 > /dev/null 2>&1
 # The benchmark's processes die with it only when it ends on its own.
 kill "$bench" "$client" $(pgrep -P "$client") 2> /dev/null || true
 wait "$bench" 2> /dev/null || true
@@ -50,7 +52,7 @@ for line in open(trace):
     n = int(m.group(4), 16)
     if n > 1 << 40:  # an error such as EAGAIN
         continue
-    events.append((float(m.group(2)) * 1e6, role[m.group(1)], "w" if m.group(3) == "writev" else "r", n))
+    events.append((float(m.group(2)) * 1e6, role[m.group(1)], "r" if m.group(3) == "recvfrom" else "w", n))
 # A call starts with a client write that follows a client read.
 calls, current, last = [], None, "r"
 for e in events:

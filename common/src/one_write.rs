@@ -1,21 +1,31 @@
 //! Answers that leave in one write, trailers included.
 //!
 //! A unary gRPC answer is a HEADERS frame, one DATA frame and the trailers.
-//! `h2` writes a DATA frame of 256 bytes or more straight from the caller's
-//! buffer, in a write of its own, and encodes whatever follows it only once
-//! that write is done (`FramedWrite`'s `CHAIN_THRESHOLD`, h2 0.4). So a
-//! search answer of a few KiB left in two `writev`s ~14 µs apart, and the
-//! caller, which needs the trailers to finish the call, waited for the
-//! second (measured with `benches/trace-legs.sh`: `node_resp_split`,
+//! `h2` writes a DATA frame at or over its "chain threshold" straight from
+//! the caller's buffer, in a write of its own, and encodes whatever follows
+//! it only once that write is done (`FramedWrite`, h2 0.4). So a search
+//! answer of a few KiB left in two writes ~14 µs apart, and the caller,
+//! which needs the trailers to finish the call, waited for the second
+//! (measured with `benches/trace-legs.sh`: `node_resp_split`,
 //! `mid_resp_split`). On a router that cost is paid twice per query: once
 //! on the index-node's answer, once on its own.
 //!
-//! Frames under 256 bytes are copied into h2's write buffer next to the
-//! frames that follow. [`OneWriteBody`] hands h2 an answer of up to
+//! Frames under the threshold are copied into h2's write buffer next to
+//! the frames that follow. [`OneWriteBody`] hands h2 an answer of up to
 //! [`MAX_CUT`] bytes as such pieces (slices of the same `Bytes`, no copy
-//! here), so the answer and its trailers leave in one write. A peer reads a
-//! few more 9-byte frame headers; a larger answer passes as it came, where
-//! one more write is small next to the transfer itself.
+//! here), so the answer and its trailers leave in one write.
+//!
+//! The threshold is 256 bytes on a connection with vectored writes and
+//! 1 KiB without, and h2's work per frame (flow control, its queues,
+//! encoding, then decoding at the peer) is the same for a small frame as
+//! for a large one: cut at 256 bytes, a 3 KiB answer was 12 frames and cost
+//! the router ~55K more instructions per search (callgrind) and ~15 µs more
+//! per answer than at 1 KiB (`benches/trace-legs.sh`). So servers wrap
+//! their connections in [`NoVectoredWrites`] and cut at 1 KiB. The price is
+//! paid by answers over [`MAX_CUT`], which pass as they came: h2 writes each
+//! of their 16 KiB frames in two `write`s instead of one `writev` (the first
+//! KiB with the frame's head, then the rest), one more system call per
+//! 16 KiB.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -23,13 +33,67 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Largest DATA frame that h2 copies into its write buffer (it writes
-/// frames of 256 bytes or more on their own).
-pub const PIECE: usize = 255;
+pin_project! {
+    /// A connection that tells h2 it has no vectored writes, so that h2
+    /// copies DATA frames under 1 KiB into its write buffer (see the module
+    /// documentation). Everything else passes through.
+    #[derive(Debug)]
+    pub struct NoVectoredWrites<T> {
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T> NoVectoredWrites<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T) -> Self {
+        NoVectoredWrites { inner }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for NoVectoredWrites<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for NoVectoredWrites<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
+/// Largest DATA frame that h2 copies into its write buffer on a
+/// connection without vectored writes ([`NoVectoredWrites`]; it writes
+/// frames of 1 KiB or more on their own).
+pub const PIECE: usize = 1023;
 
 /// Largest data frame cut into pieces: a search answer (about 3 KiB for 10
-/// hits in the benchmark) with room to spare, at most 33 pieces.
+/// hits in the benchmark) with room to spare, at most 9 pieces; with the
+/// headers and trailers it stays well inside h2's 16 KiB write buffer,
+/// which is what lets it leave in one write.
 pub const MAX_CUT: usize = 8 * 1024;
 
 pin_project! {
@@ -138,7 +202,7 @@ mod tests {
         assert_eq!(data.len(), 3000usize.div_ceil(PIECE));
         assert!(data
             .iter()
-            .all(|piece| !piece.is_empty() && piece.len() < 256));
+            .all(|piece| !piece.is_empty() && piece.len() <= PIECE));
         assert_eq!(
             data.concat(),
             message.to_vec(),
@@ -169,16 +233,16 @@ mod tests {
 
     #[test]
     fn end_of_stream_and_size_count_the_piece_left() {
-        let mut body = OneWriteBody::new(http_body_util::Full::new(Bytes::from(vec![1u8; 600])));
-        assert_eq!(body.size_hint().exact(), Some(600));
+        let mut body = OneWriteBody::new(http_body_util::Full::new(Bytes::from(vec![1u8; 1100])));
+        assert_eq!(body.size_hint().exact(), Some(1100));
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let first = Pin::new(&mut body).poll_frame(&mut cx);
         assert!(
             matches!(first, Poll::Ready(Some(Ok(ref f))) if f.data_ref().unwrap().len() == PIECE)
         );
-        assert!(!body.is_end_stream(), "345 bytes are still to come");
-        assert_eq!(body.size_hint().exact(), Some(345));
+        assert!(!body.is_end_stream(), "77 bytes are still to come");
+        assert_eq!(body.size_hint().exact(), Some(77));
         let _ = Pin::new(&mut body).poll_frame(&mut cx);
         let _ = Pin::new(&mut body).poll_frame(&mut cx);
         assert!(body.is_end_stream());

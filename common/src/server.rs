@@ -44,7 +44,7 @@ use tower::Service;
 
 use crate::grpc_deadline::GrpcDeadlineLayer;
 use crate::grpc_metrics::GrpcMetricsLayer;
-use crate::one_write::OneWriteBody;
+use crate::one_write::{NoVectoredWrites, OneWriteBody};
 use crate::telemetry;
 
 /// Where and how a process serves.
@@ -243,8 +243,10 @@ where
         match accepted {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
-                let connection = connections
-                    .watch(http2.serve_connection(TokioIo::new(stream), service.clone()));
+                let connection = connections.watch(http2.serve_connection(
+                    TokioIo::new(NoVectoredWrites::new(stream)),
+                    service.clone(),
+                ));
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, "gRPC connection ended with an error");

@@ -36,6 +36,7 @@ use hyper::{Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tandem_common::one_write::NoVectoredWrites;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -125,7 +126,7 @@ where
         let service = service.clone();
         tokio::spawn(async move {
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(NoVectoredWrites::new(stream)), service)
                 .await;
         });
     }
