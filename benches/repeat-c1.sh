@@ -12,7 +12,7 @@ runs=${1:-5}
 cd "$(dirname "$0")/.."
 lines=$(mktemp)
 for i in $(seq 1 "$runs"); do
-  BENCH_SECONDS=${BENCH_SECONDS:-10} BENCH_CONCURRENCY=1 BENCH_RATES=300 \
+  BENCH_SECONDS=${BENCH_SECONDS:-10} BENCH_CONCURRENCY=1 BENCH_RATES=none \
     cargo bench -p tandem-benches --bench router 2> /dev/null | grep "^concurrency 1:" | tee -a "$lines"
 done
 python3 - "$lines" <<'PY'

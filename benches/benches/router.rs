@@ -20,7 +20,8 @@
 //! direct QPS, and the CPU time per call of the hop and the router. Then
 //! the same paths **open loop at the same fixed rates** (the load
 //! generator's pacing: latency counted from each request's due time, so
-//! queueing is not hidden), `BENCH_RATES=300,900` by default. Run:
+//! queueing is not hidden), `BENCH_RATES=300,900` by default (`none`: no
+//! open loop). Run:
 //! `cargo build --release --bins && cargo bench -p tandem-benches --bench router`
 //! (`BENCH_SECONDS=N` per path and concurrency, run as 10 interleaved
 //! slices; default 5; `BENCH_CONCURRENCY=1` for one concurrency,
@@ -62,13 +63,29 @@ const API_KEY: &str = "bench-key";
 /// Bound on one call made with `BENCH_CLIENT=h2` (tonic's calls have none).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A channel of the router's own client to `addr`.
-fn h2_channel(addr: std::net::SocketAddr) -> H2Channel {
-    H2Channel::new(
+/// Calls of `path` at `addr` with the router's own client
+/// (`BENCH_CLIENT=h2`), each query's request framed by `frame`; true when
+/// answered with a `Resp`.
+fn h2_call<Resp: prost::Message + Default + 'static>(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    metadata: &[(&'static str, HeaderValue)],
+    frame: fn(String) -> bytes::Bytes,
+) -> Call {
+    let channel = H2Channel::new(
         format!("http://{addr}").parse().expect("an address"),
         ChannelSettings::default(),
     )
-    .expect("an http origin")
+    .expect("an http origin");
+    let metadata: Arc<[(&'static str, HeaderValue)]> = metadata.into();
+    Arc::new(move |q: String| {
+        let (channel, metadata) = (channel.clone(), metadata.clone());
+        Box::pin(async move {
+            unary::call::<Resp>(&channel, path, frame(q), CALL_TIMEOUT, &metadata)
+                .await
+                .is_ok()
+        })
+    })
 }
 
 /// Concurrencies to measure: `BENCH_CONCURRENCY=1,16` picks some; default
@@ -123,8 +140,13 @@ fn ratio(added: f64, floor: f64) -> String {
     }
 }
 
-/// Open-loop rates: `BENCH_RATES=300,900` (the default).
+/// Open-loop rates: `BENCH_RATES=300,900` (the default); `BENCH_RATES=none`
+/// skips the open-loop part (`benches/repeat-c1.sh` wants only the closed
+/// loop, and the open loop takes as long again).
 fn rates() -> Vec<f64> {
+    if std::env::var("BENCH_RATES").is_ok_and(|v| v == "none") {
+        return Vec::new();
+    }
     tandem_benches::env_list("BENCH_RATES", &[300.0, 900.0])
 }
 
@@ -201,27 +223,6 @@ fn main() -> anyhow::Result<()> {
         if h2_client {
             println!("client: the router's own (unary over h2), one write per call");
         }
-        let h2_shard_call = |addr: std::net::SocketAddr| -> Call {
-            let channel = Arc::new(h2_channel(addr));
-            Arc::new(move |q: String| {
-                let channel = channel.clone();
-                Box::pin(async move {
-                    let frame = unary::encode_frame(&ShardSearchRequest { tenant: "en".into(), shard: 0, query: q, top_k: 10, ..Default::default() });
-                    unary::call::<ShardSearchResponse>(&channel, paths::SEARCH_SHARD, frame, CALL_TIMEOUT, &[]).await.is_ok()
-                })
-            })
-        };
-        let h2_router_call = |addr: std::net::SocketAddr| -> Call {
-            let channel = Arc::new(h2_channel(addr));
-            let key = HeaderValue::from_str(&format!("Bearer {API_KEY}")).expect("ascii");
-            Arc::new(move |q: String| {
-                let (channel, key) = (channel.clone(), key.clone());
-                Box::pin(async move {
-                    let frame = unary::encode_frame(&SearchRequest { tenant: "en".into(), query: q, top_k: 10, ..Default::default() });
-                    unary::call::<SearchResponse>(&channel, paths::SEARCH, frame, CALL_TIMEOUT, &[("authorization", key)]).await.is_ok()
-                })
-            })
-        };
         let shard_call = |channel: Channel| -> Call {
             let client = IndexNodeClient::new(channel);
             Arc::new(move |q: String| {
@@ -246,9 +247,22 @@ fn main() -> anyhow::Result<()> {
             })
         };
         let to_shards = |addr| async move {
-            Ok::<_, anyhow::Error>(if h2_client { h2_shard_call(addr) } else { shard_call(connect(addr).await?) })
+            Ok::<_, anyhow::Error>(if h2_client {
+                h2_call::<ShardSearchResponse>(addr, paths::SEARCH_SHARD, &[], |q| {
+                    unary::encode_frame(&ShardSearchRequest { tenant: "en".into(), shard: 0, query: q, top_k: 10, ..Default::default() })
+                })
+            } else {
+                shard_call(connect(addr).await?)
+            })
         };
-        let to_router = if h2_client { h2_router_call(router.grpc) } else { router_call(connect(router.grpc).await?) };
+        let to_router = if h2_client {
+            let key = HeaderValue::from_str(&format!("Bearer {API_KEY}")).expect("ascii");
+            h2_call::<SearchResponse>(router.grpc, paths::SEARCH, &[("authorization", key)], |q| {
+                unary::encode_frame(&SearchRequest { tenant: "en".into(), query: q, top_k: 10, ..Default::default() })
+            })
+        } else {
+            router_call(connect(router.grpc).await?)
+        };
         let paths = [
             Path { key: "direct", name: "direct index-node", server: None, call: to_shards(node.grpc).await? },
             Path { key: "hop", name: "bare pass-through hop", server: Some(&hop), call: to_shards(hop.grpc).await? },
@@ -312,11 +326,15 @@ fn main() -> anyhow::Result<()> {
 
         // The same paths at the same fixed rates, three interleaved rounds
         // each; the table shows each percentile's median over the rounds.
+        let rates = rates();
+        if rates.is_empty() {
+            return Ok(());
+        }
         println!("\nopen loop, same rate ({seconds} s per path and rate, 3 interleaved rounds, median of rounds):");
         println!("\n| rate | path | p50 µs | p90 µs | p99 µs | failed |");
         println!("|---|---|---|---|---|---|");
         let mut added = Vec::new();
-        for rate in rates() {
+        for rate in rates {
             let mut rounds: Vec<Vec<Summary>> = paths.iter().map(|_| Vec::new()).collect();
             for _ in 0..3 {
                 for (path, r) in paths.iter().zip(rounds.iter_mut()).filter(|(p, _)| runs(p.key)) {

@@ -20,7 +20,8 @@
 //! encoding, then decoding at the peer) is the same for a small frame as
 //! for a large one: cut at 256 bytes, a 3 KiB answer was 12 frames and cost
 //! the router ~55K more instructions per search (callgrind) and ~15 µs more
-//! per answer than at 1 KiB (`benches/trace-legs.sh`). So servers wrap
+//! per answer than at 1 KiB (per-thread system call traces of the router).
+//! So servers wrap
 //! their connections in [`NoVectoredWrites`] and cut at 1 KiB. The price is
 //! paid by answers over [`MAX_CUT`], which pass as they came: h2 writes each
 //! of their 16 KiB frames in two `write`s instead of one `writev` (the first
@@ -99,6 +100,8 @@ pub const MAX_CUT: usize = 8 * 1024;
 pin_project! {
     /// A response body whose data frames of up to [`MAX_CUT`] bytes are
     /// passed on in [`PIECE`]-byte pieces; see the module documentation.
+    /// Only for connections wrapped in [`NoVectoredWrites`]: on any other,
+    /// h2 writes each piece on its own, which is worse than not cutting.
     #[derive(Debug)]
     pub struct OneWriteBody<B> {
         #[pin]

@@ -107,7 +107,9 @@ where
 }
 
 /// Serves every connection accepted on `listener` over HTTP/2 with
-/// `service`, until the process is killed.
+/// `service`, until the process is killed; connections are set up as
+/// tandem's servers set theirs up (`NoVectoredWrites`), so that every hop
+/// writes what it forwards the way tandem's processes write.
 async fn serve_http2<S, B>(listener: TcpListener, service: S) -> anyhow::Result<()>
 where
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>>
