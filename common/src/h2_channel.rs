@@ -95,6 +95,8 @@ struct Inner {
     attempts: AtomicU64,
     /// Why the last attempt failed, for the callers that waited on it.
     last_failure: Mutex<Option<Arc<str>>>,
+    /// The stream of the last finished call, dropped by the next call.
+    finished: Mutex<Option<RecvStream>>,
 }
 
 struct Connection {
@@ -133,8 +135,35 @@ impl H2Channel {
                 connecting: tokio::sync::Mutex::new(()),
                 attempts: AtomicU64::new(0),
                 last_failure: Mutex::new(None),
+                finished: Mutex::new(None),
             }),
         })
+    }
+
+    /// Keeps the stream of a finished call until the next call is queued
+    /// ([`H2Channel::release_finished`]).
+    ///
+    /// Why: h2 wakes the connection's task when the last handle of a closed
+    /// stream is dropped (to free its slot). Dropped as the caller finishes,
+    /// that wake lands while the caller's own answer is being sent: a second
+    /// runnable task, for which tokio wakes an idle worker (a futex, and on a
+    /// small machine often a preemption) on the answer's way out. Dropped
+    /// right after the next call is queued, it finds the connection's task
+    /// already woken and costs nothing.
+    pub fn keep_finished(&self, stream: RecvStream) {
+        let previous = self
+            .inner
+            .finished
+            .lock()
+            .map(|mut slot| slot.replace(stream));
+        drop(previous);
+    }
+
+    /// Drops the stream kept by [`H2Channel::keep_finished`], if any: call it
+    /// just after queueing a call, while the connection's task is awake.
+    pub fn release_finished(&self) {
+        let previous = self.inner.finished.lock().map(|mut slot| slot.take());
+        drop(previous);
     }
 
     /// The origin calls go to.
@@ -257,6 +286,11 @@ pub struct RecvBody {
 }
 
 impl RecvBody {
+    /// The stream under the body.
+    pub fn into_stream(self) -> RecvStream {
+        self.stream
+    }
+
     /// The body of the answer whose stream is `stream`.
     pub fn new(stream: RecvStream) -> Self {
         Self {

@@ -189,6 +189,8 @@ pub async fn call<Resp: Message + Default>(
         // Queued with the headers: the connection writes both at once. If
         // the stream is already gone, the answer says why.
         let _ = request_body.send_data(frame.clone(), true);
+        // The connection's task is awake now: the last call's stream can go.
+        channel.release_finished();
         response.await.map_err(Unsent::from)
     };
     // A call the server never took up (it was going away, or refused the
@@ -209,7 +211,8 @@ pub async fn call<Resp: Message + Default>(
         Some(Err(status)) => return Err(status),
         other => other,
     };
-    let answer = read_whole(RecvBody::new(body)).await.map_err(|e| match e {
+    let mut body = RecvBody::new(body);
+    let answer = read_whole(&mut body).await.map_err(|e| match e {
         // Dropping the stream resets it and gives its window back.
         Unread::TooLarge => Status::resource_exhausted(format!(
             "{origin}: answer over the limit of {MAX_MESSAGE_BYTES} bytes"
@@ -219,6 +222,8 @@ pub async fn call<Resp: Message + Default>(
             Err(e) => Status::unavailable(format!("{origin}: answer broken off: {e}")),
         },
     })?;
+    // Not dropped here: see `H2Channel::keep_finished`.
+    channel.keep_finished(body.into_stream());
     match answer.trailers().and_then(status_in).or(in_headers) {
         Some(Ok(())) => decode_frame(answer.to_bytes())
             .map_err(|e| Status::internal(format!("{origin}: bad answer: {e}"))),

@@ -73,6 +73,12 @@ impl TestServer {
     /// A server whose first `refused` connections say GOAWAY before
     /// taking up any stream, as a server shutting down abruptly does.
     async fn start_refusing(refused: usize) -> Self {
+        Self::start_with(refused, None).await
+    }
+
+    /// [`TestServer::start_refusing`], taking up at most `max_streams`
+    /// streams at a time per connection (h2's default: no limit).
+    async fn start_with(refused: usize, max_streams: Option<u32>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -105,6 +111,7 @@ impl TestServer {
                         }
                     });
                     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_concurrent_streams(max_streams)
                         .serve_connection(TokioIo::new(tcp), service);
                     tokio::pin!(connection);
                     tokio::select! {
@@ -159,6 +166,33 @@ async fn calls_share_one_connection() {
         .enumerate()
     {
         assert_eq!(answer.unwrap().node, format!("echo q{i}"));
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+/// The channel keeps a finished call's stream until the next call is
+/// queued (`H2Channel::keep_finished`); a kept stream is closed, so it must
+/// not hold one of the server's stream slots: on a server that takes one
+/// stream at a time, calls one after another and calls queued from several
+/// tasks all go through.
+#[tokio::test]
+async fn kept_finished_streams_hold_no_stream_slot() {
+    let server = TestServer::start_with(0, Some(1)).await;
+    let channel = server.channel(ChannelSettings::default());
+    for i in 0..10 {
+        let answer = within(search(&channel, &format!("q{i}"))).await;
+        assert_eq!(answer.unwrap().node, format!("echo q{i}"));
+    }
+    let calls = (0..5).map(|i| {
+        let channel = channel.clone();
+        async move { search(&channel, &format!("p{i}")).await }
+    });
+    for (i, answer) in within(futures::future::join_all(calls))
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(answer.unwrap().node, format!("echo p{i}"));
     }
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
