@@ -24,7 +24,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-pub use keys::{bearer_token, hash_key, verify_key, AuthOutcome, KeyCheck, KeyHash};
+pub use keys::{
+    bearer_token, hash_key, verify_key, verify_key_hash, AuthOutcome, KeyCheck, KeyHash,
+};
 pub use validate::is_valid_id;
 
 /// The embedded default catalog (the documented example: a two-region

@@ -79,10 +79,15 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let result = match unary::read_request::<M, _>(request).await {
+    let (mut head, body) = request.into_parts();
+    let metadata = MetadataMap::from_headers(std::mem::take(&mut head.headers));
+    // Before the body: see `Admission`.
+    let admission = service.admit(&metadata);
+    head.headers = metadata.into_headers();
+    let result = match unary::read_request::<M, _>(http::Request::from_parts(head, body)).await {
         Ok((head, message)) => {
             let metadata = MetadataMap::from_headers(head.headers);
-            service.handle(&metadata, &message).await
+            service.handle(admission, &metadata, &message).await
         }
         Err(status) => Err(status),
     };

@@ -64,10 +64,11 @@ pub fn verify_key(tenant: &Tenant, presented: &str) -> KeyCheck {
     if presented.is_empty() {
         return KeyCheck::Invalid;
     }
-    verify_hash(tenant, &KeyHash::of_key(presented))
+    verify_key_hash(tenant, &KeyHash::of_key(presented))
 }
 
-fn verify_hash(tenant: &Tenant, presented: &KeyHash) -> KeyCheck {
+/// [`verify_key`] for a key already hashed (see [`KeyHash::of_key`]).
+pub fn verify_key_hash(tenant: &Tenant, presented: &KeyHash) -> KeyCheck {
     let mut found = Choice::from(0);
     for stored in &tenant.key_hashes {
         found |= stored.0.ct_eq(&presented.0);
@@ -114,15 +115,19 @@ impl Catalog {
         let Some(key) = key.filter(|k| !k.is_empty()) else {
             return AuthOutcome::Unauthenticated;
         };
-        let hash = KeyHash::of_key(key);
+        self.authorize_hash(tenant, &KeyHash::of_key(key))
+    }
+
+    /// [`Catalog::authorize`] for a presented key already hashed.
+    pub fn authorize_hash(&self, tenant: &str, hash: &KeyHash) -> AuthOutcome {
         if let Some(t) = self.tenants.get(tenant) {
-            if verify_hash(t, &hash) == KeyCheck::Valid {
+            if verify_key_hash(t, hash) == KeyCheck::Valid {
                 return AuthOutcome::Authorized(t.clone());
             }
         }
         // Looking the hash up (not the key) cannot leak the key through
         // timing; it only tells a valid key of another tenant from garbage.
-        match self.key_owner.get(&hash) {
+        match self.key_owner.get(hash) {
             None => AuthOutcome::Unauthenticated,
             Some(_) if self.tenants.contains_key(tenant) => AuthOutcome::PermissionDenied,
             Some(_) => AuthOutcome::TenantNotFound,
