@@ -95,8 +95,8 @@ struct Inner {
     attempts: AtomicU64,
     /// Why the last attempt failed, for the callers that waited on it.
     last_failure: Mutex<Option<Arc<str>>>,
-    /// The stream of the last finished call, dropped by the next call.
-    finished: Mutex<Option<RecvStream>>,
+    /// The answer of the last finished call, dropped by the next call.
+    finished: Mutex<Option<RecvBody>>,
 }
 
 struct Connection {
@@ -140,8 +140,8 @@ impl H2Channel {
         })
     }
 
-    /// Keeps the stream of a finished call until the next call is queued
-    /// ([`H2Channel::release_finished`]).
+    /// Keeps the (fully read) answer of a finished call, and with it its
+    /// stream, until the next call is queued ([`H2Channel::release_finished`]).
     ///
     /// Why: h2 wakes the connection's task when the last handle of a closed
     /// stream is dropped (to free its slot). Dropped as the caller finishes,
@@ -150,12 +150,12 @@ impl H2Channel {
     /// small machine often a preemption) on the answer's way out. Dropped
     /// right after the next call is queued, it finds the connection's task
     /// already woken and costs nothing.
-    pub fn keep_finished(&self, stream: RecvStream) {
+    pub fn keep_finished(&self, answer: RecvBody) {
         let previous = self
             .inner
             .finished
             .lock()
-            .map(|mut slot| slot.replace(stream));
+            .map(|mut slot| slot.replace(answer));
         drop(previous);
     }
 
@@ -286,11 +286,6 @@ pub struct RecvBody {
 }
 
 impl RecvBody {
-    /// The stream under the body.
-    pub fn into_stream(self) -> RecvStream {
-        self.stream
-    }
-
     /// The body of the answer whose stream is `stream`.
     pub fn new(stream: RecvStream) -> Self {
         Self {

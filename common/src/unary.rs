@@ -223,7 +223,7 @@ pub async fn call<Resp: Message + Default>(
         },
     })?;
     // Not dropped here: see `H2Channel::keep_finished`.
-    channel.keep_finished(body.into_stream());
+    channel.keep_finished(body);
     match answer.trailers().and_then(status_in).or(in_headers) {
         Some(Ok(())) => decode_frame(answer.to_bytes())
             .map_err(|e| Status::internal(format!("{origin}: bad answer: {e}"))),

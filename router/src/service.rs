@@ -57,8 +57,7 @@ impl SearchService {
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token)
             .filter(|k| !k.is_empty())
-            .map(KeyHash::of_key)
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <api key>`"));
+            .map(KeyHash::of_key);
         Admission {
             ctx: self.context(metadata),
             from: forwarded_from(metadata),
@@ -73,12 +72,9 @@ impl SearchService {
     /// Another tenant's key: PERMISSION_DENIED. Unknown tenant: NOT_FOUND,
     /// but only to a caller holding some valid key, so that tenant ids
     /// cannot be enumerated anonymously.
-    fn authorize(
-        &self,
-        key: &Result<KeyHash, Status>,
-        tenant: &str,
-    ) -> Result<Arc<ReplicaMap>, Status> {
-        let key = key.as_ref().map_err(Status::clone)?;
+    fn authorize(&self, key: Option<&KeyHash>, tenant: &str) -> Result<Arc<ReplicaMap>, Status> {
+        let key = key
+            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <api key>`"))?;
         if !is_valid_id(tenant) {
             return Err(Status::invalid_argument(
                 "tenant id must be 1-64 characters of [A-Za-z0-9_.-], starting with a letter or digit",
@@ -170,7 +166,7 @@ impl SearchService {
         request: &M,
     ) -> Result<M::Answer, Status> {
         let Admission { ctx, from, key } = admission;
-        let map = self.authorize(&key, request.tenant())?;
+        let map = self.authorize(key.as_ref(), request.tenant())?;
         request.validate()?;
         if let Some(router) = self.dial(&map, from.as_deref()) {
             if let Forwarded::Answer(answer) =
@@ -196,8 +192,8 @@ impl SearchService {
 pub struct Admission {
     ctx: CallContext,
     from: Option<String>,
-    /// The presented key's hash; UNAUTHENTICATED when there is none.
-    key: Result<KeyHash, Status>,
+    /// The presented key's hash, if a key was presented.
+    key: Option<KeyHash>,
 }
 
 /// A method of the public API, as [`SearchService::handle`] serves it.
