@@ -27,6 +27,8 @@ use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
+use crate::unary::push_digits;
+
 /// Metadata key that carries a request id from the router to the nodes.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -96,7 +98,7 @@ where
             None => {
                 // Handlers read the id from the request to pass it on.
                 let id = next_request_id();
-                if let Ok(value) = http::HeaderValue::from_str(&id) {
+                if let Ok(value) = http::HeaderValue::from_bytes(id.as_bytes()) {
                     req.headers_mut().insert(REQUEST_ID_HEADER, value);
                 }
                 id
@@ -284,11 +286,12 @@ fn next_request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     // `process::id()` is a system call; ask once.
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    format!(
-        "{:x}-{:x}",
-        PID.get_or_init(std::process::id),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    // `{pid:x}-{n:x}`, without `format!` (see `unary::push_digits`).
+    let mut id = Vec::with_capacity(24);
+    push_digits(&mut id, u64::from(*PID.get_or_init(std::process::id)), 16);
+    id.push(b'-');
+    push_digits(&mut id, NEXT.fetch_add(1, Ordering::Relaxed), 16);
+    String::from_utf8(id).expect("hex digits and a dash")
 }
 
 #[cfg(test)]

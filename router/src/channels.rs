@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::IdMap;
 use tandem_common::h2_channel::{ChannelError, ChannelSettings, H2Channel};
 
 use crate::catalog::Node;
@@ -30,7 +30,7 @@ pub type NodeChannel = H2Channel;
 #[derive(Debug, Default)]
 pub struct Channels {
     /// Node id -> (the address the channel was made for, the channel).
-    by_node: DashMap<Arc<str>, (Arc<str>, H2Channel)>,
+    by_node: IdMap<Arc<str>, (Arc<str>, H2Channel)>,
 }
 
 impl Channels {

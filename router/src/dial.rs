@@ -82,38 +82,75 @@ impl Reason {
     }
 }
 
-/// Everything [`decide`] looks at.
+/// What [`decide`] looks at, asked lazily and only as far as the rules
+/// need: the serving layer answers from live state, where this region's
+/// dial is a map lookup and the paired region's router health a catalog
+/// read and more lookups, and most calls are settled by the first rules (a
+/// tenant that is not active-active, a draw within a dial of 100) before
+/// those are asked. Tests answer from a plain [`DialInput`].
+pub trait DialFacts {
+    /// The call carries [`FORWARDED_HEADER`].
+    fn already_forwarded(&self) -> bool;
+    /// The tenant is active-active.
+    fn tenant_active_active(&self) -> bool;
+    /// This region's dial, 0..=100 (larger values act as 100).
+    fn dial_percent(&self) -> u8;
+    /// A uniform draw in 0..100 (see [`draw`]); values >= 100 act as 99.
+    fn draw(&self) -> u8;
+    /// At least one router of the paired region is healthy.
+    fn paired_router_healthy(&self) -> bool;
+}
+
+/// [`DialFacts`] as plain values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DialInput {
-    /// This region's dial, 0..=100 (larger values act as 100).
+    /// See [`DialFacts::dial_percent`].
     pub dial_percent: u8,
-    /// The call carries [`FORWARDED_HEADER`].
+    /// See [`DialFacts::already_forwarded`].
     pub already_forwarded: bool,
-    /// At least one router of the paired region is healthy.
+    /// See [`DialFacts::paired_router_healthy`].
     pub paired_router_healthy: bool,
-    /// The tenant is active-active.
+    /// See [`DialFacts::tenant_active_active`].
     pub tenant_active_active: bool,
-    /// A uniform draw in 0..100 (see [`draw`]); values >= 100 act as 99.
+    /// See [`DialFacts::draw`].
     pub draw: u8,
 }
 
-/// A uniform draw in 0..100 for [`DialInput::draw`].
+impl DialFacts for DialInput {
+    fn already_forwarded(&self) -> bool {
+        self.already_forwarded
+    }
+    fn tenant_active_active(&self) -> bool {
+        self.tenant_active_active
+    }
+    fn dial_percent(&self) -> u8 {
+        self.dial_percent
+    }
+    fn draw(&self) -> u8 {
+        self.draw
+    }
+    fn paired_router_healthy(&self) -> bool {
+        self.paired_router_healthy
+    }
+}
+
+/// A uniform draw in 0..100 for [`DialFacts::draw`].
 pub fn draw<R: Rng + ?Sized>(rng: &mut R) -> u8 {
     rng.random_range(0..100)
 }
 
 /// Decides whether to serve a call here or forward it; see the module docs.
-pub fn decide(input: &DialInput) -> (Decision, Reason) {
-    if input.already_forwarded {
+pub fn decide(facts: &impl DialFacts) -> (Decision, Reason) {
+    if facts.already_forwarded() {
         return (Decision::ServeLocal, Reason::AlreadyForwarded);
     }
-    if !input.tenant_active_active {
+    if !facts.tenant_active_active() {
         return (Decision::ServeLocal, Reason::HomeOnly);
     }
-    if input.draw.min(99) < input.dial_percent {
+    if facts.draw().min(99) < facts.dial_percent() {
         return (Decision::ServeLocal, Reason::Dial);
     }
-    if !input.paired_router_healthy {
+    if !facts.paired_router_healthy() {
         return (Decision::ServeLocal, Reason::PairedRouterDown);
     }
     (Decision::Forward, Reason::DialForward)
@@ -264,6 +301,60 @@ mod tests {
         };
         assert_eq!(decide(&i), (Decision::ServeLocal, Reason::HomeOnly));
         assert_eq!(Reason::HomeOnly.as_str(), "home_only");
+    }
+
+    /// Counts which facts were asked.
+    struct Asked {
+        input: DialInput,
+        asked: std::cell::RefCell<Vec<&'static str>>,
+    }
+
+    impl DialFacts for Asked {
+        fn already_forwarded(&self) -> bool {
+            self.asked.borrow_mut().push("forwarded");
+            self.input.already_forwarded
+        }
+        fn tenant_active_active(&self) -> bool {
+            self.asked.borrow_mut().push("active_active");
+            self.input.tenant_active_active
+        }
+        fn dial_percent(&self) -> u8 {
+            self.asked.borrow_mut().push("dial");
+            self.input.dial_percent
+        }
+        fn draw(&self) -> u8 {
+            self.asked.borrow_mut().push("draw");
+            self.input.draw
+        }
+        fn paired_router_healthy(&self) -> bool {
+            self.asked.borrow_mut().push("paired");
+            self.input.paired_router_healthy
+        }
+    }
+
+    #[test]
+    fn facts_are_asked_only_as_far_as_the_rules_need() {
+        let asked = |input: DialInput| {
+            let facts = Asked {
+                input,
+                asked: Default::default(),
+            };
+            decide(&facts);
+            facts.asked.into_inner()
+        };
+        let home_only = DialInput {
+            tenant_active_active: false,
+            ..input(0, 0)
+        };
+        assert_eq!(asked(home_only), ["forwarded", "active_active"]);
+        assert_eq!(
+            asked(input(100, 42)),
+            ["forwarded", "active_active", "draw", "dial"]
+        );
+        assert_eq!(
+            asked(input(0, 42)),
+            ["forwarded", "active_active", "draw", "dial", "paired"]
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::IdMap;
 use tokio::time::Instant;
 
 /// Latencies kept for the p95 estimate. 64 answers are a few milliseconds of
@@ -310,7 +310,7 @@ impl Drop for InFlight {
 #[derive(Debug, Default)]
 pub struct StatsRegistry {
     cfg: StatsConfig,
-    map: DashMap<Arc<str>, Arc<EndpointStats>>,
+    map: IdMap<Arc<str>, Arc<EndpointStats>>,
 }
 
 impl StatsRegistry {
@@ -318,7 +318,7 @@ impl StatsRegistry {
     pub fn new(cfg: StatsConfig) -> Self {
         StatsRegistry {
             cfg,
-            map: DashMap::new(),
+            map: IdMap::default(),
         }
     }
 

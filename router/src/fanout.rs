@@ -105,7 +105,7 @@ pub async fn search(
 
     let shard_calls = map.shards.iter().map(|s| {
         let frame = encode_frame(&ShardSearchRequest {
-            tenant: tenant.to_string(),
+            tenant: String::from(&**tenant),
             shard: s.shard,
             query: req.query.clone(),
             top_k: fetch,
@@ -139,7 +139,7 @@ pub async fn search(
         }
         let (deadline, per_try) = model_budget(state, ctx.deadline);
         let frame = encode_frame(&BoostsRequest {
-            tenant: tenant.to_string(),
+            tenant: String::from(&**tenant),
             query: req.query.clone(),
             max: MAX_BOOSTS,
         });
@@ -194,7 +194,7 @@ pub async fn search(
             node,
             ..
         }) => {
-            route.model_node = node.map(|n| n.id.to_string()).unwrap_or_default();
+            route.model_node = node.map(|n| String::from(&*n.id)).unwrap_or_default();
             let weights: HashMap<&[u8], f32> = answer
                 .boosts
                 .iter()
@@ -251,7 +251,7 @@ pub async fn suggest(
     }
     let tenant = &map.tenant.id;
     let frame = encode_frame(&ModelSuggestRequest {
-        tenant: tenant.to_string(),
+        tenant: String::from(&**tenant),
         prefix: req.prefix.clone(),
         k: req.k,
     });
@@ -276,7 +276,7 @@ pub async fn suggest(
         .await;
     route.fallback = outcome.fallback;
     if let Some(node) = &outcome.node {
-        route.served_region = node.region.to_string();
+        route.served_region = String::from(&*node.region);
     }
     match outcome.result {
         Ok(answer) => {
@@ -305,16 +305,18 @@ fn model_budget(state: &RouterState, deadline: Instant) -> (Instant, Duration) {
     )
 }
 
+/// (Node ids and regions are copied with `String::from`, not `to_string`:
+/// an `Arc<str>`'s `to_string` goes through the formatting machinery.)
 fn shard_route<T>(shard: u32, outcome: &Outcome<T>) -> ShardRoute {
     let answered = outcome.result.is_ok();
     ShardRoute {
         shard,
         node: match (&outcome.node, answered) {
-            (Some(n), true) => n.id.to_string(),
+            (Some(n), true) => String::from(&*n.id),
             _ => String::new(),
         },
         region: match (&outcome.node, answered) {
-            (Some(n), true) => n.region.to_string(),
+            (Some(n), true) => String::from(&*n.region),
             _ => String::new(),
         },
         attempts: outcome.attempts,

@@ -54,3 +54,11 @@ pub mod retry;
 pub mod service;
 pub mod state;
 pub mod watch;
+
+/// A concurrent map keyed by catalog ids (node, router, tenant x shard),
+/// read several times per call. Hashed with foldhash rather than the
+/// default SipHash, a few times cheaper per lookup: these keys come from
+/// the operator's catalog, never from callers, so SipHash's resistance to
+/// chosen-key flooding buys nothing here. (Maps keyed by what callers
+/// send, such as the replica-map cache's tenant names, keep SipHash.)
+pub type IdMap<K, V> = dashmap::DashMap<K, V, foldhash::fast::RandomState>;

@@ -7,6 +7,15 @@ use clap::Parser;
 use tandem_common::config::load_toml;
 use tandem_router::config::RouterConfig;
 
+/// mimalloc instead of the system allocator: a call through the router
+/// allocates a few dozen buffers and messages, several over glibc's
+/// per-thread cache limit (the answer buffers), and with mimalloc the
+/// router runs about 6% fewer instructions per search (callgrind, router
+/// benchmark). The benchmark's pass-through hops use it too, so that the
+/// router's overhead is still measured against the same floor.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tandem-router",

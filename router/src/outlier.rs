@@ -33,7 +33,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::IdMap;
 use tokio::time::Instant;
 
 /// A (node, tenant, shard) pair: the unit of ejection when only one tenant's
@@ -258,7 +258,7 @@ pub struct OutlierSnapshot<K> {
 #[derive(Debug)]
 pub struct OutlierDetector<K: Eq + Hash> {
     cfg: OutlierConfig,
-    entries: DashMap<K, Entry>,
+    entries: IdMap<K, Entry>,
 }
 
 impl<K: Eq + Hash + Clone> OutlierDetector<K> {
@@ -270,7 +270,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
                 consecutive_failures: cfg.consecutive_failures.max(1),
                 ..cfg
             },
-            entries: DashMap::new(),
+            entries: IdMap::default(),
         }
     }
 

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::IdMap;
 use tandem_common::unary::{self, encode_frame};
 use tandem_proto::paths;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -43,7 +43,7 @@ pub fn model_service_name(tenant: &str) -> String {
 /// region's router up?").
 #[derive(Debug, Default)]
 pub struct RouterHealth {
-    up: DashMap<Arc<str>, bool>,
+    up: IdMap<Arc<str>, bool>,
 }
 
 impl RouterHealth {

@@ -4,6 +4,7 @@
 //! traffic dial (serve here or forward to the paired region), fan-out with
 //! fallback and hedging, merge, and an answer that says which route it took.
 
+use std::cell::OnceCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -15,10 +16,12 @@ use tandem_proto::v1::{Route, SearchRequest, SuggestRequest, SuggestResponse};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use crate::catalog::{bearer_token, is_valid_id, verify_key_hash, AuthOutcome, KeyCheck, KeyHash};
+use crate::catalog::{
+    bearer_token, is_valid_id, verify_key_hash, AuthOutcome, KeyCheck, KeyHash, Node,
+};
 use crate::config::ms;
 use crate::deadline::deadline_for;
-use crate::dial::{decide, draw, Decision, DialInput, FORWARDED_HEADER};
+use crate::dial::{decide, draw, Decision, DialFacts, FORWARDED_HEADER};
 use crate::fanout::{self, CallContext, SearchAnswer, MAX_WINDOW};
 use crate::forward::{self, Forwarded};
 use crate::replicas::ReplicaMap;
@@ -103,26 +106,20 @@ impl SearchService {
     }
 
     /// Where to serve: `Some(router)` to forward to the paired region.
-    fn dial(
-        &self,
-        map: &ReplicaMap,
-        forwarded_from: Option<&str>,
-    ) -> Option<Arc<crate::catalog::Node>> {
-        let paired = self.state.paired_router_up();
-        let input = DialInput {
-            dial_percent: self.state.dials.get(&self.state.region),
-            already_forwarded: forwarded_from.is_some(),
-            paired_router_healthy: paired.is_some(),
+    fn dial(&self, map: &ReplicaMap, forwarded_from: Option<&str>) -> Option<Arc<Node>> {
+        let facts = LiveDialFacts {
+            state: &self.state,
             tenant_active_active: map.tenant.active_active,
-            draw: draw(&mut rand::rng()),
+            already_forwarded: forwarded_from.is_some(),
+            paired_router: OnceCell::new(),
         };
-        let (decision, reason) = decide(&input);
-        if decision == Decision::Forward {
-            metrics::counter!("router_forwarded_total", "reason" => reason.as_str()).increment(1);
-            paired
-        } else {
-            None
+        let (decision, reason) = decide(&facts);
+        if decision != Decision::Forward {
+            return None;
         }
+        metrics::counter!("router_forwarded_total", "reason" => reason.as_str()).increment(1);
+        // Forward is decided only after the paired router was looked up.
+        facts.paired_router.into_inner().flatten()
     }
 
     fn context(&self, metadata: &MetadataMap) -> CallContext {
@@ -178,7 +175,7 @@ impl SearchService {
         let mut answer = request.serve_here(&self.state, &map, &ctx).await?;
         if let Some(route) = answer.route_mut() {
             route.forwarded = from.is_some();
-            route.entry_region = from.unwrap_or_else(|| self.state.region.to_string());
+            route.entry_region = from.unwrap_or_else(|| String::from(&*self.state.region));
         }
         Ok(answer)
     }
@@ -293,6 +290,36 @@ impl PublicMethod for SuggestRequest {
         ctx: &'a CallContext,
     ) -> impl Future<Output = Result<SuggestResponse, Status>> + Send + 'a {
         fanout::suggest(state, map, self, ctx)
+    }
+}
+
+/// The dial's facts for one call, looked up from the router's state only
+/// when [`decide`] asks.
+struct LiveDialFacts<'a> {
+    state: &'a RouterState,
+    tenant_active_active: bool,
+    already_forwarded: bool,
+    /// The paired region's healthy router, once asked for.
+    paired_router: OnceCell<Option<Arc<Node>>>,
+}
+
+impl DialFacts for LiveDialFacts<'_> {
+    fn already_forwarded(&self) -> bool {
+        self.already_forwarded
+    }
+    fn tenant_active_active(&self) -> bool {
+        self.tenant_active_active
+    }
+    fn dial_percent(&self) -> u8 {
+        self.state.dials.get(&self.state.region)
+    }
+    fn draw(&self) -> u8 {
+        draw(&mut rand::rng())
+    }
+    fn paired_router_healthy(&self) -> bool {
+        self.paired_router
+            .get_or_init(|| self.state.paired_router_up())
+            .is_some()
     }
 }
 

@@ -39,6 +39,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tandem_common::one_write::NoVectoredWrites;
 use tokio::net::TcpListener;
 
+/// The router's allocator (see `tandem-router`'s `main.rs`), so that every
+/// hop is measured on the same one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tandem-passthrough",
