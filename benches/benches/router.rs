@@ -42,7 +42,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tandem_benches::{
     closed_loop, example_queries, measure, run_load_with, sample_corpus, EventLog, LoadConfig,
     LoadMode, Measured, Outcome, RunStats, Server, Summary, DEFAULT_MAX_OUTSTANDING,
@@ -69,7 +69,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 fn h2_call<Resp: prost::Message + Default + 'static>(
     addr: std::net::SocketAddr,
     path: &'static str,
-    metadata: &[(&'static str, HeaderValue)],
+    metadata: &[(HeaderName, HeaderValue)],
     frame: fn(String) -> bytes::Bytes,
 ) -> Call {
     let channel = H2Channel::new(
@@ -77,7 +77,7 @@ fn h2_call<Resp: prost::Message + Default + 'static>(
         ChannelSettings::default(),
     )
     .expect("an http origin");
-    let metadata: Arc<[(&'static str, HeaderValue)]> = metadata.into();
+    let metadata: Arc<[(HeaderName, HeaderValue)]> = metadata.into();
     Arc::new(move |q: String| {
         let (channel, metadata) = (channel.clone(), metadata.clone());
         Box::pin(async move {
@@ -257,7 +257,7 @@ fn main() -> anyhow::Result<()> {
         };
         let to_router = if h2_client {
             let key = HeaderValue::from_str(&format!("Bearer {API_KEY}")).expect("ascii");
-            h2_call::<SearchResponse>(router.grpc, paths::SEARCH, &[("authorization", key)], |q| {
+            h2_call::<SearchResponse>(router.grpc, paths::SEARCH, &[(http::header::AUTHORIZATION, key)], |q| {
                 unary::encode_frame(&SearchRequest { tenant: "en".into(), query: q, top_k: 10, ..Default::default() })
             })
         } else {

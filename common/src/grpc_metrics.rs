@@ -31,6 +31,10 @@ use crate::unary::push_digits;
 
 /// Metadata key that carries a request id from the router to the nodes.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// [`REQUEST_ID_HEADER`] as a header name: inserting a name given as text
+/// copies it into a fresh allocation on every call.
+pub const REQUEST_ID_HEADER_NAME: http::HeaderName =
+    http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Unary calls being handled right now in this process (all servers).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -99,7 +103,7 @@ where
                 // Handlers read the id from the request to pass it on.
                 let id = next_request_id();
                 if let Ok(value) = http::HeaderValue::from_bytes(id.as_bytes()) {
-                    req.headers_mut().insert(REQUEST_ID_HEADER, value);
+                    req.headers_mut().insert(REQUEST_ID_HEADER_NAME, value);
                 }
                 id
             }

@@ -39,6 +39,7 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const PREFIX: usize = 5;
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 
 /// Encodes `message` as one gRPC frame (uncompressed).
@@ -189,7 +190,7 @@ pub async fn call<Resp: Message + Default>(
     path: &'static str,
     frame: Bytes,
     timeout: Duration,
-    metadata: &[(&'static str, HeaderValue)],
+    metadata: &[(HeaderName, HeaderValue)],
 ) -> Result<Resp, Status> {
     let origin = channel.origin();
     let send = || async {
@@ -201,7 +202,7 @@ pub async fn call<Resp: Message + Default>(
         headers.insert(TE, HeaderValue::from_static("trailers"));
         headers.insert(GRPC_TIMEOUT, grpc_timeout(timeout));
         for (name, value) in metadata {
-            headers.insert(*name, value.clone());
+            headers.insert(name.clone(), value.clone());
         }
         let mut sender = channel.ready().await.map_err(Unsent::Failed)?;
         // Nothing is on the wire if this fails.
@@ -397,7 +398,7 @@ pub fn answer<M: Message>(result: Result<M, Status>) -> Response<AnswerBody> {
     match result {
         Ok(message) => {
             let mut trailers = HeaderMap::with_capacity(1);
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
             let mut response = Response::new(AnswerBody {
                 frame: Some(encode_frame(&message)),
                 trailers: Some(trailers),

@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use prost::Message;
-use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
+use tandem_common::grpc_metrics::REQUEST_ID_HEADER_NAME;
 use tandem_common::unary::{self, encode_frame};
 use tandem_proto::paths;
 use tandem_proto::v1::{
@@ -49,7 +49,7 @@ pub struct CallContext {
     /// The request id, propagated as `x-request-id`.
     pub request_id: String,
     /// Metadata every downstream call carries (the request id).
-    pub metadata: Vec<(&'static str, HeaderValue)>,
+    pub metadata: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl CallContext {
@@ -58,7 +58,7 @@ impl CallContext {
         let metadata = HeaderValue::try_from(request_id.as_str())
             .map(|mut v| {
                 unary::once_only(&mut v);
-                vec![(REQUEST_ID_HEADER, v)]
+                vec![(REQUEST_ID_HEADER_NAME, v)]
             })
             .unwrap_or_default();
         Self {

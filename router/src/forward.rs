@@ -6,7 +6,8 @@
 //! router cannot be reached, the call is served here instead: turning a
 //! dial must never fail a query.
 
-use http::HeaderValue;
+use http::header::AUTHORIZATION;
+use http::{HeaderName, HeaderValue};
 use prost::Message;
 use tandem_common::unary::{self, encode_frame};
 use tonic::metadata::MetadataMap;
@@ -32,15 +33,15 @@ fn metadata(
     state: &RouterState,
     incoming: &MetadataMap,
     ctx: &CallContext,
-) -> Vec<(&'static str, HeaderValue)> {
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut md = ctx.metadata.clone();
     if let Some(auth) = incoming.get("authorization") {
         if let Ok(v) = HeaderValue::from_bytes(auth.as_bytes()) {
-            md.push(("authorization", v));
+            md.push((AUTHORIZATION, v));
         }
     }
     if let Ok(v) = HeaderValue::try_from(&*state.region) {
-        md.push((FORWARDED_HEADER, v));
+        md.push((HeaderName::from_static(FORWARDED_HEADER), v));
     }
     md
 }

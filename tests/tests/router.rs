@@ -283,7 +283,7 @@ async fn malformed_messages_get_clear_statuses() {
     let origin: http::Uri = c.routers[0].url().parse().unwrap();
     let channel = H2Channel::new(origin, ChannelSettings::default()).unwrap();
     let key: http::HeaderValue = format!("Bearer {}", c.tenant("aa").key()).parse().unwrap();
-    let metadata = [("authorization", key)];
+    let metadata = [(http::header::AUTHORIZATION, key)];
     let send = |path: &'static str, frame: &'static [u8]| {
         unary::call::<SearchResponse>(
             &channel,

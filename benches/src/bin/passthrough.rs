@@ -299,7 +299,7 @@ mod lean {
         request: http::Request<Incoming>,
     ) -> Result<ShardSearchResponse, Status> {
         let (_, message) = unary::read_request::<ShardSearchRequest, _>(request).await?;
-        let no_metadata: &[(&'static str, HeaderValue)] = &[];
+        let no_metadata: &[(http::HeaderName, HeaderValue)] = &[];
         unary::call(
             channel,
             paths::SEARCH_SHARD,
