@@ -129,6 +129,7 @@ pub fn grpc_timeout(timeout: Duration) -> HeaderValue {
 /// `format!` costs several times as much and pulls the formatting
 /// machinery's code into the hot path.
 pub(crate) fn push_digits(out: &mut Vec<u8>, mut n: u64, radix: u64) {
+    debug_assert!((2..=16).contains(&radix), "radix {radix}");
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut reversed = [0u8; 64];
     let mut len = 0;
