@@ -303,32 +303,34 @@ mod tests {
         assert_eq!(Reason::HomeOnly.as_str(), "home_only");
     }
 
-    /// Counts which facts were asked.
+    /// A [`DialInput`] that records which facts were asked, in order.
     struct Asked {
         input: DialInput,
         asked: std::cell::RefCell<Vec<&'static str>>,
     }
 
+    impl Asked {
+        fn answer<T>(&self, fact: &'static str, value: T) -> T {
+            self.asked.borrow_mut().push(fact);
+            value
+        }
+    }
+
     impl DialFacts for Asked {
         fn already_forwarded(&self) -> bool {
-            self.asked.borrow_mut().push("forwarded");
-            self.input.already_forwarded
+            self.answer("forwarded", self.input.already_forwarded)
         }
         fn tenant_active_active(&self) -> bool {
-            self.asked.borrow_mut().push("active_active");
-            self.input.tenant_active_active
+            self.answer("active_active", self.input.tenant_active_active)
         }
         fn dial_percent(&self) -> u8 {
-            self.asked.borrow_mut().push("dial");
-            self.input.dial_percent
+            self.answer("dial", self.input.dial_percent)
         }
         fn draw(&self) -> u8 {
-            self.asked.borrow_mut().push("draw");
-            self.input.draw
+            self.answer("draw", self.input.draw)
         }
         fn paired_router_healthy(&self) -> bool {
-            self.asked.borrow_mut().push("paired");
-            self.input.paired_router_healthy
+            self.answer("paired", self.input.paired_router_healthy)
         }
     }
 

@@ -305,8 +305,9 @@ fn model_budget(state: &RouterState, deadline: Instant) -> (Instant, Duration) {
     )
 }
 
-/// (Node ids and regions are copied with `String::from`, not `to_string`:
-/// an `Arc<str>`'s `to_string` goes through the formatting machinery.)
+/// (Here and throughout this module, `Arc<str>` ids and regions are copied
+/// with `String::from`, not `to_string`, which for an `Arc<str>` goes
+/// through the formatting machinery on every call.)
 fn shard_route<T>(shard: u32, outcome: &Outcome<T>) -> ShardRoute {
     let answered = outcome.result.is_ok();
     ShardRoute {
