@@ -237,11 +237,15 @@ fn main() -> anyhow::Result<()> {
         };
         let router_call = |channel: Channel| -> Call {
             let client = SearchClient::new(channel);
+            // Made once: formatting and parsing it per call would charge
+            // the client's own work to the router's path.
+            let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+                format!("Bearer {API_KEY}").parse().expect("ascii");
             Arc::new(move |q: String| {
-                let mut client = client.clone();
+                let (mut client, key) = (client.clone(), key.clone());
                 Box::pin(async move {
                     let mut request = tonic::Request::new(SearchRequest { tenant: "en".into(), query: q, top_k: 10, ..Default::default() });
-                    request.metadata_mut().insert("authorization", format!("Bearer {API_KEY}").parse().expect("ascii"));
+                    request.metadata_mut().insert("authorization", key);
                     client.search(request).await.is_ok()
                 })
             })
