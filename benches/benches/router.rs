@@ -235,12 +235,13 @@ fn main() -> anyhow::Result<()> {
                 })
             })
         };
+        // The router's `authorization` header, made once for either client:
+        // formatting and parsing it per call would charge the client's own
+        // work to the router's path.
+        let bearer = format!("Bearer {API_KEY}");
         let router_call = |channel: Channel| -> Call {
             let client = SearchClient::new(channel);
-            // Made once: formatting and parsing it per call would charge
-            // the client's own work to the router's path.
-            let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-                format!("Bearer {API_KEY}").parse().expect("ascii");
+            let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = bearer.parse().expect("ascii");
             Arc::new(move |q: String| {
                 let (mut client, key) = (client.clone(), key.clone());
                 Box::pin(async move {
@@ -260,7 +261,7 @@ fn main() -> anyhow::Result<()> {
             })
         };
         let to_router = if h2_client {
-            let key = HeaderValue::from_str(&format!("Bearer {API_KEY}")).expect("ascii");
+            let key = HeaderValue::from_str(&bearer).expect("ascii");
             h2_call::<SearchResponse>(router.grpc, paths::SEARCH, &[(http::header::AUTHORIZATION, key)], |q| {
                 unary::encode_frame(&SearchRequest { tenant: "en".into(), query: q, top_k: 10, ..Default::default() })
             })

@@ -149,7 +149,7 @@ where
         let code = match &result {
             Ok(resp) => resp
                 .headers()
-                .get("grpc-status")
+                .get(&tonic::Status::GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .map(tonic::Code::from_i32)

@@ -39,7 +39,6 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const PREFIX: usize = 5;
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const APPLICATION_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 
 /// Encodes `message` as one gRPC frame (uncompressed).
@@ -399,7 +398,7 @@ pub fn answer<M: Message>(result: Result<M, Status>) -> Response<AnswerBody> {
     match result {
         Ok(message) => {
             let mut trailers = HeaderMap::with_capacity(1);
-            trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
+            trailers.insert(Status::GRPC_STATUS, HeaderValue::from_static("0"));
             let mut response = Response::new(AnswerBody {
                 frame: Some(encode_frame(&message)),
                 trailers: Some(trailers),
