@@ -27,7 +27,9 @@
 //! slices; default 5; `BENCH_CONCURRENCY=1` for one concurrency,
 //! `BENCH_ONLY=router` (or `direct`, `hop`, `hop-h2`, `decode`, `lean`) to load one path alone, e.g. under a profiler;
 //! `BENCH_CLIENT=h2` to call every path with the router's own client,
-//! `tandem_common::unary` over `h2_channel`, instead of tonic's).
+//! `tandem_common::unary` over `h2_channel`, instead of tonic's;
+//! `BENCH_PIN=1` to run the client and the index-node on CPU 0 and every
+//! process in the middle on CPU 1, see `tandem_benches::pinning`).
 //!
 //! Why the client is a knob: tonic's client (hyper's) writes a call's
 //! headers and its body in two `writev`s, 10-20 µs apart. A byte forwarder
@@ -43,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use tandem_benches::pinning::Pinning;
 use tandem_benches::{
     closed_loop, example_queries, measure, run_load_with, sample_corpus, EventLog, LoadConfig,
     LoadMode, Measured, Outcome, RunStats, Server, Summary, DEFAULT_MAX_OUTSTANDING,
@@ -183,6 +186,9 @@ where
 fn main() -> anyhow::Result<()> {
     let seconds = tandem_benches::bench_seconds();
     let duration = Duration::from_secs(seconds);
+    let pinning = Pinning::from_env()?;
+    // Before the runtime: its threads inherit the client's CPU.
+    pinning.pin_client()?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let docs = read_documents(&sample_corpus(), &["lang=en".parse::<Where>().map_err(anyhow::Error::msg)?])?;
@@ -195,12 +201,13 @@ fn main() -> anyhow::Result<()> {
         drop(registry);
 
         let index_dir = dir.path().join("index").display().to_string();
-        let node = Server::start("tandem-index-node", &["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", &index_dir])?;
+        let node = Server::start_on("tandem-index-node", &["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", &index_dir], pinning.edge)?;
         let upstream = node.grpc.to_string();
-        let hop = Server::start("tandem-passthrough", &["--upstream", &upstream])?;
-        let h2_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--h2"])?;
-        let decode_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--decode"])?;
-        let lean_hop = Server::start("tandem-passthrough", &["--upstream", &upstream, "--lean"])?;
+        let middle = |args: &[&str]| Server::start_on("tandem-passthrough", args, pinning.middle);
+        let hop = middle(&["--upstream", &upstream])?;
+        let h2_hop = middle(&["--upstream", &upstream, "--h2"])?;
+        let decode_hop = middle(&["--upstream", &upstream, "--decode"])?;
+        let lean_hop = middle(&["--upstream", &upstream, "--lean"])?;
         let catalog = format!(
             "[[regions]]\nid = \"r1\"\npair = \"r2\"\n\n[[regions]]\nid = \"r2\"\npair = \"r1\"\n\n\
              [[nodes]]\nid = \"idx\"\nregion = \"r1\"\nkind = \"index\"\naddr = \"http://{upstream}\"\n\n\
@@ -210,14 +217,18 @@ fn main() -> anyhow::Result<()> {
         );
         let catalog_path = dir.path().join("catalog.toml");
         std::fs::write(&catalog_path, catalog)?;
-        let router = Server::start(
+        let router = Server::start_on(
             "tandem-router",
             &["--region", "r1", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--catalog", &catalog_path.display().to_string()],
+            pinning.middle,
         )?;
         let connect = |addr: std::net::SocketAddr| async move {
             Channel::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await.map_err(anyhow::Error::from)
         };
         println!("corpus: {} English pages; {} distinct queries; {seconds} s per run", docs.len(), queries.len());
+        if let Some(pinned) = pinning.describe() {
+            println!("{pinned} (QPS against direct means little pinned: direct never crosses cores)");
+        }
 
         let h2_client = std::env::var("BENCH_CLIENT").is_ok_and(|c| c == "h2");
         if h2_client {

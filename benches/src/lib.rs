@@ -6,6 +6,7 @@
 //! recover ([`recovery`]).
 
 pub mod loadgen;
+pub mod pinning;
 pub mod plot;
 pub mod queries;
 pub mod recovery;
@@ -227,6 +228,12 @@ pub struct Server {
 impl Server {
     /// Starts `target/release/<bin>` and waits for its readiness line.
     pub fn start(bin: &str, args: &[&str]) -> anyhow::Result<Server> {
+        Self::start_on(bin, args, None)
+    }
+
+    /// Like [`Server::start`], the process pinned to `cpu` if given (see
+    /// [`pinning`]).
+    pub fn start_on(bin: &str, args: &[&str], cpu: Option<usize>) -> anyhow::Result<Server> {
         let path = repo_root().join("target/release").join(bin);
         if !path.exists() {
             bail!(
@@ -234,7 +241,11 @@ impl Server {
                 path.display()
             );
         }
-        let mut child = Command::new(&path)
+        let mut command = Command::new(&path);
+        if let Some(cpu) = cpu {
+            pinning::pin_command(&mut command, cpu);
+        }
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
