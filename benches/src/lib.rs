@@ -1,5 +1,6 @@
 //! Shared pieces of tandem's benchmarks: sample queries, closed-loop load
-//! with HDR latency histograms, and starting the release binaries; and the
+//! with HDR latency histograms, and starting the release binaries (pinned
+//! to a CPU if asked, [`pinning`]); and the
 //! load generator behind `tandem-loadgen` and the drills: open- or
 //! closed-loop load through the client library ([`loadgen`]), its JSON
 //! summary ([`summary`]), timeline ([`timeline`], [`plot`]) and time to
