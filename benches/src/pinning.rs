@@ -66,15 +66,20 @@ impl Pinning {
     }
 }
 
+/// The empty CPU set.
+fn empty_set() -> libc::cpu_set_t {
+    // SAFETY: `cpu_set_t` is a plain bit array, and all zeroes is the empty
+    // set.
+    unsafe { std::mem::zeroed() }
+}
+
 /// The set holding `cpu` alone.
 fn cpu_set(cpu: usize) -> libc::cpu_set_t {
-    // SAFETY: `cpu_set_t` is a plain bit array, and all zeroes is the empty
-    // set; `CPU_SET` writes one bit inside it (it checks the bound).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        set
-    }
+    let mut set = empty_set();
+    // SAFETY: `CPU_SET` sets one bit through a bounds-checked index (a CPU
+    // past the set panics, here, before any fork).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set
 }
 
 fn set_affinity(set: &libc::cpu_set_t) -> io::Result<()> {
@@ -89,10 +94,11 @@ fn set_affinity(set: &libc::cpu_set_t) -> io::Result<()> {
 }
 
 /// The CPUs the calling thread may run on.
-pub fn allowed_cpus() -> io::Result<Vec<usize>> {
-    // SAFETY: as in `cpu_set`; `sched_getaffinity` fills the set it is given.
+fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let mut set = empty_set();
+    // SAFETY: pid 0 is the calling thread; `sched_getaffinity` fills the set
+    // of the size passed, and `CPU_ISSET` reads bits inside it.
     unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -103,7 +109,7 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
 }
 
 /// Pins the calling thread (and the threads it starts from now on) to `cpu`.
-pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
     set_affinity(&cpu_set(cpu))
 }
 
