@@ -251,6 +251,11 @@ impl Shard {
             let doc: TantivyDocument = searcher.doc(address)?;
             hits.push(self.to_hit(&doc, score, snippets.as_ref()));
         }
+        // Rank order as `ShardSearchResponse` promises: tantivy breaks ties
+        // by where a document sits in the index, which differs between
+        // replicas; the id does not (and a router relays a lone shard's
+        // hits in this order without reading them).
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
         Ok(ShardHits {
             hits: if params.top_k == 0 { Vec::new() } else { hits },
             total_hits: total as u64,

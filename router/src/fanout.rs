@@ -91,6 +91,25 @@ pub async fn search(
     req: &SearchRequest,
     ctx: &CallContext,
 ) -> Result<SearchAnswer, Status> {
+    // One shard and no model (the common tenant): nothing to merge and
+    // nothing to re-score, and the node sends its hits in the order the
+    // merge would put them (see `ShardSearchResponse`), so they are relayed
+    // without being read. Reading them was about 5K of the router's 125K
+    // instructions per search (callgrind, router benchmark).
+    if map.shards.len() == 1 && map.models.is_empty() {
+        search_shards::<false>(state, map, req, ctx).await
+    } else {
+        search_shards::<true>(state, map, req, ctx).await
+    }
+}
+
+/// [`search`], with the shards' hits read for merging (`READ`) or relayed.
+async fn search_shards<const READ: bool>(
+    state: &RouterState,
+    map: &ReplicaMap,
+    req: &SearchRequest,
+    ctx: &CallContext,
+) -> Result<SearchAnswer, Status> {
     let top_k = if req.top_k == 0 { 10 } else { req.top_k } as usize;
     let window = req.offset as usize + top_k;
     // Without a model there are no boosts, so nothing can move up.
@@ -124,7 +143,7 @@ pub async fn search(
         state
             .resilience
             .call(target, ctx.deadline, per_try, move |channel, timeout| {
-                attempt::<WithRawHits<ShardSearchResponse>>(
+                attempt::<WithRawHits<ShardSearchResponse, READ>>(
                     channel,
                     paths::SEARCH_SHARD,
                     frame.clone(),
@@ -169,7 +188,11 @@ pub async fn search(
         match outcome.result {
             Ok(answer) => {
                 response.total_hits += answer.head.total_hits;
-                hits.extend(answer.hits);
+                if hits.is_empty() {
+                    hits = answer.hits;
+                } else {
+                    hits.extend(answer.hits);
+                }
             }
             Err(status) if req.allow_partial && is_unavailability(&status) => {
                 tracing::warn!(tenant = %tenant, shard = replicas.shard, request_id = %ctx.request_id, error = %status.message(), "shard missing from partial results");
@@ -217,12 +240,14 @@ pub async fn search(
         }
     }
 
-    hits.sort_by(|a, b| {
-        b.score()
-            .total_cmp(&a.score())
-            .then(a.shard().cmp(&b.shard()))
-            .then_with(|| a.id().cmp(b.id()))
-    });
+    if READ {
+        hits.sort_by(|a, b| {
+            b.score()
+                .total_cmp(&a.score())
+                .then(a.shard().cmp(&b.shard()))
+                .then_with(|| a.id().cmp(b.id()))
+        });
+    }
     response.route = Some(route);
     Ok(SearchAnswer {
         head: response,

@@ -13,8 +13,13 @@
 //! = 1`, so one wrapper, [`WithRawHits`], reads and writes either: field 1
 //! as raw hits, every other field through the generated message.
 //!
-//! What the router no longer checks: that a hit's strings are valid UTF-8.
-//! The caller's decoder still does; index-nodes are tandem's own processes.
+//! A lone shard's answer needs not even that: with nothing to merge and no
+//! boosts, the node's order is the answer's (`ShardSearchResponse` promises
+//! the router's tie-break), so [`Relayed`] hits are kept as bytes, unread.
+//!
+//! What the router no longer checks: that a hit's strings are valid UTF-8
+//! (nor, for relayed hits, anything inside a hit). The caller's decoder
+//! still does; index-nodes are tandem's own processes.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::encoding::{
@@ -39,6 +44,15 @@ pub struct RawHit {
 }
 
 impl RawHit {
+    /// A hit passed on unread (see [`Relayed`]): its merge fields are not
+    /// known, so it may only be written out, never merged or re-scored.
+    fn relayed(encoded: Bytes) -> Self {
+        RawHit {
+            encoded,
+            ..RawHit::default()
+        }
+    }
+
     /// Reads the merge fields of one encoded `Hit`.
     pub fn parse(encoded: Bytes) -> Result<Self, DecodeError> {
         let mut hit = RawHit {
@@ -99,17 +113,21 @@ impl RawHit {
     }
 }
 
+/// Whether hits are read for merging (the default) or relayed unread.
+pub type Relayed<M> = WithRawHits<M, false>;
+
 /// A message `M` whose field 1 is `repeated Hit hits`, with those hits kept
-/// encoded in `hits` (and `head.hits` left empty).
+/// encoded in `hits` (and `head.hits` left empty). With `READ` their merge
+/// fields are read when decoding; without, they are [`Relayed`] unread.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct WithRawHits<M> {
+pub struct WithRawHits<M, const READ: bool = true> {
     /// Every field but the hits.
     pub head: M,
     /// The hits, in the order they were read or are to be written.
     pub hits: Vec<RawHit>,
 }
 
-impl<M: Message + Default> Message for WithRawHits<M> {
+impl<M: Message + Default, const READ: bool> Message for WithRawHits<M, READ> {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         for hit in &self.hits {
             bytes_field::encode(HITS, &hit.encoded, buf);
@@ -129,7 +147,11 @@ impl<M: Message + Default> Message for WithRawHits<M> {
         }
         let mut encoded = Bytes::new();
         bytes_field::merge(wire_type, &mut encoded, buf, ctx)?;
-        self.hits.push(RawHit::parse(encoded)?);
+        self.hits.push(if READ {
+            RawHit::parse(encoded)?
+        } else {
+            RawHit::relayed(encoded)
+        });
         Ok(())
     }
 
@@ -206,7 +228,7 @@ mod tests {
             .expect("decodes")
             .hits;
         raw[1].rescore(4.0);
-        let answer = WithRawHits {
+        let answer: WithRawHits<SearchResponse> = WithRawHits {
             head: SearchResponse {
                 total_hits: 2,
                 route: Some(Route {
@@ -227,6 +249,37 @@ mod tests {
         assert_eq!(public.degraded, vec!["model".to_string()]);
         assert_eq!(public.took_micros, 9);
         assert_eq!(public.route.expect("route").served_region, "r1");
+    }
+
+    #[test]
+    fn relayed_hits_are_not_read_and_go_out_byte_for_byte() {
+        let shard = ShardSearchResponse {
+            hits: vec![hit("x", 3.0, 1), hit("y", 0.5, 1)],
+            total_hits: 7,
+            applied_seq: 3,
+            node: "idx-1".into(),
+        };
+        let relayed = Relayed::<ShardSearchResponse>::decode(shard.encode_to_vec().as_slice())
+            .expect("decodes");
+        assert_eq!(relayed.head.total_hits, 7);
+        assert!(
+            relayed
+                .hits
+                .iter()
+                .all(|h| h.id().is_empty() && h.score() == 0.0),
+            "merge fields are not read"
+        );
+        let answer: WithRawHits<SearchResponse> = WithRawHits {
+            head: SearchResponse {
+                total_hits: 7,
+                ..Default::default()
+            },
+            hits: relayed.hits,
+        };
+        let public = SearchResponse::decode(answer.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(public.hits, shard.hits);
+        // A hit's length prefix is still checked.
+        assert!(Relayed::<SearchResponse>::decode(&[0x0a, 10, 1, 2][..]).is_err());
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::time::Duration;
 use tandem_e2e::cluster::{Cluster, TenantSpec};
 use tandem_e2e::{with_bearer, ADMIN_TOKEN};
 use tandem_proto::v1::fault_injection_client::FaultInjectionClient;
+use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::router_admin_client::RouterAdminClient;
-use tandem_proto::v1::{Fault, FaultAction, SearchRequest, SetDialRequest};
+use tandem_proto::v1::{Fault, FaultAction, SearchRequest, SetDialRequest, ShardSearchRequest};
 use tonic::Code;
 
 const QUERY: &str = "file";
@@ -267,6 +268,57 @@ async fn a_single_region_tenant_is_served_from_its_home() {
         ("r2", "r1")
     );
     assert!(!route.forwarded);
+}
+
+/// A one-shard tenant without a model (whose hits the router relays unread)
+/// and a two-shard tenant (whose hits it merges) page alike: a page at an
+/// offset is that slice of the page from 0 to the same end, and a lone
+/// shard's hits are exactly its node's, best first, equal scores by id.
+#[tokio::test]
+async fn offsets_page_alike_whether_hits_are_relayed_or_merged() {
+    let c = cluster().await;
+    let page = |tenant: &'static str, offset: u32, top_k: u32| {
+        let c = &c;
+        async move {
+            let req = SearchRequest {
+                tenant: tenant.into(),
+                query: QUERY.into(),
+                top_k,
+                offset,
+                ..Default::default()
+            };
+            let resp = c
+                .search_with(0, req, &c.tenant(tenant).key())
+                .await
+                .unwrap();
+            assert!(resp.hits.windows(2).all(|w| w[0].score >= w[1].score));
+            resp.hits
+        }
+    };
+    for tenant in ["aa", "multi"] {
+        let whole = page(tenant, 0, 12).await;
+        assert_eq!(whole.len(), 12, "{tenant}: enough matches");
+        assert_eq!(page(tenant, 4, 8).await, whole[4..], "{tenant}");
+        assert_eq!(page(tenant, 11, 1).await, whole[11..], "{tenant}");
+    }
+
+    let mut node = IndexNodeClient::new(c.node("r1-a").proc.channel().await);
+    let from_node = node
+        .search_shard(ShardSearchRequest {
+            tenant: "aa".into(),
+            shard: 0,
+            query: QUERY.into(),
+            top_k: 12,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .hits;
+    assert_eq!(page("aa", 0, 12).await, from_node);
+    assert!(from_node
+        .windows(2)
+        .all(|w| w[0].score > w[1].score || (w[0].score == w[1].score && w[0].id < w[1].id)));
 }
 
 /// Bytes that are not one well-formed message get a clear status from the
