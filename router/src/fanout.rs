@@ -1,5 +1,6 @@
 //! Serving a query from replicas: one call per shard in parallel plus the
-//! tenant's model, then merging.
+//! tenant's model, then merging (or, for one shard and no model, relaying
+//! the shard's hits as they came).
 //!
 //! Boosts come from the model concurrently with the shard searches (never
 //! before them: the model must not add its latency to every query), so the
@@ -110,6 +111,8 @@ async fn search_shards<const READ: bool>(
     req: &SearchRequest,
     ctx: &CallContext,
 ) -> Result<SearchAnswer, Status> {
+    // Relayed hits cannot be merged or re-scored (their scores are unread).
+    debug_assert!(READ || (map.shards.len() == 1 && map.models.is_empty()));
     let top_k = if req.top_k == 0 { 10 } else { req.top_k } as usize;
     let window = req.offset as usize + top_k;
     // Without a model there are no boosts, so nothing can move up.

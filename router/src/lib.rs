@@ -21,7 +21,8 @@
 //! - [`public_api`]: the public `tandem.v1.Search` API on the wire (one
 //!   frame each way, see `tandem_common::unary`);
 //! - [`service`]: what a call of that API means (deadline, auth, dial);
-//! - [`fanout`]: one call per shard plus the model, merge, boosts;
+//! - [`fanout`]: one call per shard plus the model, merge, boosts (a lone
+//!   shard without a model: its hits relayed);
 //! - [`fallback`]: one shard's call with fallback, hedging and budget;
 //! - [`forward`]: handing a call to the paired region's router;
 //! - [`cache`], [`channels`], [`probe`], [`watch`], [`deadline`]: the

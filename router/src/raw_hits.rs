@@ -13,13 +13,15 @@
 //! = 1`, so one wrapper, [`WithRawHits`], reads and writes either: field 1
 //! as raw hits, every other field through the generated message.
 //!
-//! A lone shard's answer needs not even that: with nothing to merge and no
+//! A lone shard's answer needs none of that: with nothing to merge and no
 //! boosts, the node's order is the answer's (`ShardSearchResponse` promises
 //! the router's tie-break), so [`Relayed`] hits are kept as bytes, unread.
 //!
-//! What the router no longer checks: that a hit's strings are valid UTF-8
-//! (nor, for relayed hits, anything inside a hit). The caller's decoder
-//! still does; index-nodes are tandem's own processes.
+//! What the router no longer checks: that a hit's strings are valid UTF-8,
+//! and for relayed hits anything inside a hit but its length. A hit the
+//! router reads and cannot parse fails that attempt (another replica is
+//! asked); a broken relayed hit reaches the caller, whose decoder refuses
+//! it. Index-nodes are tandem's own processes.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::encoding::{
@@ -113,7 +115,8 @@ impl RawHit {
     }
 }
 
-/// Whether hits are read for merging (the default) or relayed unread.
+/// A [`WithRawHits`] whose hits stay unread bytes: only for an answer
+/// passed on as it came (one shard, no boosts).
 pub type Relayed<M> = WithRawHits<M, false>;
 
 /// A message `M` whose field 1 is `repeated Hit hits`, with those hits kept

@@ -2,7 +2,8 @@
 //!
 //! A call's way through the router: deadline, authentication, validation,
 //! traffic dial (serve here or forward to the paired region), fan-out with
-//! fallback and hedging, merge, and an answer that says which route it took.
+//! fallback and hedging, merge (or relay, for one shard), and an answer that
+//! says which route it took.
 
 use std::cell::OnceCell;
 use std::future::Future;

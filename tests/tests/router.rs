@@ -273,7 +273,9 @@ async fn a_single_region_tenant_is_served_from_its_home() {
 /// A one-shard tenant without a model (whose hits the router relays unread)
 /// and a two-shard tenant (whose hits it merges) page alike: a page at an
 /// offset is that slice of the page from 0 to the same end, and a lone
-/// shard's hits are exactly its node's, best first, equal scores by id.
+/// shard's hits are exactly its node's. (How a node orders equal scores is
+/// tested on the node, `index-node/tests/ranking.rs`: the sample pages here
+/// are written in id order, so index order and id order agree.)
 #[tokio::test]
 async fn offsets_page_alike_whether_hits_are_relayed_or_merged() {
     let c = cluster().await;
