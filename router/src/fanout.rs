@@ -92,16 +92,20 @@ pub async fn search(
     req: &SearchRequest,
     ctx: &CallContext,
 ) -> Result<SearchAnswer, Status> {
-    // One shard and no model (the common tenant): nothing to merge and
-    // nothing to re-score, and the node sends its hits in the order the
-    // merge would put them (see `ShardSearchResponse`), so they are relayed
-    // without being read. Reading them was about 5K of the router's 125K
-    // instructions per search (callgrind, router benchmark).
-    if map.shards.len() == 1 && map.models.is_empty() {
+    if relays_hits(map) {
         search_shards::<false>(state, map, req, ctx).await
     } else {
         search_shards::<true>(state, map, req, ctx).await
     }
+}
+
+/// One shard and no model (the common tenant): nothing to merge and nothing
+/// to re-score, and the node sends its hits in the order the merge would
+/// put them (see `ShardSearchResponse`), so they are relayed without being
+/// read. Reading them was about 5K of the router's 125K instructions per
+/// search (callgrind, router benchmark).
+fn relays_hits(map: &ReplicaMap) -> bool {
+    map.shards.len() == 1 && map.models.is_empty()
 }
 
 /// [`search`], with the shards' hits read for merging (`READ`) or relayed.
@@ -112,7 +116,7 @@ async fn search_shards<const READ: bool>(
     ctx: &CallContext,
 ) -> Result<SearchAnswer, Status> {
     // Relayed hits cannot be merged or re-scored (their scores are unread).
-    debug_assert!(READ || (map.shards.len() == 1 && map.models.is_empty()));
+    debug_assert!(READ || relays_hits(map));
     let top_k = if req.top_k == 0 { 10 } else { req.top_k } as usize;
     let window = req.offset as usize + top_k;
     // Without a model there are no boosts, so nothing can move up.

@@ -39,8 +39,21 @@ fn replica(id: &str, region: &str, tier: Tier) -> Replica {
     }
 }
 
-/// One call where `local` never answers and `remote` answers after 1 ms.
-async fn call_with_frozen_local(r: &Resilience, replicas: &[Replica]) -> Outcome<&'static str> {
+/// `local` (preferred) and a `remote` replica in the paired region.
+fn local_and_remote(local: &str) -> [Replica; 2] {
+    [
+        replica(local, "r1", Tier::Preferred),
+        replica("remote", "r2", Tier::Paired),
+    ]
+}
+
+/// One call of tenant `t`'s shard 0 over `replicas` (deadline 2 s, 500 ms
+/// per try), each attempt answered by `attempt`.
+async fn call<T, F, Fut>(r: &Resilience, replicas: &[Replica], attempt: F) -> Outcome<T>
+where
+    F: Fn(NodeChannel, Duration) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
     let tenant: Arc<str> = Arc::from("t");
     let target = Target {
         replicas,
@@ -49,38 +62,36 @@ async fn call_with_frozen_local(r: &Resilience, replicas: &[Replica]) -> Outcome
         kind: "index",
     };
     let deadline = Instant::now() + Duration::from_secs(2);
-    r.call(
-        target,
-        deadline,
-        Duration::from_millis(500),
-        |channel, _| async move {
-            if channel.origin().host() == Some("local.invalid") {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            Ok("answer")
-        },
-    )
+    r.call(target, deadline, Duration::from_millis(500), attempt)
+        .await
+}
+
+/// One call where `local` never answers and `remote` answers after 1 ms.
+async fn call_with_frozen_local(r: &Resilience, replicas: &[Replica]) -> Outcome<&'static str> {
+    call(r, replicas, |channel, _| async move {
+        if channel.origin().host() == Some("local.invalid") {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok("answer")
+    })
     .await
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_frozen_replica_is_hedged_then_ejected_after_three_lost_races() {
     let r = resilience();
-    let replicas = [
-        replica("local", "r1", Tier::Preferred),
-        replica("remote", "r2", Tier::Paired),
-    ];
-    for call in 1..=3 {
+    let replicas = local_and_remote("local");
+    for n in 1..=3 {
         let started = Instant::now();
         let outcome = call_with_frozen_local(&r, &replicas).await;
         assert_eq!(outcome.result.expect("hedge answers"), "answer");
         assert!(outcome.hedged && outcome.fallback);
         assert_eq!(outcome.node.expect("answered").id.as_ref(), "remote");
         // The default hedging delay (no history yet) plus the remote's 1 ms.
-        assert_eq!(started.elapsed(), Duration::from_millis(11), "call {call}");
+        assert_eq!(started.elapsed(), Duration::from_millis(11), "call {n}");
         let ejected = matches!(r.nodes.health(&Arc::from("local")), Health::Ejected { .. });
-        assert_eq!(ejected, call == 3, "after call {call}");
+        assert_eq!(ejected, n == 3, "after call {n}");
     }
     // Ejected: the next call goes to the remote replica first, no hedge.
     let started = Instant::now();
@@ -93,34 +104,17 @@ async fn a_frozen_replica_is_hedged_then_ejected_after_three_lost_races() {
 #[tokio::test(start_paused = true)]
 async fn a_hedge_that_loses_is_not_blamed() {
     let r = resilience();
-    let replicas = [
-        replica("slowish", "r1", Tier::Preferred),
-        replica("remote", "r2", Tier::Paired),
-    ];
-    let tenant: Arc<str> = Arc::from("t");
+    let replicas = local_and_remote("slowish");
     for _ in 0..5 {
-        let target = Target {
-            replicas: &replicas,
-            tenant: &tenant,
-            scope: 0,
-            kind: "index",
-        };
-        let deadline = Instant::now() + Duration::from_secs(2);
         // The first replica answers after 12 ms: past the 10 ms hedging
         // delay, but before the hedge (10 + 5 ms) does.
-        let outcome = r
-            .call(
-                target,
-                deadline,
-                Duration::from_millis(500),
-                |channel, _| async move {
-                    let local = channel.origin().host() == Some("slowish.invalid");
-                    let delay = if local { 12 } else { 5 };
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    Ok(())
-                },
-            )
-            .await;
+        let outcome = call(&r, &replicas, |channel, _| async move {
+            let local = channel.origin().host() == Some("slowish.invalid");
+            let delay = if local { 12 } else { 5 };
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            Ok(())
+        })
+        .await;
         assert_eq!(outcome.node.expect("answered").id.as_ref(), "slowish");
         assert!(outcome.hedged && !outcome.fallback);
     }
