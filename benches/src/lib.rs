@@ -1,13 +1,11 @@
 //! Shared pieces of tandem's benchmarks: sample queries, closed-loop load
-//! with HDR latency histograms, and starting the release binaries (pinned
-//! to a CPU if asked, [`pinning`]); and the
+//! with HDR latency histograms, and starting the release binaries; and the
 //! load generator behind `tandem-loadgen` and the drills: open- or
 //! closed-loop load through the client library ([`loadgen`]), its JSON
 //! summary ([`summary`]), timeline ([`timeline`], [`plot`]) and time to
 //! recover ([`recovery`]).
 
 pub mod loadgen;
-pub mod pinning;
 pub mod plot;
 pub mod queries;
 pub mod recovery;
@@ -229,12 +227,6 @@ pub struct Server {
 impl Server {
     /// Starts `target/release/<bin>` and waits for its readiness line.
     pub fn start(bin: &str, args: &[&str]) -> anyhow::Result<Server> {
-        Self::start_on(bin, args, None)
-    }
-
-    /// Like [`Server::start`], the process pinned to `cpu` if given (see
-    /// [`pinning`]).
-    pub fn start_on(bin: &str, args: &[&str], cpu: Option<usize>) -> anyhow::Result<Server> {
         let path = repo_root().join("target/release").join(bin);
         if !path.exists() {
             bail!(
@@ -243,9 +235,6 @@ impl Server {
             );
         }
         let mut command = Command::new(&path);
-        if let Some(cpu) = cpu {
-            pinning::pin_command(&mut command, cpu);
-        }
         let mut child = command
             .args(args)
             .stdout(Stdio::piped())
@@ -265,6 +254,11 @@ impl Server {
             child,
             grpc: ready.grpc,
         })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// CPU time the process has used so far, all threads, from the

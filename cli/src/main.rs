@@ -45,6 +45,10 @@ enum Command {
         /// Load at most this many pages per tenant (a small, fast cluster).
         #[arg(long, value_name = "N")]
         docs_limit: Option<usize>,
+        /// The sample data directory (the repository's `data/`); default:
+        /// `./data`, or `data/` beside or above this binary.
+        #[arg(long, value_name = "DIR", env = "TANDEM_SAMPLE_DATA")]
+        sample_data: Option<PathBuf>,
     },
     /// Search a tenant through the routers.
     Search {
@@ -130,8 +134,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             write_topology,
             docs_limit,
+            sample_data,
         } => {
-            let mut opts = DevOptions::new(data_dir, std::env::current_dir()?);
+            let repo = dev::sample_data::locate(sample_data.as_deref())?;
+            let mut opts = DevOptions::new(data_dir, repo);
             opts.topology = write_topology.or(cli.target.topology);
             opts.docs_limit = docs_limit;
             dev::run(opts).await?;

@@ -7,6 +7,11 @@
 //! stops waiting, and the caller learns why. A caller that gives up earlier
 //! resets its stream, which drops the call too. Calls without the header
 //! run until they finish or their caller goes away.
+//!
+//! tonic's server checks `grpc-timeout` too, outside every layer, and
+//! answers CANCELLED when it runs out. This layer ends the call one tick
+//! of tokio's timer ([`TIMER_TICK`]) earlier, so the caller learns the
+//! right reason.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +21,33 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
-use crate::unary::parse_grpc_timeout;
+use std::time::Duration;
+
+/// The resolution of tokio's timer: two deadlines within one tick may
+/// fire together in either order.
+pub const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// Reads a `grpc-timeout` value (e.g. `250m`, `2S`, `100000u`): at most
+/// eight digits, then a unit (H, M, S, m, u, n). `None` when malformed.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if !value.is_ascii() || value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
 
 /// Layer adding [`GrpcDeadline`] around a gRPC server's routes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -59,7 +90,7 @@ where
             .and_then(parse_grpc_timeout);
         DeadlineFuture {
             inner: self.inner.call(request),
-            expiry: timeout.map(tokio::time::sleep),
+            expiry: timeout.map(|t| tokio::time::sleep(t.saturating_sub(TIMER_TICK))),
         }
     }
 }
@@ -100,8 +131,6 @@ where
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
-    use std::time::Duration;
-
     use tower::ServiceExt;
 
     use super::*;
@@ -138,7 +167,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let answer = service.oneshot(request(Some("250m"))).await.unwrap();
         assert_eq!(grpc_status(&answer), Some("4"), "DEADLINE_EXCEEDED");
-        assert_eq!(started.elapsed(), Duration::from_millis(250));
+        assert_eq!(started.elapsed(), Duration::from_millis(250) - TIMER_TICK);
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,8 +27,6 @@ use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
-use crate::unary::push_digits;
-
 /// Metadata key that carries a request id from the router to the nodes.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// [`REQUEST_ID_HEADER`] as a header name: inserting a name given as text
@@ -288,14 +286,9 @@ fn known_methods() -> &'static HashMap<String, MethodMetrics> {
 /// enough to join log lines (not a secret, not globally unique).
 fn next_request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    // `process::id()` is a system call; ask once.
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    // `{pid:x}-{n:x}`, without `format!` (see `unary::push_digits`).
-    let mut id = Vec::with_capacity(24);
-    push_digits(&mut id, u64::from(*PID.get_or_init(std::process::id)), 16);
-    id.push(b'-');
-    push_digits(&mut id, NEXT.fetch_add(1, Ordering::Relaxed), 16);
-    String::from_utf8(id).expect("hex digits and a dash")
+    let pid = *PID.get_or_init(std::process::id);
+    format!("{pid:x}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]

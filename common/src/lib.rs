@@ -10,23 +10,18 @@
 //!   `grpc-timeout` has run out;
 //! - [`server`]: serving a set of gRPC services with health, reflection,
 //!   a readiness line for supervisors, and graceful shutdown;
-//! - [`one_write`]: answers cut so that h2 writes them with their
-//!   trailers in one system call;
+//! - [`channel`]: tonic channels to other tandem processes (shared connect
+//!   failures, keepalive, a call refused by a GOAWAY sent again);
 //! - [`auth`]: bearer-token checks for admin APIs;
 //! - [`faults`]: fault injection for outage drills;
-//! - [`ids`]: validation of tenant ids that end up in paths and metrics;
-//! - [`unary`]: unary gRPC calls and answers at the message level, for the
-//!   router's hot path, over [`h2_channel`]: one HTTP/2 connection per
-//!   server, on `h2` directly.
+//! - [`ids`]: validation of tenant ids that end up in paths and metrics.
 
 pub mod auth;
+pub mod channel;
 pub mod config;
 pub mod faults;
 pub mod grpc_deadline;
 pub mod grpc_metrics;
-pub mod h2_channel;
 pub mod ids;
-pub mod one_write;
 pub mod server;
 pub mod telemetry;
-pub mod unary;

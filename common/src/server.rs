@@ -1,50 +1,31 @@
 //! Serving a process's gRPC services the same way in every tandem binary.
 //!
-//! [`serve`] adds what every server must have — `grpc.health.v1`, server
-//! reflection (so `grpcurl` works), the [`GrpcMetricsLayer`], the
-//! [`GrpcDeadlineLayer`], TCP_NODELAY, answers that leave in one write
-//! ([`OneWriteBody`]) —
-//! binds the gRPC and metrics listeners, prints one JSON readiness line on
-//! stdout for supervisors (the `tandem dev` cluster and the end-to-end tests
-//! start processes on port 0 and read their addresses from it), and on
-//! shutdown reports NOT_SERVING first, waits a grace period so that routers'
-//! health probes can steer traffic away, then stops accepting and drains the
-//! calls in flight.
-//!
-//! The services (tonic's `Routes`) run on hyper's HTTP/2 server directly,
-//! not inside `tonic::transport::Server`: that wraps every call in half a
-//! dozen layers of its own (about 10K instructions per call in the router,
-//! measured with callgrind), and the two it contributes that we need, the
-//! server-side deadline and graceful shutdown, are a small layer here and
-//! hyper-util's `GracefulShutdown`.
+//! [`serve`] runs tonic's server with what every tandem server must have:
+//! `grpc.health.v1`, server reflection in both versions (so `grpcurl`
+//! and GUI clients work), the [`GrpcMetricsLayer`], the
+//! [`GrpcDeadlineLayer`] and TCP_NODELAY. It binds the gRPC and metrics
+//! listeners, prints one JSON readiness line on stdout for supervisors (the
+//! `tandem dev` cluster and the end-to-end tests start processes on port 0
+//! and read their addresses from it), and on shutdown reports NOT_SERVING
+//! first, waits a grace period so that routers' health probes can steer
+//! traffic away, then stops accepting and drains the calls in flight.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures::future::Either;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tonic::body::Body;
-use tonic::server::NamedService;
-use tonic::service::{Routes, RoutesBuilder};
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
-use tower::Service;
 
 use crate::grpc_deadline::GrpcDeadlineLayer;
 use crate::grpc_metrics::GrpcMetricsLayer;
-use crate::one_write::{NoVectoredWrites, OneWriteBody};
 use crate::telemetry;
 
 /// Where and how a process serves.
@@ -111,99 +92,11 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// (see [`tonic_health::server::health_reporter`]).
 pub async fn serve(
     opts: ServeOptions,
-    routes: RoutesBuilder,
+    mut routes: RoutesBuilder,
     health: HealthReporter,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let routes = with_reflection(routes)?;
-    run(opts, routes, health, shutdown).await
-}
-
-/// Like [`serve`], with `front` answering every call to its service
-/// directly and `routes` the rest. Routing a call through tonic's `Routes`
-/// (axum underneath) costs a few thousand instructions, which a process
-/// with one hot service (the router's public API) need not pay on it.
-pub async fn serve_with_front<F>(
-    opts: ServeOptions,
-    front: F,
-    routes: RoutesBuilder,
-    health: HealthReporter,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()>
-where
-    F: NamedService
-        + Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    F::Future: Send + 'static,
-{
-    let routes = with_reflection(routes)?;
-    let service = Front { front, routes };
-    run(opts, service, health, shutdown).await
-}
-
-/// Adds server reflection (so `grpcurl` works) and builds the routes.
-fn with_reflection(mut routes: RoutesBuilder) -> anyhow::Result<Routes> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("cannot build the reflection service")?;
-    routes.add_service(reflection);
-    Ok(routes.routes())
-}
-
-/// Calls to `F`'s paths (`/<service name>/<method>`) go to `front`, the
-/// rest to `routes`.
-#[derive(Clone)]
-struct Front<F> {
-    front: F,
-    routes: Routes,
-}
-
-impl<F> Service<Request<Incoming>> for Front<F>
-where
-    F: NamedService + Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Either<F::Future, <Routes as Service<Request<Incoming>>>::Future>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both are always ready (tonic's services and `Routes` say so).
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let is_front = request
-            .uri()
-            .path()
-            .strip_prefix('/')
-            .and_then(|path| path.strip_prefix(F::NAME))
-            .is_some_and(|method| method.starts_with('/'));
-        if is_front {
-            Either::Left(self.front.call(request))
-        } else {
-            Either::Right(self.routes.call(request))
-        }
-    }
-}
-
-/// Serves `service` until `shutdown` resolves, then drains.
-async fn run<S>(
-    opts: ServeOptions,
-    service: S,
-    health: HealthReporter,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()>
-where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+    add_reflection(&mut routes)?;
     let metrics_addr = telemetry::serve_metrics(opts.metrics_listen).await?;
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -214,73 +107,46 @@ where
     announce_ready(&opts, grpc_addr, metrics_addr)?;
     tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, kind = opts.kind, id = %opts.id, "serving");
 
-    let service = TowerToHyperService::new(
-        tower::ServiceBuilder::new()
-            .map_response(|response: Response<Body>| response.map(OneWriteBody::new))
-            .layer(GrpcMetricsLayer)
-            .layer(GrpcDeadlineLayer)
-            .service(service),
-    );
-    let http2 = http2_builder();
-    let connections = GracefulShutdown::new();
     // Shutdown reports NOT_SERVING first, then keeps accepting for the grace
     // period, so that clients still connecting are answered while routers'
     // health probes see NOT_SERVING and steer traffic away.
-    let stop_accepting = async {
+    let (stopped_accepting, stop_signal) = tokio::sync::oneshot::channel::<()>();
+    let grace = opts.drain_grace;
+    let stop_accepting = async move {
         shutdown.await;
         tracing::info!("shutting down: reporting NOT_SERVING, then draining");
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-        tokio::time::sleep(opts.drain_grace).await;
+        tokio::time::sleep(grace).await;
+        let _ = stopped_accepting.send(());
     };
-    tokio::pin!(stop_accepting);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = &mut stop_accepting => break,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                let connection = connections.watch(http2.serve_connection(
-                    TokioIo::new(NoVectoredWrites::new(stream)),
-                    service.clone(),
-                ));
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "gRPC connection ended with an error");
-                    }
-                });
-            }
-            Err(error) => {
-                // Out of file descriptors, typically: keep serving the
-                // connections we have and try again shortly.
-                tracing::warn!(%error, "cannot accept a gRPC connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        .layer(GrpcMetricsLayer)
+        .layer(GrpcDeadlineLayer)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(incoming, stop_accepting);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.context("gRPC server failed"),
+        _ = stop_signal => {}
     }
-    drop(listener);
-    // Every connection is told to go away (HTTP/2 GOAWAY) and closes once
-    // its calls are answered. Done when every call in flight has been
-    // answered: waiting for idle client connections to close as well could
-    // take as long as the clients like (see hyperium/hyper#4170).
-    let all_closed = connections.shutdown();
-    tokio::pin!(all_closed);
+    // The listener is closed and every connection told to go away (HTTP/2
+    // GOAWAY). Done when every call in flight has been answered: waiting
+    // for idle client connections to close as well could take as long as
+    // the clients like.
     let calls_done = async {
         while crate::grpc_metrics::in_flight() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // A call stops counting once its answer's headers are ready; give
+        // the connections a moment to send the last bodies.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     tokio::select! {
-        _ = &mut all_closed => {}
-        _ = calls_done => {
-            // A call stops counting once its answer's headers are ready;
-            // give the connections a moment to send the last bodies and
-            // close before the process exits.
-            let _ = tokio::time::timeout(Duration::from_millis(100), &mut all_closed).await;
-        }
+        _ = &mut server => {}
+        _ = calls_done => {}
         _ = tokio::time::sleep(opts.drain_timeout) => {
             tracing::warn!(in_flight = crate::grpc_metrics::in_flight(), "drain timeout reached; exiting with calls in flight");
         }
@@ -289,18 +155,26 @@ where
     Ok(())
 }
 
-/// HTTP/2 (prior knowledge, as gRPC clients speak it) with the settings
-/// tonic's server uses by default (no limit on concurrent streams per
-/// connection, hyper's windows, frame size and keepalive), except that
-/// hyper's limit of 1,024 locally caused stream resets per connection is
-/// kept where tonic lifts it: it guards against a peer that provokes
-/// errors on purpose.
-fn http2_builder() -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(None);
-    builder
+/// Adds server reflection, `grpc.reflection.v1` and the older `v1alpha`
+/// that grpcurl 1.8 and many GUI clients still speak, listing tandem's and
+/// the health service's descriptors.
+fn add_reflection(routes: &mut RoutesBuilder) -> anyhow::Result<()> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    routes.add_service(
+        builder()
+            .build_v1()
+            .context("cannot build the reflection service")?,
+    );
+    routes.add_service(
+        builder()
+            .build_v1alpha()
+            .context("cannot build the reflection service")?,
+    );
+    Ok(())
 }
 
 fn announce_ready(

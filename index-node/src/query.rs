@@ -10,9 +10,10 @@
 //!   person types never fails.
 //!
 //! Filters (`attrs.<key>:<value>`, `id:<doc id>`) are all required and do
-//! not affect scores' order beyond restricting the matches.
+//! not affect scores' order beyond restricting the matches; so is a set of
+//! ids (a router fetching snippets for the documents of a merged page).
 
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Index, Term};
 
@@ -37,12 +38,14 @@ pub enum QueryError {
     },
 }
 
-/// Builds the query for `text` and `filters` against one shard's index.
+/// Builds the query for `text` and `filters` against one shard's index,
+/// restricted to the documents `ids` unless it is empty.
 pub fn build_query(
     index: &Index,
     fields: &Fields,
     text: &str,
     filters: &[String],
+    ids: &[String],
     strict: bool,
 ) -> Result<Box<dyn Query>, QueryError> {
     let parser = parser(index, fields);
@@ -55,12 +58,16 @@ pub fn build_query(
     } else {
         parse_leniently(&parser, text)
     };
-    if filters.is_empty() {
+    if filters.is_empty() && ids.is_empty() {
         return Ok(main);
     }
     let mut clauses = vec![(Occur::Must, main)];
     for filter in filters {
         clauses.push((Occur::Must, filter_query(&parser, fields, filter)?));
+    }
+    if !ids.is_empty() {
+        let terms = ids.iter().map(|id| Term::from_field_text(fields.id, id));
+        clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
     }
     Ok(Box::new(BooleanQuery::new(clauses)))
 }

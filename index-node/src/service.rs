@@ -118,6 +118,11 @@ impl IndexService {
                 l.max_filters
             )));
         }
+        if req.ids.len() > top_k as usize {
+            return Err(Status::invalid_argument(format!(
+                "at most top_k ({top_k}) ids are allowed"
+            )));
+        }
         if req.boosts.len() > l.max_boosts {
             return Err(Status::invalid_argument(format!(
                 "at most {} boosts are allowed",
@@ -141,6 +146,7 @@ impl IndexService {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect::<HashMap<_, _>>(),
             snippets: !req.no_snippets,
+            ids: req.ids.clone(),
         })
     }
 

@@ -88,6 +88,8 @@ pub struct SearchParams {
     pub boosts: HashMap<String, f32>,
     /// Generate highlighted snippets.
     pub snippets: bool,
+    /// Only these documents (empty: all).
+    pub ids: Vec<String>,
 }
 
 /// The result of searching one shard.
@@ -219,6 +221,7 @@ impl Shard {
             &self.fields,
             &params.query,
             &params.filters,
+            &params.ids,
             params.strict,
         )?;
         let top = TopDocs::with_limit(params.top_k.max(1)).and_offset(params.offset);

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tandem_common::unary::parse_grpc_timeout;
+use tandem_common::grpc_deadline::parse_grpc_timeout;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 

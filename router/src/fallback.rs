@@ -145,7 +145,7 @@ impl Drop for AbandonOnDrop {
 }
 
 impl Resilience {
-    /// Calls `call(channel, timeout)` on the target's replicas with fallback
+    /// Calls `call(node, channel, timeout)` on the target's replicas with fallback
     /// and hedging until one answers, the caller's `deadline` passes, or no
     /// replica is left.
     pub async fn call<T, F, Fut>(
@@ -156,7 +156,7 @@ impl Resilience {
         call: F,
     ) -> Outcome<T>
     where
-        F: Fn(NodeChannel, Duration) -> Fut,
+        F: Fn(&Node, NodeChannel, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let view = LiveView {
@@ -201,7 +201,7 @@ impl Resilience {
                 // copied whole each time a future was moved (callgrind:
                 // 2.6K of memcpy per search).
                 let attempt = match channel {
-                    Ok(channel) => Some(Box::pin(call(channel, try_timeout))),
+                    Ok(channel) => Some(Box::pin(call(&replica.node, channel, try_timeout))),
                     Err(_) => None,
                 };
                 outcome.attempts += 1;

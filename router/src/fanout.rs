@@ -1,37 +1,35 @@
-//! Serving a query from replicas: one call per shard in parallel plus the
-//! tenant's model, then merging (or, for one shard and no model, relaying
-//! the shard's hits as they came).
+//! Serving a query from replicas, in up to four steps, each fetching only
+//! what the caller receives:
 //!
-//! Boosts come from the model concurrently with the shard searches (never
-//! before them: the model must not add its latency to every query), so the
-//! router applies them itself: each shard is asked for a few more hits than
-//! the page needs, boosted documents' scores become `score * (1 + weight)`,
-//! and the merged list is cut to the page. A boosted document ranked just
-//! below the page can thus move onto it; one ranked far below cannot (the
-//! over-fetch bounds the cost).
+//! 1. **boosts**: the tenant's model is asked first, within its own small
+//!    budget (a slow or absent model degrades the answer, never fails it);
+//! 2. **fetch**: one call per shard, in parallel, with the boosts, which
+//!    the index-node applies while it ranks (so a boosted document can move
+//!    onto the page from anywhere, and the router re-scores nothing). A
+//!    lone shard is asked for exactly the page, with snippets: its answer
+//!    is the page. Each of several shards is asked for the whole window
+//!    (`offset + top_k`) without snippets;
+//! 3. **merge** (several shards): the window's hits in one order (score,
+//!    then shard, then id) and cut to the page;
+//! 4. **snippets** (several shards): one call per shard with hits on the
+//!    page, restricted to those documents, for their snippets. A shard
+//!    that cannot answer leaves its hits without snippets, marked
+//!    `degraded: ["snippets"]`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
-use prost::Message;
-use tandem_common::grpc_metrics::REQUEST_ID_HEADER_NAME;
-use tandem_common::unary::{self, encode_frame};
-use tandem_proto::paths;
 use tandem_proto::v1::{
-    BoostsRequest, BoostsResponse, ModelSuggestRequest, ModelSuggestResponse, Route, SearchRequest,
-    SearchResponse, ShardRoute, ShardSearchRequest, ShardSearchResponse, SuggestRequest,
-    SuggestResponse,
+    BoostsRequest, Hit, ModelSuggestRequest, Route, SearchRequest, SearchResponse, ShardRoute,
+    ShardSearchRequest, ShardSearchResponse, SuggestRequest, SuggestResponse,
 };
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::channels::NodeChannel;
+use crate::calls::{self, CallContext};
 use crate::config::ms;
 use crate::fallback::{is_unavailability, Outcome, Target};
-use crate::raw_hits::{RawHit, WithRawHits};
-use crate::replicas::{ReplicaMap, MODEL_SCOPE};
+use crate::replicas::{ReplicaMap, ShardReplicas, MODEL_SCOPE};
 use crate::state::RouterState;
 
 /// Largest page end (`offset + top_k`) a search may ask for: each shard is
@@ -39,173 +37,66 @@ use crate::state::RouterState;
 pub const MAX_WINDOW: u32 = 1000;
 /// Boosts asked of the model per query.
 const MAX_BOOSTS: u32 = 50;
-/// Extra hits fetched per shard so that boosted documents can move up.
-const OVERFETCH: usize = 20;
 
-/// Per-call context passed down to every downstream request.
-#[derive(Clone, Debug)]
-pub struct CallContext {
-    /// The caller's deadline.
-    pub deadline: Instant,
-    /// The request id, propagated as `x-request-id`.
-    pub request_id: String,
-    /// Metadata every downstream call carries (the request id).
-    pub metadata: Vec<(HeaderName, HeaderValue)>,
+/// Which hits of the ranking the caller receives.
+#[derive(Clone, Copy, Debug)]
+struct Page {
+    offset: u32,
+    top_k: u32,
 }
 
-impl CallContext {
-    /// The context of a call that must end by `deadline`.
-    pub fn new(deadline: Instant, request_id: String) -> Self {
-        let metadata = HeaderValue::try_from(request_id.as_str())
-            .map(|mut v| {
-                unary::once_only(&mut v);
-                vec![(REQUEST_ID_HEADER_NAME, v)]
-            })
-            .unwrap_or_default();
-        Self {
-            deadline,
-            request_id,
-            metadata,
+impl Page {
+    fn of(req: &SearchRequest) -> Self {
+        Page {
+            offset: req.offset,
+            top_k: if req.top_k == 0 { 10 } else { req.top_k },
         }
+    }
+
+    /// Hits each of several shards must return for the page to be exact.
+    fn window(self) -> u32 {
+        (self.offset + self.top_k).min(MAX_WINDOW)
     }
 }
 
-/// One attempt of a unary call: `frame` to `path` on `channel`.
-async fn attempt<Resp: Message + Default>(
-    channel: NodeChannel,
-    path: &'static str,
-    frame: Bytes,
-    timeout: Duration,
-    ctx: &CallContext,
-) -> Result<Resp, Status> {
-    unary::call(&channel, path, frame, timeout, &ctx.metadata).await
-}
-
-/// A search answer whose hits stay as the index-nodes encoded them (see
-/// [`crate::raw_hits`]); on the wire it is a `SearchResponse`.
-pub type SearchAnswer = WithRawHits<SearchResponse>;
-
-/// Runs a search over the tenant's shards and model.
+/// Runs a search over the tenant's model and shards.
 pub async fn search(
     state: &RouterState,
     map: &ReplicaMap,
     req: &SearchRequest,
     ctx: &CallContext,
-) -> Result<SearchAnswer, Status> {
-    if relays_hits(map) {
-        search_shards::<false>(state, map, req, ctx).await
-    } else {
-        search_shards::<true>(state, map, req, ctx).await
-    }
-}
-
-/// One shard and no model (the common tenant): nothing to merge and nothing
-/// to re-score, and the node sends its hits in the order the merge would
-/// put them (see `ShardSearchResponse`), so they are relayed without being
-/// read. Reading them was about 5K of the router's 125K instructions per
-/// search (callgrind, router benchmark).
-fn relays_hits(map: &ReplicaMap) -> bool {
-    map.shards.len() == 1 && map.models.is_empty()
-}
-
-/// [`search`], with the shards' hits read for merging (`READ`) or relayed.
-async fn search_shards<const READ: bool>(
-    state: &RouterState,
-    map: &ReplicaMap,
-    req: &SearchRequest,
-    ctx: &CallContext,
-) -> Result<SearchAnswer, Status> {
-    // Relayed hits cannot be merged or re-scored (their scores are unread).
-    debug_assert!(READ || relays_hits(map));
-    let top_k = if req.top_k == 0 { 10 } else { req.top_k } as usize;
-    let window = req.offset as usize + top_k;
-    // Without a model there are no boosts, so nothing can move up.
-    let headroom = if map.models.is_empty() {
-        0
-    } else {
-        OVERFETCH.min(window)
-    };
-    let fetch = (window + headroom).min(MAX_WINDOW as usize) as u32;
-    let per_try = ms(state.config.per_try_timeout_ms);
-    let tenant = &map.tenant.id;
-
-    let shard_calls = map.shards.iter().map(|s| {
-        let frame = encode_frame(&ShardSearchRequest {
-            tenant: String::from(&**tenant),
-            shard: s.shard,
-            query: req.query.clone(),
-            top_k: fetch,
-            offset: 0,
-            filters: req.filters.clone(),
-            strict: req.strict,
-            boosts: HashMap::new(),
-            no_snippets: false,
-        });
-        let target = Target {
-            replicas: &s.replicas,
-            tenant,
-            scope: s.shard,
-            kind: "index",
-        };
-        state
-            .resilience
-            .call(target, ctx.deadline, per_try, move |channel, timeout| {
-                attempt::<WithRawHits<ShardSearchResponse, READ>>(
-                    channel,
-                    paths::SEARCH_SHARD,
-                    frame.clone(),
-                    timeout,
-                    ctx,
-                )
-            })
-    });
-    let boosts_call = async {
-        if map.models.is_empty() || req.query.trim().is_empty() {
-            return None;
-        }
-        let (deadline, per_try) = model_budget(state, ctx.deadline);
-        let frame = encode_frame(&BoostsRequest {
-            tenant: String::from(&**tenant),
-            query: req.query.clone(),
-            max: MAX_BOOSTS,
-        });
-        let target = Target {
-            replicas: &map.models,
-            tenant,
-            scope: MODEL_SCOPE,
-            kind: "model",
-        };
-        Some(
-            state
-                .resilience
-                .call(target, deadline, per_try, move |channel, timeout| {
-                    attempt::<BoostsResponse>(channel, paths::BOOSTS, frame.clone(), timeout, ctx)
-                })
-                .await,
-        )
-    };
-    let (shards, boosts) = tokio::join!(futures::future::join_all(shard_calls), boosts_call);
-
+) -> Result<SearchResponse, Status> {
+    let page = Page::of(req);
+    let lone = map.shards.len() == 1;
     let mut response = SearchResponse::default();
     let mut route = Route::default();
-    let mut hits: Vec<RawHit> = Vec::new();
-    for (replicas, outcome) in map.shards.iter().zip(shards) {
+    let boosts = model_boosts(state, map, req, ctx, &mut route, &mut response.degraded).await;
+
+    let ask = ShardSearchRequest {
+        tenant: String::from(&*map.tenant.id),
+        shard: 0,
+        query: req.query.clone(),
+        top_k: if lone { page.top_k } else { page.window() },
+        offset: if lone { page.offset } else { 0 },
+        filters: req.filters.clone(),
+        strict: req.strict,
+        boosts,
+        no_snippets: !lone,
+        ids: Vec::new(),
+    };
+    let outcomes = call_shards(state, map, ctx, map.shards.iter().map(|s| (s, ask.clone()))).await;
+    let mut hits = Vec::new();
+    for (replicas, outcome) in map.shards.iter().zip(outcomes) {
         route.fallback |= outcome.fallback;
         route.shards.push(shard_route(replicas.shard, &outcome));
         match outcome.result {
             Ok(answer) => {
-                response.total_hits += answer.head.total_hits;
-                if hits.is_empty() {
-                    hits = answer.hits;
-                } else {
-                    hits.extend(answer.hits);
-                }
+                response.total_hits += answer.total_hits;
+                hits.extend(answer.hits);
             }
             Err(status) if req.allow_partial && is_unavailability(&status) => {
-                tracing::warn!(tenant = %tenant, shard = replicas.shard, request_id = %ctx.request_id, error = %status.message(), "shard missing from partial results");
-                if !response.degraded.iter().any(|d| d == "partial") {
-                    response.degraded.push("partial".to_string());
-                }
+                tracing::warn!(tenant = %map.tenant.id, shard = replicas.shard, request_id = %ctx.request_id, error = %status.message(), "shard missing from partial results");
+                mark(&mut response.degraded, "partial");
             }
             Err(status) => return Err(shard_failure(replicas.shard, status)),
         }
@@ -217,53 +108,166 @@ async fn search_shards<const READ: bool>(
         .map(|s| s.region.clone())
         .unwrap_or_default();
 
-    match boosts {
-        None => {}
-        Some(Outcome {
-            result: Ok(answer),
-            node,
-            ..
-        }) => {
-            route.model_node = node.map(|n| String::from(&*n.id)).unwrap_or_default();
-            let weights: HashMap<&[u8], f32> = answer
+    if !lone {
+        hits = merge(hits, page);
+        fill_snippets(state, map, req, ctx, &mut hits, &mut response.degraded).await;
+    }
+    response.hits = hits;
+    response.route = Some(route);
+    Ok(response)
+}
+
+/// Step 1: the model's boosts for this query, as the index-node takes them
+/// (document id -> weight). Records the model node on the route, or marks
+/// the answer degraded if no model replica answered in time.
+async fn model_boosts(
+    state: &RouterState,
+    map: &ReplicaMap,
+    req: &SearchRequest,
+    ctx: &CallContext,
+    route: &mut Route,
+    degraded: &mut Vec<String>,
+) -> HashMap<String, f32> {
+    if map.models.is_empty() || req.query.trim().is_empty() {
+        return HashMap::new();
+    }
+    let (deadline, per_try) = model_budget(state, ctx.deadline);
+    let message = BoostsRequest {
+        tenant: String::from(&*map.tenant.id),
+        query: req.query.clone(),
+        max: MAX_BOOSTS,
+    };
+    let target = Target {
+        replicas: &map.models,
+        tenant: &map.tenant.id,
+        scope: MODEL_SCOPE,
+        kind: "model",
+    };
+    let outcome = state
+        .resilience
+        .call(target, deadline, per_try, |_, channel, timeout| {
+            calls::boosts(channel, message.clone(), timeout, ctx)
+        })
+        .await;
+    match outcome.result {
+        Ok(answer) => {
+            route.model_node = outcome
+                .node
+                .map(|n| String::from(&*n.id))
+                .unwrap_or_default();
+            answer
                 .boosts
-                .iter()
+                .into_iter()
                 .filter(|b| b.weight.is_finite() && b.weight > 0.0)
-                .map(|b| (b.doc_id.as_bytes(), b.weight))
-                .collect();
-            for hit in &mut hits {
-                if let Some(w) = weights.get(hit.id()) {
-                    hit.rescore(hit.score() * (1.0 + w));
+                .map(|b| (b.doc_id, b.weight))
+                .collect()
+        }
+        Err(status) => {
+            metrics::counter!("router_degraded_total", "what" => "model").increment(1);
+            tracing::debug!(tenant = %map.tenant.id, error = %status.message(), "no boosts: degraded");
+            mark(degraded, "model");
+            HashMap::new()
+        }
+    }
+}
+
+/// Calls `SearchShard` on each given shard's replicas (with fallback and
+/// hedging), in parallel; outcomes in the order given.
+async fn call_shards<'a>(
+    state: &RouterState,
+    map: &ReplicaMap,
+    ctx: &CallContext,
+    asks: impl Iterator<Item = (&'a ShardReplicas, ShardSearchRequest)>,
+) -> Vec<Outcome<ShardSearchResponse>> {
+    let per_try = ms(state.config.per_try_timeout_ms);
+    let calls = asks.map(|(replicas, mut message)| {
+        message.shard = replicas.shard;
+        let target = Target {
+            replicas: &replicas.replicas,
+            tenant: &map.tenant.id,
+            scope: replicas.shard,
+            kind: "index",
+        };
+        state
+            .resilience
+            .call(target, ctx.deadline, per_try, move |_, channel, timeout| {
+                calls::search_shard(channel, message.clone(), timeout, ctx)
+            })
+    });
+    futures::future::join_all(calls).await
+}
+
+/// Step 3: the hits of several shards in the answer's order (score
+/// descending, then shard, then id), cut to the page.
+fn merge(mut hits: Vec<Hit>, page: Page) -> Vec<Hit> {
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.shard.cmp(&b.shard))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    hits.into_iter()
+        .skip(page.offset as usize)
+        .take(page.top_k as usize)
+        .collect()
+}
+
+/// Step 4: snippets for the page's hits, one restricted search per shard
+/// that has hits on the page.
+async fn fill_snippets(
+    state: &RouterState,
+    map: &ReplicaMap,
+    req: &SearchRequest,
+    ctx: &CallContext,
+    hits: &mut [Hit],
+    degraded: &mut Vec<String>,
+) {
+    let mut ids_by_shard: HashMap<u32, Vec<String>> = HashMap::new();
+    for hit in hits.iter() {
+        ids_by_shard
+            .entry(hit.shard)
+            .or_default()
+            .push(hit.id.clone());
+    }
+    let asks = map.shards.iter().filter_map(|replicas| {
+        let ids = ids_by_shard.remove(&replicas.shard)?;
+        let message = ShardSearchRequest {
+            tenant: String::from(&*map.tenant.id),
+            shard: replicas.shard,
+            query: req.query.clone(),
+            top_k: ids.len() as u32,
+            strict: req.strict,
+            ids,
+            ..ShardSearchRequest::default()
+        };
+        Some((replicas, message))
+    });
+    let mut snippets: HashMap<(u32, String), String> = HashMap::new();
+    for outcome in call_shards(state, map, ctx, asks).await {
+        match outcome.result {
+            Ok(answer) => {
+                for hit in answer.hits {
+                    snippets.insert((hit.shard, hit.id), hit.snippet);
                 }
             }
-        }
-        Some(Outcome {
-            result: Err(status),
-            ..
-        }) => {
-            metrics::counter!("router_degraded_total", "what" => "model").increment(1);
-            tracing::debug!(tenant = %tenant, error = %status.message(), "no boosts: degraded");
-            response.degraded.push("model".to_string());
+            Err(status) => {
+                tracing::debug!(tenant = %map.tenant.id, error = %status.message(), "no snippets: degraded");
+                mark(degraded, "snippets");
+            }
         }
     }
+    for hit in hits.iter_mut() {
+        if let Some(snippet) = snippets.remove(&(hit.shard, std::mem::take(&mut hit.id))) {
+            hit.snippet = snippet;
+        }
+    }
+}
 
-    if READ {
-        hits.sort_by(|a, b| {
-            b.score()
-                .total_cmp(&a.score())
-                .then(a.shard().cmp(&b.shard()))
-                .then_with(|| a.id().cmp(b.id()))
-        });
+/// Adds `what` to an answer's `degraded` list once.
+fn mark(degraded: &mut Vec<String>, what: &str) {
+    if !degraded.iter().any(|d| d == what) {
+        degraded.push(what.to_string());
     }
-    response.route = Some(route);
-    Ok(SearchAnswer {
-        head: response,
-        hits: hits
-            .into_iter()
-            .skip(req.offset as usize)
-            .take(top_k)
-            .collect(),
-    })
 }
 
 /// Suggestions from the tenant's model replicas; no model answering is a
@@ -281,29 +285,22 @@ pub async fn suggest(
         response.route = Some(route);
         return Ok(response);
     }
-    let tenant = &map.tenant.id;
-    let frame = encode_frame(&ModelSuggestRequest {
-        tenant: String::from(&**tenant),
+    let message = ModelSuggestRequest {
+        tenant: String::from(&*map.tenant.id),
         prefix: req.prefix.clone(),
         k: req.k,
-    });
+    };
     let target = Target {
         replicas: &map.models,
-        tenant,
+        tenant: &map.tenant.id,
         scope: MODEL_SCOPE,
         kind: "model",
     };
     let per_try = ms(state.config.per_try_timeout_ms);
     let outcome = state
         .resilience
-        .call(target, ctx.deadline, per_try, move |channel, timeout| {
-            attempt::<ModelSuggestResponse>(
-                channel,
-                paths::MODEL_SUGGEST,
-                frame.clone(),
-                timeout,
-                ctx,
-            )
+        .call(target, ctx.deadline, per_try, |_, channel, timeout| {
+            calls::model_suggest(channel, message.clone(), timeout, ctx)
         })
         .await;
     route.fallback = outcome.fallback;
@@ -337,9 +334,8 @@ fn model_budget(state: &RouterState, deadline: Instant) -> (Instant, Duration) {
     )
 }
 
-/// (Here and throughout this module, `Arc<str>` ids and regions are copied
-/// with `String::from`, not `to_string`, which for an `Arc<str>` goes
-/// through the formatting machinery on every call.)
+/// How one shard was served, for the answer's route. (Here and throughout
+/// this module, `Arc<str>` ids and regions are copied with `String::from`.)
 fn shard_route<T>(shard: u32, outcome: &Outcome<T>) -> ShardRoute {
     let answered = outcome.result.is_ok();
     ShardRoute {
@@ -379,4 +375,46 @@ fn replicas_exhausted(message: String) -> Status {
         tonic::metadata::MetadataValue::from_static("1"),
     );
     Status::with_metadata(tonic::Code::Unavailable, message, metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(id: &str, score: f32, shard: u32) -> Hit {
+        Hit {
+            id: id.into(),
+            score,
+            shard,
+            ..Hit::default()
+        }
+    }
+
+    #[test]
+    fn merge_orders_by_score_then_shard_then_id_and_cuts_the_page() {
+        let hits = vec![
+            hit("b", 1.0, 1),
+            hit("a", 1.0, 1),
+            hit("z", 2.0, 0),
+            hit("c", 1.0, 0),
+            hit("d", 0.5, 0),
+        ];
+        let page = Page {
+            offset: 1,
+            top_k: 3,
+        };
+        let ids: Vec<_> = merge(hits, page).into_iter().map(|h| h.id).collect();
+        assert_eq!(ids, ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn the_window_is_the_page_end_within_the_limit() {
+        let req = SearchRequest {
+            offset: 995,
+            top_k: 0,
+            ..SearchRequest::default()
+        };
+        assert_eq!(Page::of(&req).window(), MAX_WINDOW);
+        assert_eq!(Page::of(&SearchRequest::default()).window(), 10);
+    }
 }

@@ -6,17 +6,17 @@
 //! router cannot be reached, the call is served here instead: turning a
 //! dial must never fail a query.
 
-use http::header::AUTHORIZATION;
-use http::{HeaderName, HeaderValue};
-use prost::Message;
-use tandem_common::unary::{self, encode_frame};
-use tonic::metadata::MetadataMap;
-use tonic::{Code, Status};
+use std::future::Future;
 
+use tandem_proto::v1::search_client::SearchClient;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+
+use crate::calls::CallContext;
 use crate::catalog::Node;
+use crate::channels::NodeChannel;
 use crate::deadline::remaining;
 use crate::dial::FORWARDED_HEADER;
-use crate::fanout::CallContext;
 use crate::state::RouterState;
 
 /// What came back from the paired region.
@@ -27,21 +27,15 @@ pub enum Forwarded<T> {
     Unreachable,
 }
 
-/// The metadata a forwarded call carries: what every downstream call
-/// carries (the request id), the caller's key, and where it entered.
-fn metadata(
-    state: &RouterState,
-    incoming: &MetadataMap,
-    ctx: &CallContext,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let mut md = ctx.metadata.clone();
+/// The metadata a forwarded call carries besides the request id: the
+/// caller's key, and where it entered.
+fn metadata(state: &RouterState, incoming: &MetadataMap) -> MetadataMap {
+    let mut md = MetadataMap::new();
     if let Some(auth) = incoming.get("authorization") {
-        if let Ok(v) = HeaderValue::from_bytes(auth.as_bytes()) {
-            md.push((AUTHORIZATION, v));
-        }
+        md.insert("authorization", auth.clone());
     }
-    if let Ok(v) = HeaderValue::try_from(&*state.region) {
-        md.push((HeaderName::from_static(FORWARDED_HEADER), v));
+    if let Ok(v) = MetadataValue::try_from(&*state.region) {
+        md.insert(FORWARDED_HEADER, v);
     }
     md
 }
@@ -63,29 +57,30 @@ fn judge<T>(router: &Node, result: Result<T, Status>) -> Forwarded<T> {
     }
 }
 
-/// Sends one call to `router`'s `path` (a `tandem.v1.Search` method).
-pub async fn forward<Req: Message, Resp: Message + Default>(
+/// Sends `message` to `router` with `call` (one `tandem.v1.Search`
+/// method of its client).
+pub async fn forward<Req, Resp, F, Fut>(
     state: &RouterState,
     router: &Node,
-    path: &'static str,
     message: &Req,
     incoming: &MetadataMap,
     ctx: &CallContext,
-) -> Forwarded<Resp> {
+    call: F,
+) -> Forwarded<Resp>
+where
+    Req: Clone,
+    F: FnOnce(SearchClient<NodeChannel>, Request<Req>) -> Fut,
+    Fut: Future<Output = Result<Response<Resp>, Status>>,
+{
     let Ok(channel) = state.resilience.channels.get(router) else {
         return Forwarded::Unreachable;
     };
-    let metadata = metadata(state, incoming, ctx);
-    let result = unary::call(
-        &channel,
-        path,
-        encode_frame(message),
-        remaining(ctx.deadline),
-        &metadata,
-    );
+    let extra = metadata(state, incoming);
+    let request = ctx.request_with(message.clone(), remaining(ctx.deadline), &extra);
+    let result = call(SearchClient::new(channel), request);
     // The deadline bounds the wait, as it bounds every downstream call.
     let result = match tokio::time::timeout_at(ctx.deadline, result).await {
-        Ok(result) => result,
+        Ok(result) => result.map(Response::into_inner),
         Err(_) => Err(Status::deadline_exceeded(
             "deadline exceeded while forwarding",
         )),

@@ -18,11 +18,11 @@
 //!
 //! The serving layer carries a query through them:
 //!
-//! - [`public_api`]: the public `tandem.v1.Search` API on the wire (one
-//!   frame each way, see `tandem_common::unary`);
-//! - [`service`]: what a call of that API means (deadline, auth, dial);
-//! - [`fanout`]: one call per shard plus the model, merge, boosts (a lone
-//!   shard without a model: its hits relayed);
+//! - [`service`]: the public `tandem.v1.Search` API: what a call means
+//!   (deadline, auth, dial);
+//! - [`fanout`]: the model's boosts, then one call per shard, merge, and
+//!   snippets for the page only;
+//! - [`calls`]: one typed attempt of each downstream call;
 //! - [`fallback`]: one shard's call with fallback, hedging and budget;
 //! - [`forward`]: handing a call to the paired region's router;
 //! - [`cache`], [`channels`], [`probe`], [`watch`], [`deadline`]: the
@@ -34,6 +34,7 @@
 pub mod admin;
 pub mod budget;
 pub mod cache;
+pub mod calls;
 pub mod catalog;
 pub mod channels;
 pub mod config;
@@ -47,8 +48,6 @@ pub mod hedge;
 pub mod node;
 pub mod outlier;
 pub mod probe;
-pub mod public_api;
-pub mod raw_hits;
 pub mod replicas;
 pub mod request_metrics;
 pub mod retry;

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_common::server::{serve_with_front, shutdown_signal, ServeOptions};
+use tandem_common::server::{serve, shutdown_signal, ServeOptions};
 use tandem_proto::v1::router_admin_server::RouterAdminServer;
+use tandem_proto::v1::search_server::SearchServer;
 use tonic::service::RoutesBuilder;
 
 use crate::admin::AdminService;
 use crate::catalog::Catalog;
 use crate::config::{ms, RouterConfig};
 use crate::probe::probe_round;
-use crate::public_api::SearchApi;
 use crate::service::SearchService;
 use crate::state::RouterState;
 use crate::watch::watch_catalog;
@@ -36,9 +36,7 @@ pub async fn run(config: RouterConfig, admin_token: Option<String>) -> anyhow::R
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
-    // The public API is served in front of the routing table (see
-    // `serve_with_front`); admin, health and reflection go through it.
-    let public_api = SearchApi::new(SearchService::new(state.clone()));
+    routes.add_service(SearchServer::new(SearchService::new(state.clone())));
     match admin_token.filter(|t| !t.is_empty()) {
         Some(token) => {
             routes.add_service(RouterAdminServer::new(AdminService::new(
@@ -56,7 +54,7 @@ pub async fn run(config: RouterConfig, admin_token: Option<String>) -> anyhow::R
         kind: "router",
         id: config.router_id.clone(),
     };
-    serve_with_front(options, public_api, routes, health, shutdown_signal()).await
+    serve(options, routes, health, shutdown_signal()).await
 }
 
 /// Probes every node each `probe_interval`, forever.

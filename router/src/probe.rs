@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::IdMap;
-use tandem_common::unary::{self, encode_frame};
-use tandem_proto::paths;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::catalog::{Catalog, NodeKind};
 use crate::fallback::Resilience;
@@ -145,13 +144,15 @@ async fn check(
     service: &str,
     timeout: Duration,
 ) -> ProbeResult {
-    let frame = encode_frame(&HealthCheckRequest {
+    let mut request = tonic::Request::new(HealthCheckRequest {
         service: service.to_string(),
     });
-    let check =
-        unary::call::<HealthCheckResponse>(&channel, paths::HEALTH_CHECK, frame, timeout, &[]);
-    match tokio::time::timeout(timeout, check).await {
-        Ok(Ok(resp)) if resp.status == ServingStatus::Serving as i32 => ProbeResult::Serving,
+    request.set_timeout(timeout);
+    let mut client = HealthClient::new(channel);
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => {
+            ProbeResult::Serving
+        }
         Ok(Ok(_)) => ProbeResult::NotServing,
         // An unknown service name means the node does not host the shard.
         Ok(Err(status)) if status.code() == tonic::Code::NotFound => ProbeResult::NotServing,

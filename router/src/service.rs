@@ -12,18 +12,21 @@ use std::time::Instant as StdInstant;
 
 use prost::Message;
 use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
-use tandem_proto::paths;
-use tandem_proto::v1::{Route, SearchRequest, SuggestRequest, SuggestResponse};
+use tandem_proto::v1::search_client::SearchClient;
+use tandem_proto::v1::search_server::Search;
+use tandem_proto::v1::{Route, SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
 use tonic::metadata::MetadataMap;
-use tonic::Status;
+use tonic::{Request, Response, Status};
 
+use crate::calls::CallContext;
 use crate::catalog::{
     bearer_token, is_valid_id, verify_key_hash, AuthOutcome, KeyCheck, KeyHash, Node,
 };
+use crate::channels::NodeChannel;
 use crate::config::ms;
 use crate::deadline::deadline_for;
 use crate::dial::{decide, draw, Decision, DialFacts, FORWARDED_HEADER};
-use crate::fanout::{self, CallContext, SearchAnswer, MAX_WINDOW};
+use crate::fanout::{self, MAX_WINDOW};
 use crate::forward::{self, Forwarded};
 use crate::replicas::ReplicaMap;
 use crate::request_metrics::RequestMetrics;
@@ -168,7 +171,7 @@ impl SearchService {
         request.validate()?;
         if let Some(router) = self.dial(&map, from.as_deref()) {
             if let Forwarded::Answer(answer) =
-                forward::forward(&self.state, &router, M::PATH, request, metadata, &ctx).await
+                forward::forward(&self.state, &router, request, metadata, &ctx, M::forward).await
             {
                 return answer;
             }
@@ -182,11 +185,39 @@ impl SearchService {
     }
 }
 
+#[tonic::async_trait]
+impl Search for SearchService {
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        self.serve(request).await
+    }
+
+    async fn suggest(
+        &self,
+        request: Request<SuggestRequest>,
+    ) -> Result<Response<SuggestResponse>, Status> {
+        self.serve(request).await
+    }
+}
+
+impl SearchService {
+    /// One call of the public API, from tonic's server.
+    async fn serve<M: PublicMethod>(
+        &self,
+        request: Request<M>,
+    ) -> Result<Response<M::Answer>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        let admission = self.admit(&metadata);
+        self.handle(admission, &metadata, &message)
+            .await
+            .map(Response::new)
+    }
+}
+
 /// What a call's headers alone say (the key's hash, the deadline, the
-/// request id, the forwarding mark), worked out before the body is read:
-/// a client that writes a call's headers and body apart, as tonic's does
-/// (10-20 µs between them), leaves the router waiting in between, and
-/// none of this needs the body.
+/// request id, the forwarding mark).
 pub struct Admission {
     ctx: CallContext,
     from: Option<String>,
@@ -195,13 +226,16 @@ pub struct Admission {
 }
 
 /// A method of the public API, as [`SearchService::handle`] serves it.
-pub trait PublicMethod: Message + Default + Send + Sync + 'static {
+pub trait PublicMethod: Message + Default + Clone + Send + Sync + 'static {
     /// Its answer.
     type Answer: Answer;
     /// Method name, for metrics.
     const NAME: &'static str;
-    /// gRPC path, for forwarding.
-    const PATH: &'static str;
+    /// Calls the method on another router (see [`forward`]).
+    fn forward(
+        client: SearchClient<NodeChannel>,
+        request: Request<Self>,
+    ) -> impl Future<Output = Result<Response<Self::Answer>, Status>> + Send;
     /// The tenant asked.
     fn tenant(&self) -> &str;
     /// INVALID_ARGUMENT for a request out of bounds.
@@ -228,9 +262,14 @@ pub trait Answer: Message + Default + Send + 'static {
 }
 
 impl PublicMethod for SearchRequest {
-    type Answer = SearchAnswer;
+    type Answer = SearchResponse;
     const NAME: &'static str = "Search";
-    const PATH: &'static str = paths::SEARCH;
+    async fn forward(
+        mut client: SearchClient<NodeChannel>,
+        request: Request<Self>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        client.search(request).await
+    }
     fn tenant(&self) -> &str {
         &self.tenant
     }
@@ -242,23 +281,23 @@ impl PublicMethod for SearchRequest {
         state: &'a RouterState,
         map: &'a ReplicaMap,
         ctx: &'a CallContext,
-    ) -> impl Future<Output = Result<SearchAnswer, Status>> + Send + 'a {
+    ) -> impl Future<Output = Result<SearchResponse, Status>> + Send + 'a {
         fanout::search(state, map, self, ctx)
     }
 }
 
-impl Answer for SearchAnswer {
+impl Answer for SearchResponse {
     fn route(&self) -> Option<&Route> {
-        self.head.route.as_ref()
+        self.route.as_ref()
     }
     fn route_mut(&mut self) -> Option<&mut Route> {
-        self.head.route.as_mut()
+        self.route.as_mut()
     }
     fn degraded(&self) -> bool {
-        !self.head.degraded.is_empty()
+        !self.degraded.is_empty()
     }
     fn set_took_micros(&mut self, micros: u64) {
-        self.head.took_micros = micros;
+        self.took_micros = micros;
     }
 }
 
@@ -277,7 +316,12 @@ impl Answer for SuggestResponse {
 impl PublicMethod for SuggestRequest {
     type Answer = SuggestResponse;
     const NAME: &'static str = "Suggest";
-    const PATH: &'static str = paths::SUGGEST;
+    async fn forward(
+        mut client: SearchClient<NodeChannel>,
+        request: Request<Self>,
+    ) -> Result<Response<SuggestResponse>, Status> {
+        client.suggest(request).await
+    }
     fn tenant(&self) -> &str {
         &self.tenant
     }

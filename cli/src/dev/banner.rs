@@ -12,10 +12,6 @@ use super::{start_cluster, Cluster, DevOptions};
 /// started and every process a drill restarted meanwhile.
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let started = Instant::now();
-    anyhow::ensure!(
-        opts.repo.join("data/tldr_pages/docs.jsonl.gz").exists(),
-        "run `tandem dev` from the repository root (the sample data lives in data/)"
-    );
     let cluster = match start_cluster(&opts).await {
         Ok(c) => c,
         Err(e) => {

@@ -23,6 +23,7 @@
 
 mod banner;
 mod catalog;
+pub mod sample_data;
 mod setup;
 
 use std::path::{Path, PathBuf};

@@ -51,7 +51,7 @@ fn local_and_remote(local: &str) -> [Replica; 2] {
 /// per try), each attempt answered by `attempt`.
 async fn call<T, F, Fut>(r: &Resilience, replicas: &[Replica], attempt: F) -> Outcome<T>
 where
-    F: Fn(NodeChannel, Duration) -> Fut,
+    F: Fn(&Node, NodeChannel, Duration) -> Fut,
     Fut: Future<Output = Result<T, Status>>,
 {
     let tenant: Arc<str> = Arc::from("t");
@@ -68,12 +68,15 @@ where
 
 /// One call where `local` never answers and `remote` answers after 1 ms.
 async fn call_with_frozen_local(r: &Resilience, replicas: &[Replica]) -> Outcome<&'static str> {
-    call(r, replicas, |channel, _| async move {
-        if channel.origin().host() == Some("local.invalid") {
-            std::future::pending::<()>().await;
+    call(r, replicas, |node, _, _| {
+        let frozen = &*node.id == "local";
+        async move {
+            if frozen {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok("answer")
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        Ok("answer")
     })
     .await
 }
@@ -108,11 +111,12 @@ async fn a_hedge_that_loses_is_not_blamed() {
     for _ in 0..5 {
         // The first replica answers after 12 ms: past the 10 ms hedging
         // delay, but before the hedge (10 + 5 ms) does.
-        let outcome = call(&r, &replicas, |channel, _| async move {
-            let local = channel.origin().host() == Some("slowish.invalid");
-            let delay = if local { 12 } else { 5 };
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-            Ok(())
+        let outcome = call(&r, &replicas, |node, _, _| {
+            let delay = if &*node.id == "slowish" { 12 } else { 5 };
+            async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                Ok(())
+            }
         })
         .await;
         assert_eq!(outcome.node.expect("answered").id.as_ref(), "slowish");

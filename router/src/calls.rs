@@ -1,0 +1,117 @@
+//! One attempt of each call the router makes downstream, typed: a shard
+//! search, a model's boosts or suggestions, a health check, a forwarded
+//! public call. Each carries the call's request id and tells the server how
+//! long it has (`grpc-timeout`); a call the server never took up is sent
+//! again once (`tandem_common::channel::resend_if_refused`).
+
+use std::time::Duration;
+
+use tandem_common::channel::resend_if_refused;
+use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
+use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_proto::v1::model_node_client::ModelNodeClient;
+use tandem_proto::v1::{
+    BoostsRequest, BoostsResponse, ModelSuggestRequest, ModelSuggestResponse, ShardSearchRequest,
+    ShardSearchResponse,
+};
+use tokio::time::Instant;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Status};
+
+use crate::channels::NodeChannel;
+
+/// Per-call context passed down to every downstream request.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The caller's deadline.
+    pub deadline: Instant,
+    /// The request id, propagated as `x-request-id`.
+    pub request_id: String,
+}
+
+impl CallContext {
+    /// The context of a call that must end by `deadline`.
+    pub fn new(deadline: Instant, request_id: String) -> Self {
+        Self {
+            deadline,
+            request_id,
+        }
+    }
+
+    /// A downstream request carrying `message`, this call's request id, and
+    /// `timeout` as its `grpc-timeout`.
+    pub fn request<T>(&self, message: T, timeout: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        if let Ok(id) = MetadataValue::try_from(self.request_id.as_str()) {
+            request.metadata_mut().insert(REQUEST_ID_HEADER, id);
+        }
+        request
+    }
+
+    /// [`CallContext::request`] with extra metadata (a forwarded call's key
+    /// and forwarding mark).
+    pub fn request_with<T>(
+        &self,
+        message: T,
+        timeout: Duration,
+        extra: &MetadataMap,
+    ) -> Request<T> {
+        let mut request = self.request(message, timeout);
+        for (key, value) in extra.iter().filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k, v)),
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        }) {
+            request.metadata_mut().insert(key.clone(), value.clone());
+        }
+        request
+    }
+}
+
+/// `IndexNode.SearchShard` on one replica.
+pub async fn search_shard(
+    channel: NodeChannel,
+    message: ShardSearchRequest,
+    timeout: Duration,
+    ctx: &CallContext,
+) -> Result<ShardSearchResponse, Status> {
+    resend_if_refused(|| {
+        let mut client = IndexNodeClient::new(channel.clone());
+        let request = ctx.request(message.clone(), timeout);
+        async move { client.search_shard(request).await }
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// `ModelNode.Boosts` on one replica.
+pub async fn boosts(
+    channel: NodeChannel,
+    message: BoostsRequest,
+    timeout: Duration,
+    ctx: &CallContext,
+) -> Result<BoostsResponse, Status> {
+    resend_if_refused(|| {
+        let mut client = ModelNodeClient::new(channel.clone());
+        let request = ctx.request(message.clone(), timeout);
+        async move { client.boosts(request).await }
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// `ModelNode.Suggest` on one replica.
+pub async fn model_suggest(
+    channel: NodeChannel,
+    message: ModelSuggestRequest,
+    timeout: Duration,
+    ctx: &CallContext,
+) -> Result<ModelSuggestResponse, Status> {
+    resend_if_refused(|| {
+        let mut client = ModelNodeClient::new(channel.clone());
+        let request = ctx.request(message.clone(), timeout);
+        async move { client.suggest(request).await }
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
