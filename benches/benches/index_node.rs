@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_benches::{example_queries, measure, sample_corpus, Measured, RunStats, Server};
-use tandem_index_node::corpus::{read_documents, Where};
+use tandem_client::corpus::{read_documents, Where};
 use tandem_index_node::registry::ShardRegistry;
 use tandem_index_node::shard::{SearchParams, ShardKey};
 use tandem_proto::v1::index_node_client::IndexNodeClient;

@@ -7,7 +7,9 @@
 //! - **router**: `Search/Search` through `tandem-router`: authentication,
 //!   the replica-map cache, the dial, the model's boosts (a real
 //!   model-node, trained on the sample event log), the shard call with
-//!   fallback and hedging machinery, the route.
+//!   fallback and hedging machinery, the route;
+//! - **router, no model**: the same for a tenant without a model (a copy
+//!   of the same shard), to tell the router's own cost from the model's.
 //!
 //! The realistic case: the English tldr pages as one shard, the tenant has
 //! a model, the queries are natural-language questions
@@ -28,10 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_benches::{
-    closed_loop, measure, read_queries, repo_root, sample_corpus, Measured, Server,
-};
-use tandem_index_node::corpus::{read_documents, Where};
+use tandem_benches::{closed_loop, measure, repo_root, sample_corpus, Measured, Server};
+use tandem_client::corpus::{read_documents, Where};
 use tandem_index_node::registry::ShardRegistry;
 use tandem_index_node::shard::ShardKey;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
@@ -47,8 +47,9 @@ type Call = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = bool> + Send>> + S
 /// One way to the index-node.
 struct Route_ {
     name: &'static str,
-    /// The process in the middle, for its CPU time.
-    middle: Option<u32>,
+    /// The processes besides the client and the index-node (and their
+    /// children), for their CPU time.
+    middle: Vec<u32>,
     call: Call,
 }
 
@@ -62,21 +63,34 @@ impl Route_ {
     }
 
     fn cpu_time(&self) -> Duration {
-        self.middle.map_or(Duration::ZERO, cpu_time_of)
+        self.middle.iter().copied().map(cpu_time_of).sum()
     }
 }
 
-/// CPU time of process `pid` so far, all threads (`/proc/<pid>/task/*/schedstat`).
+/// CPU time of process `pid` and its children so far, all threads
+/// (`/proc/<pid>/task/*/schedstat`): nginx's work is in its workers.
 fn cpu_time_of(pid: u32) -> Duration {
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = entries
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
+    let children = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`: the parent is the second field after `)`.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == pid).then_some(child)
+        });
+    std::iter::once(pid)
+        .chain(children)
+        .map(tandem_benches::cpu_time_of_process)
+        .sum()
 }
 
 /// nginx in front of the index-node with `grpc_pass`; killed on drop.
@@ -103,7 +117,8 @@ impl Nginx {
             "daemon off; master_process on; worker_processes auto; user root; pid {d}/nginx.pid; error_log {d}/nginx-error.log;\n\
              events {{ worker_connections 4096; }}\n\
              http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-               upstream index {{ server {upstream}; keepalive 64; }}\n\
+               keepalive_requests 10000000; keepalive_timeout 600s;\n\
+               upstream index {{ server {upstream}; keepalive 64; keepalive_requests 10000000; }}\n\
                server {{ listen {addr} http2; location / {{ grpc_pass grpc://index; }} }} }}\n"
         );
         let path = dir.join("nginx.conf");
@@ -148,7 +163,7 @@ fn shard_call(channel: Channel) -> Call {
     })
 }
 
-fn router_call(channel: Channel) -> Call {
+fn router_call(channel: Channel, tenant: &'static str) -> Call {
     let client = SearchClient::new(channel);
     // Made once: formatting the header per call would charge the client's
     // work to the router's path.
@@ -158,7 +173,7 @@ fn router_call(channel: Channel) -> Call {
         let (mut client, key) = (client.clone(), key.clone());
         Box::pin(async move {
             let mut request = tonic::Request::new(SearchRequest {
-                tenant: "en".into(),
+                tenant: tenant.into(),
                 query: q,
                 top_k: 10,
                 ..Default::default()
@@ -179,7 +194,7 @@ async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
 /// The index-node, model-node and router of the measured cluster.
 struct Cluster {
     node: Server,
-    _model: Server,
+    model: Server,
     router: Server,
 }
 
@@ -200,6 +215,9 @@ fn start_cluster(dir: &Path) -> anyhow::Result<Cluster> {
     shard.ingest(1, &docs, &[])?;
     drop(shard);
     drop(registry);
+    // The same shard again for a tenant without a model.
+    let shards = dir.join("index/shards");
+    tandem_benches::copy_dir(&shards.join("en"), &shards.join("plain"))?;
     let node = Server::start(
         "tandem-index-node",
         &[
@@ -249,10 +267,12 @@ fn start_cluster(dir: &Path) -> anyhow::Result<Cluster> {
          [[nodes]]\nid = \"idx\"\nregion = \"r1\"\nkind = \"index\"\naddr = \"http://{}\"\n\n\
          [[nodes]]\nid = \"mdl\"\nregion = \"r1\"\nkind = \"model\"\naddr = \"http://{}\"\n\n\
          [[tenants]]\nid = \"en\"\nhome = \"r1\"\nactive_active = false\nlanguage = \"en\"\n\
-         api_key_sha256 = [\"{}\"]\nmodel_replicas = [\"mdl\"]\n\n[tenants.shards]\n0 = [\"idx\"]\n",
+         api_key_sha256 = [\"{key}\"]\nmodel_replicas = [\"mdl\"]\n\n[tenants.shards]\n0 = [\"idx\"]\n\n\
+         [[tenants]]\nid = \"plain\"\nhome = \"r1\"\nactive_active = false\nlanguage = \"en\"\n\
+         api_key_sha256 = [\"{key}\"]\nmodel_replicas = []\n\n[tenants.shards]\n0 = [\"idx\"]\n",
         node.grpc,
         model.grpc,
-        tandem_common::auth::sha256_hex(API_KEY)
+        key = tandem_catalog::hash_key(API_KEY)
     );
     let catalog_path = dir.join("catalog.toml");
     std::fs::write(&catalog_path, catalog)?;
@@ -271,7 +291,7 @@ fn start_cluster(dir: &Path) -> anyhow::Result<Cluster> {
     )?;
     Ok(Cluster {
         node,
-        _model: model,
+        model,
         router,
     })
 }
@@ -281,24 +301,27 @@ fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs(seconds);
     tokio::runtime::Runtime::new()?.block_on(async move {
         let dir = tempfile::tempdir()?;
-        let queries = Arc::new(read_queries(&repo_root().join("data/nq_open_queries/queries.jsonl"))?);
+        let queries = Arc::new(tandem_loadgen::natural_language_queries());
         let cluster = start_cluster(dir.path())?;
         let nginx = Nginx::start(dir.path(), cluster.node.grpc)?;
         println!("corpus: English tldr pages, one shard; {} natural-language queries; top 10 with snippets; {seconds} s per path and concurrency", queries.len());
 
-        let mut paths = vec![Route_ { name: "direct", middle: None, call: shard_call(connect(cluster.node.grpc).await?) }];
+        let mut paths = vec![Route_ { name: "direct", middle: vec![], call: shard_call(connect(cluster.node.grpc).await?) }];
         match &nginx {
-            Some(nginx) => paths.push(Route_ { name: "nginx grpc_pass", middle: Some(nginx.child.id()), call: shard_call(connect(nginx.addr).await?) }),
+            Some(nginx) => paths.push(Route_ { name: "nginx grpc_pass", middle: vec![nginx.child.id()], call: shard_call(connect(nginx.addr).await?) }),
             None => println!("nginx not found (apt-get install nginx): its path is left out"),
         }
-        paths.push(Route_ { name: "tandem-router", middle: Some(cluster.router.pid()), call: router_call(connect(cluster.router.grpc).await?) });
+        let router = connect(cluster.router.grpc).await?;
+        let (router_pid, model_pid) = (cluster.router.pid(), cluster.model.pid());
+        paths.push(Route_ { name: "tandem-router", middle: vec![router_pid, model_pid], call: router_call(router.clone(), "en") });
+        paths.push(Route_ { name: "tandem-router, no model", middle: vec![router_pid], call: router_call(router, "plain") });
         for path in &paths {
             closed_loop(4, Duration::from_millis(500), queries.clone(), path.caller()).await;
         }
 
         let rounds = 10u32;
         let slice = duration / rounds;
-        println!("\n| concurrency | path | QPS | p50 µs | p99 µs | errors | CPU µs per call (middle) |");
+        println!("\n| concurrency | path | QPS | p50 µs | p99 µs | errors | CPU µs per call beside the index-node |");
         println!("|---|---|---|---|---|---|---|");
         let mut ratios = Vec::new();
         for concurrency in tandem_benches::env_list("BENCH_CONCURRENCY", &[16, 64]) {
@@ -323,9 +346,13 @@ fn main() -> anyhow::Result<()> {
         for (concurrency, qps) in ratios {
             let of = |name: &str| qps.iter().find(|(n, _)| *n == name).map(|(_, q)| *q);
             let router = of("tandem-router").unwrap_or(0.0);
+            let plain = of("tandem-router, no model").unwrap_or(0.0);
             let direct = of("direct").unwrap_or(f64::NAN);
             match of("nginx grpc_pass") {
-                Some(nginx) => println!("concurrency {concurrency}: router QPS / nginx QPS {:.2}; router / direct {:.2}; nginx / direct {:.2}", router / nginx, router / direct, nginx / direct),
+                Some(nginx) => println!(
+                    "concurrency {concurrency}: router QPS / nginx QPS {:.2} (no model {:.2}); router / direct {:.2} (no model {:.2}); nginx / direct {:.2}",
+                    router / nginx, plain / nginx, router / direct, plain / direct, nginx / direct
+                ),
                 None => println!("concurrency {concurrency}: router QPS / direct {:.2}", router / direct),
             }
         }

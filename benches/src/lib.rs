@@ -1,26 +1,6 @@
 //! Shared pieces of tandem's benchmarks: sample queries, closed-loop load
-//! with HDR latency histograms, and starting the release binaries; and the
-//! load generator behind `tandem-loadgen` and the drills: open- or
-//! closed-loop load through the client library ([`loadgen`]), its JSON
-//! summary ([`summary`]), timeline ([`timeline`], [`plot`]) and time to
-//! recover ([`recovery`]).
-
-pub mod loadgen;
-pub mod plot;
-pub mod queries;
-pub mod recovery;
-pub mod sample;
-pub mod summary;
-pub mod timeline;
-
-pub use loadgen::{
-    run_load, run_load_with, EventLog, LoadConfig, LoadMode, LoadReport, DEFAULT_MAX_OUTSTANDING,
-};
-pub use queries::{parse_queries, read_queries};
-pub use recovery::{time_to_recover, Recovery, RecoveryCriteria};
-pub use sample::{Answered, Outcome, Sample};
-pub use summary::{Percentiles, RegionShare, Summary};
-pub use timeline::{Bucket, Timeline, TimelineEvent};
+//! with HDR latency histograms, and starting the release binaries. (The
+//! load generator is its own crate, `tandem-loadgen`.)
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -261,20 +241,9 @@ impl Server {
         self.child.id()
     }
 
-    /// CPU time the process has used so far, all threads, from the
-    /// scheduler's nanosecond accounting (`/proc/<pid>/task/*/schedstat`).
-    /// Zero where `/proc` is not available.
+    /// CPU time the process has used so far (see [`cpu_time_of_process`]).
     pub fn cpu_time(&self) -> Duration {
-        let tasks = format!("/proc/{}/task", self.child.id());
-        let Ok(entries) = std::fs::read_dir(tasks) else {
-            return Duration::ZERO;
-        };
-        let nanos: u64 = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        Duration::from_nanos(nanos)
+        cpu_time_of_process(self.child.id())
     }
 }
 
@@ -283,6 +252,21 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time process `pid` has used so far, all threads, from the
+/// scheduler's nanosecond accounting (`/proc/<pid>/task/*/schedstat`).
+/// Zero where `/proc` is not available.
+pub fn cpu_time_of_process(pid: u32) -> Duration {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// Copies a directory tree (to give a server its own copy of an index).

@@ -77,6 +77,28 @@ enum Command {
     },
     /// Set a region's traffic dial (0-100) on every router.
     Dial { region: String, percent: u32 },
+    /// Load a JSON-lines corpus into one shard of one index-node, through
+    /// the node's own `Ingest` call (to build or rebuild a replica by hand).
+    LoadShard {
+        /// The index-node's gRPC address (`HOST:PORT` or `http://HOST:PORT`).
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 0)]
+        shard: u32,
+        /// Create the shard first with this language (idempotent).
+        #[arg(long, value_name = "LANG")]
+        create: Option<String>,
+        /// Only records whose attribute KEY equals VALUE (repeatable).
+        #[arg(long = "where", value_name = "KEY=VALUE")]
+        filters: Vec<tandem_client::corpus::Where>,
+        /// Documents per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// JSON-lines corpus (`.gz` is decompressed).
+        file: PathBuf,
+    },
     /// Break something under steady load, heal it, and report failed
     /// queries, the serving-region mix over time and the time to recover.
     Drill {
@@ -153,6 +175,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => commands::status(&cli.target, json).await?,
         Command::Dial { region, percent } => commands::dial(&cli.target, &region, percent).await?,
+        Command::LoadShard {
+            node,
+            tenant,
+            shard,
+            create,
+            filters,
+            batch,
+            file,
+        } => {
+            let plan = dev::LoadPlan {
+                tenant,
+                shard,
+                create_language: create,
+                batch_size: batch,
+            };
+            dev::load_file(&node, &plan, &file, &filters).await?
+        }
         Command::Drill {
             scenario,
             rate,
@@ -179,7 +218,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.home_region = cli.target.region.clone();
             opts.stop_on_ctrl_c = true;
             if let Some(path) = &queries {
-                opts.queries = Some(tandem_benches::read_queries(path)?);
+                opts.queries = Some(tandem_loadgen::read_queries(path)?);
             }
             let report = drill::run_drill(&opts).await?;
             if json {

@@ -37,13 +37,16 @@
 //! Layout: [`failover`] is the pure state machine; `switch` shares it
 //! between calls (an atomic read per call, a lock only on events);
 //! `prober` is the background health checker; `client` does the calls;
-//! [`topology`] is the cluster file shared with the CLI and tests.
+//! [`topology`] is the cluster file shared with the CLI and tests;
+//! [`corpus`] reads a JSON-lines file of documents (the sample data's
+//! format) into the API's `Document`s.
 
 #![warn(missing_docs)]
 
 mod classify;
 mod client;
 mod config;
+pub mod corpus;
 pub mod failover;
 mod prober;
 mod switch;

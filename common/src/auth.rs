@@ -20,9 +20,19 @@ pub fn sha256_hex_bytes(bytes: &[u8]) -> String {
 
 /// The token of an `authorization: Bearer <token>` header, if present.
 pub fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    parse_bearer(metadata.get("authorization")?.to_str().ok()?)
+}
+
+/// The token of an `authorization` header value `Bearer <token>` (scheme
+/// case-insensitive, as HTTP auth schemes are); `None` when the value is
+/// not a bearer credential or the token is empty.
+pub fn parse_bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then_some(token)
 }
 
 /// Constant-time equality of two secrets (compared through their digests).
@@ -54,6 +64,15 @@ mod tests {
             m.insert("authorization", v.parse().unwrap());
         }
         m
+    }
+
+    #[test]
+    fn bearer_values() {
+        assert_eq!(parse_bearer("Bearer abc"), Some("abc"));
+        assert_eq!(parse_bearer("bearer   abc "), Some("abc"));
+        assert_eq!(parse_bearer("Basic abc"), None);
+        assert_eq!(parse_bearer("Bearer "), None);
+        assert_eq!(parse_bearer("abc"), None);
     }
 
     #[test]

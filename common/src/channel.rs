@@ -70,13 +70,13 @@ pub fn channel(addr: &str, settings: ChannelSettings) -> Result<Channel, Invalid
     Ok(endpoint.connect_with_connector_lazy(SharedFailureConnector::new(settings.connect_timeout)))
 }
 
-/// A TCP connector whose failure is shared: after an attempt failed, new
-/// attempts fail at once with its error for as long again as the failed
-/// attempt took. Calls queued behind a hung attempt (a dark peer: the
-/// whole connect timeout) are handed to the connector within microseconds
-/// of its failure, so they share it; after a quick failure (connection
-/// refused) the window is as short, so a peer that comes back is reached
-/// at once. See the module documentation.
+/// A TCP connector whose timed-out attempt is shared: after an attempt
+/// timed out (a dark peer), new attempts fail at once with its error for
+/// as long again as it took, which covers the calls queued behind it
+/// (they reach the connector within microseconds of its failure). A quick
+/// failure (connection refused) is not shared: it costs nothing to repeat,
+/// and a peer that comes back is reached at once. See the module
+/// documentation.
 #[derive(Clone)]
 pub struct SharedFailureConnector {
     http: HttpConnector,
@@ -140,14 +140,31 @@ impl tower::Service<Uri> for SharedFailureConnector {
         let started = Instant::now();
         Box::pin(async move {
             connecting.await.map_err(|e| {
+                let timed_out = timed_out(&e);
                 let error = Arc::new(std::io::Error::other(e));
-                let until = Instant::now() + started.elapsed();
-                let mut last = last_failure.lock().unwrap_or_else(|p| p.into_inner());
-                *last = Some((until, error.clone()));
+                if timed_out {
+                    let until = Instant::now() + started.elapsed();
+                    let mut last = last_failure.lock().unwrap_or_else(|p| p.into_inner());
+                    *last = Some((until, error.clone()));
+                }
                 ConnectFailed(error)
             })
         })
     }
+}
+
+/// Whether a connection attempt failed by timing out.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Runs `call`, and once more if the server never took the first call up

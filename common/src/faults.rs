@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::auth::require_admin;
-use crate::ids::validate_tenant_id;
+use tandem_catalog::ids::validate_tenant_id;
 
 /// The longest delay a fault may inject.
 pub const MAX_DELAY_MS: u32 = 600_000;
@@ -203,6 +203,39 @@ impl FaultRegistry {
                 _ => return Ok(()),
             }
         }
+    }
+}
+
+/// A node's fault-injection admin token: `None` when fault injection is
+/// off; an error when it is on without a token (every node refuses to
+/// start so, rather than serve an open fault API).
+pub fn admin_token_for_faults(
+    enabled: bool,
+    token: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    match (enabled, token) {
+        (true, Some(t)) if !t.is_empty() => Ok(Some(t)),
+        (true, _) => anyhow::bail!(
+            "--enable-faults needs an admin token (--admin-token or TANDEM_ADMIN_TOKEN)"
+        ),
+        (false, _) => Ok(None),
+    }
+}
+
+/// Adds the fault-injection service over `faults` to `routes` when a
+/// `token` is given (see [`admin_token_for_faults`]).
+pub fn add_fault_service(
+    routes: &mut tonic::service::RoutesBuilder,
+    faults: FaultRegistry,
+    token: Option<String>,
+) {
+    if let Some(token) = token {
+        tracing::warn!("fault injection is enabled");
+        routes.add_service(
+            tandem_proto::v1::fault_injection_server::FaultInjectionServer::new(FaultService::new(
+                faults, token,
+            )),
+        );
     }
 }
 

@@ -9,9 +9,9 @@
 //! run until they finish or their caller goes away.
 //!
 //! tonic's server checks `grpc-timeout` too, outside every layer, and
-//! answers CANCELLED when it runs out. This layer ends the call one tick
-//! of tokio's timer ([`TIMER_TICK`]) earlier, so the caller learns the
-//! right reason.
+//! answers CANCELLED when it runs out. It builds this layer's future (and
+//! so its timer) before its own, with the same timeout, and polls it
+//! first: when both are due this layer's answer goes out.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,10 +22,6 @@ use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 use std::time::Duration;
-
-/// The resolution of tokio's timer: two deadlines within one tick may
-/// fire together in either order.
-pub const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// Reads a `grpc-timeout` value (e.g. `250m`, `2S`, `100000u`): at most
 /// eight digits, then a unit (H, M, S, m, u, n). `None` when malformed.
@@ -90,7 +86,7 @@ where
             .and_then(parse_grpc_timeout);
         DeadlineFuture {
             inner: self.inner.call(request),
-            expiry: timeout.map(|t| tokio::time::sleep(t.saturating_sub(TIMER_TICK))),
+            expiry: timeout.map(tokio::time::sleep),
         }
     }
 }
@@ -167,7 +163,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let answer = service.oneshot(request(Some("250m"))).await.unwrap();
         assert_eq!(grpc_status(&answer), Some("4"), "DEADLINE_EXCEEDED");
-        assert_eq!(started.elapsed(), Duration::from_millis(250) - TIMER_TICK);
+        assert_eq!(started.elapsed(), Duration::from_millis(250));
     }
 
     #[tokio::test(start_paused = true)]

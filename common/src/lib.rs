@@ -13,8 +13,7 @@
 //! - [`channel`]: tonic channels to other tandem processes (shared connect
 //!   failures, keepalive, a call refused by a GOAWAY sent again);
 //! - [`auth`]: bearer-token checks for admin APIs;
-//! - [`faults`]: fault injection for outage drills;
-//! - [`ids`]: validation of tenant ids that end up in paths and metrics.
+//! - [`faults`]: fault injection for outage drills.
 
 pub mod auth;
 pub mod channel;
@@ -22,6 +21,5 @@ pub mod config;
 pub mod faults;
 pub mod grpc_deadline;
 pub mod grpc_metrics;
-pub mod ids;
 pub mod server;
 pub mod telemetry;

@@ -19,7 +19,6 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -121,12 +120,14 @@ pub async fn serve(
         tokio::time::sleep(grace).await;
         let _ = stopped_accepting.send(());
     };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = Server::builder()
+        // hyper's guard against a peer that provokes stream errors on
+        // purpose, which tonic lifts by default.
+        .http2_max_local_error_reset_streams(Some(1024))
         .layer(GrpcMetricsLayer)
         .layer(GrpcDeadlineLayer)
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, stop_accepting);
+        .serve_with_incoming_shutdown(accepted(listener), stop_accepting);
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.context("gRPC server failed"),
@@ -153,6 +154,28 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The connections `listener` accepts, with TCP_NODELAY. An accept error
+/// (out of file descriptors, typically) is logged and retried after a
+/// pause, keeping the connections already open, instead of spinning.
+fn accepted(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok(stream), listener));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a gRPC connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
 }
 
 /// Adds server reflection, `grpc.reflection.v1` and the older `v1alpha`

@@ -5,15 +5,12 @@
 //! becomes a tantivy query), [`shard`] (one tenant shard: search and
 //! ingest), [`registry`] (thousands of shards with a bounded set open),
 //! [`pool`] (bounded CPU pool that sheds load), [`service`] (the gRPC
-//! surface), [`node`] (wiring a process together). [`corpus`] and
-//! [`loader`] feed a corpus into a shard through the API.
+//! surface), [`node`] (wiring a process together).
 //!
 //! The index-node knows nothing of regions or routing: a router decides
 //! which node to ask.
 
 pub mod config;
-pub mod corpus;
-pub mod loader;
 pub mod node;
 pub mod pool;
 pub mod query;

@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_common::faults::{FaultRegistry, FaultService};
+use tandem_common::faults::{add_fault_service, admin_token_for_faults, FaultRegistry};
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
-use tandem_proto::v1::fault_injection_server::FaultInjectionServer;
 use tandem_proto::v1::index_node_server::IndexNodeServer;
 use tonic::service::RoutesBuilder;
 
@@ -24,13 +23,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
-    let admin_token = match (config.enable_faults, admin_token) {
-        (true, Some(t)) if !t.is_empty() => Some(t),
-        (true, _) => anyhow::bail!(
-            "--enable-faults needs an admin token (--admin-token or TANDEM_ADMIN_TOKEN)"
-        ),
-        (false, _) => None,
-    };
+    let admin_token = admin_token_for_faults(config.enable_faults, admin_token)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -61,10 +54,7 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     );
-    if let Some(token) = admin_token {
-        tracing::warn!("fault injection is enabled");
-        routes.add_service(FaultInjectionServer::new(FaultService::new(faults, token)));
-    }
+    add_fault_service(&mut routes, faults, admin_token);
     let options = ServeOptions {
         listen: config.listen,
         metrics_listen: config.metrics_listen,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use moka::sync::Cache;
-use tandem_common::ids::validate_tenant_id;
+use tandem_catalog::ids::validate_tenant_id;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 

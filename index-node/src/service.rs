@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tandem_catalog::ids::validate_tenant_id;
 use tandem_common::faults::FaultRegistry;
-use tandem_common::ids::validate_tenant_id;
 use tandem_proto::v1::index_node_server::IndexNode;
 use tandem_proto::v1::{
     CreateShardRequest, IngestRequest, IngestResponse, ListShardsRequest, ListShardsResponse,

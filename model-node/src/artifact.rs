@@ -50,7 +50,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use tandem_common::ids::validate_tenant_id;
+use tandem_catalog::ids::validate_tenant_id;
 
 use crate::codec::{DecodeError, Decoder, Encoder};
 use crate::model::{ModelMeta, ModelSet};

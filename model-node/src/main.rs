@@ -10,7 +10,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use tandem_common::config::load_toml;
+use serde::Serialize;
+use tandem_common::config::load_with_flags;
 use tandem_model_node::config::NodeConfig;
 use tandem_model_node::eval::evaluate;
 use tandem_model_node::events::read_events_file;
@@ -73,73 +74,58 @@ enum Command {
 }
 
 /// `serve` flags; each overrides the `--config` file's value.
-#[derive(Args)]
+#[derive(Args, Serialize)]
 struct ServeArgs {
     /// TOML config file (see `model-node/src/config.rs`); flags override it.
     #[arg(long)]
+    #[serde(skip)]
     config: Option<PathBuf>,
     /// Id reported in responses, logs and the readiness line.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     node_id: Option<String>,
     /// Region label for logs.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     region: Option<String>,
     /// gRPC listen address (port 0: any free port, printed on stdout).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     listen: Option<SocketAddr>,
     /// Prometheus /metrics listen address.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
     /// Where tenants' artifacts live (<model-dir>/<tenant>/v<n>.tmodel).
     #[arg(long, env = "TANDEM_MODEL_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     model_dir: Option<PathBuf>,
     /// Poll the model directory this often (ms) and load newer artifacts; 0 = off.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     watch_ms: Option<u64>,
     /// Serve the fault-injection admin API (needs an admin token).
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     enable_faults: bool,
     /// Admin token for the fault-injection API.
     #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    #[serde(skip)]
     admin_token: Option<String>,
     /// On shutdown, report NOT_SERVING for this long before closing the listener.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     drain_grace_ms: Option<u64>,
     /// Log JSON lines instead of text.
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     json_logs: bool,
 }
 
 /// The config file (or defaults) with the flags applied, and the admin token.
 fn serve_config(args: ServeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
-    let mut c = match &args.config {
-        Some(path) => load_toml::<NodeConfig>(path)?,
-        None => NodeConfig::default(),
-    };
-    if let Some(v) = args.node_id {
-        c.node_id = v;
-    }
-    if let Some(v) = args.region {
-        c.region = v;
-    }
-    if let Some(v) = args.listen {
-        c.listen = v;
-    }
-    if let Some(v) = args.metrics_listen {
-        c.metrics_listen = v;
-    }
-    if let Some(v) = args.model_dir {
-        c.model_dir = v;
-    }
-    if let Some(v) = args.watch_ms {
-        c.watch_ms = v;
-    }
-    if let Some(v) = args.drain_grace_ms {
-        c.drain_grace_ms = v;
-    }
-    c.enable_faults |= args.enable_faults;
-    c.json_logs |= args.json_logs;
-    Ok((c, args.admin_token))
+    let config = load_with_flags(args.config.as_deref(), &args)?;
+    Ok((config, args.admin_token))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_common::faults::{FaultRegistry, FaultService};
+use tandem_common::faults::{add_fault_service, admin_token_for_faults, FaultRegistry};
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
-use tandem_proto::v1::fault_injection_server::FaultInjectionServer;
 use tandem_proto::v1::model_node_server::ModelNodeServer;
 use tonic::service::RoutesBuilder;
 
@@ -25,13 +24,7 @@ use crate::store::ModelStore;
 pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
-    let admin_token = match (config.enable_faults, admin_token) {
-        (true, Some(t)) if !t.is_empty() => Some(t),
-        (true, _) => anyhow::bail!(
-            "--enable-faults needs an admin token (--admin-token or TANDEM_ADMIN_TOKEN)"
-        ),
-        (false, _) => None,
-    };
+    let admin_token = admin_token_for_faults(config.enable_faults, admin_token)?;
     std::fs::create_dir_all(&config.model_dir)
         .with_context(|| format!("cannot create model dir {}", config.model_dir.display()))?;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -57,10 +50,7 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
     routes.add_service(ModelNodeServer::new(service));
-    if let Some(token) = admin_token {
-        tracing::warn!("fault injection is enabled");
-        routes.add_service(FaultInjectionServer::new(FaultService::new(faults, token)));
-    }
+    add_fault_service(&mut routes, faults, admin_token);
     let watcher = config.watch_interval().map(|every| {
         tracing::info!(every_ms = config.watch_ms, "watching the model directory");
         tokio::spawn(reloader.clone().watch(every))

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use tandem_common::ids::validate_tenant_id;
+use tandem_catalog::ids::validate_tenant_id;
 
 pub use crate::relevance::MAX_BOOSTS;
 pub use crate::suggest::MAX_K;

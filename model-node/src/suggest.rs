@@ -49,8 +49,8 @@ pub const PRECOMPUTED_PREFIX_CHARS: usize = 3;
 
 /// Prefixes longer than [`PRECOMPUTED_PREFIX_CHARS`] matching more queries
 /// than this get precomputed lists; others are answered by reading their
-/// (at most this many) matches. 256 keeps a scan to some 10-20 µs while the
-/// lists for a 150k-query model stay a few MB.
+/// (at most this many) matches: a bound on a scan's work that keeps the
+/// precomputed lists of a large model small.
 pub const HEAVY_PREFIX_MATCHES: usize = 256;
 
 /// The most matching keys examined for a prefix without a precomputed list

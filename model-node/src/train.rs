@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tandem_common::ids::validate_tenant_id;
+use tandem_catalog::ids::validate_tenant_id;
 
 use crate::artifact::{self, ArtifactError, Written};
 use crate::events::Event;

@@ -1,8 +1,9 @@
-//! One attempt of each call the router makes downstream, typed: a shard
-//! search, a model's boosts or suggestions, a health check, a forwarded
-//! public call. Each carries the call's request id and tells the server how
-//! long it has (`grpc-timeout`); a call the server never took up is sent
-//! again once (`tandem_common::channel::resend_if_refused`).
+//! One attempt of each call the router makes to a node, typed: a shard
+//! search, a model's boosts or suggestions. Each carries the call's request
+//! id and tells the server how long it has left (`grpc-timeout`); a call the
+//! server never took up is sent again once
+//! (`tandem_common::channel::resend_if_refused`, which health probes use
+//! too). Forwarded public calls: [`crate::forward`].
 
 use std::time::Duration;
 
@@ -75,9 +76,10 @@ pub async fn search_shard(
     timeout: Duration,
     ctx: &CallContext,
 ) -> Result<ShardSearchResponse, Status> {
+    let started = Instant::now();
     resend_if_refused(|| {
         let mut client = IndexNodeClient::new(channel.clone());
-        let request = ctx.request(message.clone(), timeout);
+        let request = ctx.request(message.clone(), timeout.saturating_sub(started.elapsed()));
         async move { client.search_shard(request).await }
     })
     .await
@@ -91,9 +93,10 @@ pub async fn boosts(
     timeout: Duration,
     ctx: &CallContext,
 ) -> Result<BoostsResponse, Status> {
+    let started = Instant::now();
     resend_if_refused(|| {
         let mut client = ModelNodeClient::new(channel.clone());
-        let request = ctx.request(message.clone(), timeout);
+        let request = ctx.request(message.clone(), timeout.saturating_sub(started.elapsed()));
         async move { client.boosts(request).await }
     })
     .await
@@ -107,9 +110,10 @@ pub async fn model_suggest(
     timeout: Duration,
     ctx: &CallContext,
 ) -> Result<ModelSuggestResponse, Status> {
+    let started = Instant::now();
     resend_if_refused(|| {
         let mut client = ModelNodeClient::new(channel.clone());
-        let request = ctx.request(message.clone(), timeout);
+        let request = ctx.request(message.clone(), timeout.saturating_sub(started.elapsed()));
         async move { client.suggest(request).await }
     })
     .await

@@ -19,12 +19,16 @@
 //! 5. pays for every retry and hedge from the [`RetryBudget`], so that a sick
 //!    fleet is not hit by a storm; when the budget is empty it fails fast.
 //!
-//! Everything it learns (latency, in-flight, failures) feeds the statistics
-//! that order the next call's replicas.
+//! What to do next is decided by the state machine in [`attempts`]; this
+//! file sends, waits, and keeps the books. Everything it learns (latency,
+//! in-flight, failures) feeds the statistics that order the next call's
+//! replicas.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use std::pin::Pin;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
@@ -35,9 +39,13 @@ use crate::catalog::Node;
 use crate::channels::{Channels, NodeChannel};
 use crate::endpoint_stats::{InFlight, StatsRegistry};
 use crate::hedge::HedgePolicy;
-use crate::outlier::{Health, OutlierDetector, ShardKey, Transition};
+use crate::outlier::{self, Health, OutlierDetector, ShardKey, Transition};
 use crate::replicas::{try_order, LiveView, Pick, Replica};
 use crate::retry::{classify, AttemptFailure, CallerState, HealthSignal};
+
+mod attempts;
+
+use attempts::{Attempts, Ending, Event, Step, Why};
 
 /// The shared failure-handling state of a router.
 pub struct Resilience {
@@ -90,40 +98,9 @@ enum Failed {
     Transport,
 }
 
-/// What the attempt loop waits for.
-enum Event<R> {
-    /// An attempt finished.
-    Done(R),
-    /// The hedging delay passed with no answer.
-    Hedge,
-    /// The caller's deadline passed.
-    Deadline,
-}
-
-/// Attempts sent and not yet finished, as bits of their index in the try
-/// order. A shard has a handful of replicas; an attempt past the 64th is not
-/// tracked, which only spares it the blame for losing a hedge race.
-#[derive(Clone, Copy, Debug, Default)]
-struct Pending(u64);
-
-impl Pending {
-    fn insert(&mut self, index: usize) {
-        if index < 64 {
-            self.0 |= 1 << index;
-        }
-    }
-
-    fn remove(&mut self, index: usize) {
-        if index < 64 {
-            self.0 &= !(1 << index);
-        }
-    }
-
-    /// Pending attempts sent before the one at `index`.
-    fn before(self, index: usize) -> impl Iterator<Item = usize> {
-        (0..index.min(64)).filter(move |&i| self.0 & (1 << i) != 0)
-    }
-}
+/// What one attempt came to: its index in the try order, its in-flight
+/// record, and its result.
+type Finished<T> = (usize, InFlight, Result<T, Failed>);
 
 /// Records the in-flight call as abandoned if its future is dropped before
 /// it completes (the loser of a hedge race): a replica that keeps losing
@@ -145,9 +122,9 @@ impl Drop for AbandonOnDrop {
 }
 
 impl Resilience {
-    /// Calls `call(node, channel, timeout)` on the target's replicas with fallback
-    /// and hedging until one answers, the caller's `deadline` passes, or no
-    /// replica is left.
+    /// Calls `call(node, channel, timeout)` on the target's replicas with
+    /// fallback and hedging until one answers, the caller's `deadline`
+    /// passes, or no replica is left.
     pub async fn call<T, F, Fut>(
         &self,
         target: Target<'_>,
@@ -157,7 +134,8 @@ impl Resilience {
     ) -> Outcome<T>
     where
         F: Fn(&Node, NodeChannel, Duration) -> Fut,
-        Fut: Future<Output = Result<T, Status>>,
+        Fut: Future<Output = Result<T, Status>> + Send,
+        T: Send,
     {
         let view = LiveView {
             stats: &self.stats,
@@ -168,235 +146,184 @@ impl Resilience {
         };
         let order: Vec<Pick<'_>> = try_order(target.replicas, &view, &mut rand::rng());
         let mut outcome = Outcome {
-            // Replaced by whatever happens; built without formatting because
-            // almost every call is answered.
-            result: Err(Status::new(Code::Unavailable, String::new())),
+            result: Err(Status::unavailable("")),
             node: None,
             attempts: 0,
             hedged: false,
             fallback: false,
         };
         self.budget.deposit();
-        let mut next = 0usize;
-        let mut pending = Pending::default();
-        let mut last_error: Option<Status>;
-
-        // The next usable replica's attempt, counted and marked pending;
-        // None when no replica is left.
-        let launch = |next: &mut usize, outcome: &mut Outcome<T>, pending: &mut Pending| {
-            while let Some(pick) = order.get(*next) {
-                *next += 1;
-                let replica = pick.replica;
-                if !self.claim_trial(&view, replica) {
-                    continue;
-                }
-                let stats = self.stats.get_or_create(replica.id());
-                let guard = AbandonOnDrop(Some(stats.start()));
-                // Never later than the caller's deadline.
-                let try_timeout = per_try.min(deadline.saturating_duration_since(Instant::now()));
-                let channel = self.channels.get(&replica.node);
-                let index = *next - 1;
-                // Boxed: a call's future is about 1.7 KB, and held inline
-                // it made every search's state machine 9 KB, which was
-                // copied whole each time a future was moved (callgrind:
-                // 2.6K of memcpy per search).
-                let attempt = match channel {
-                    Ok(channel) => Some(Box::pin(call(&replica.node, channel, try_timeout))),
-                    Err(_) => None,
-                };
-                outcome.attempts += 1;
-                outcome.node = Some(replica.node.clone());
-                pending.insert(index);
-                return Some(async move {
-                    let mut guard = guard;
-                    let result = match attempt {
-                        None => Err(Failed::Transport),
-                        Some(fut) => match tokio::time::timeout(try_timeout, fut).await {
-                            Ok(Ok(v)) => Ok(v),
-                            Ok(Err(status)) => Err(Failed::Status(status)),
-                            Err(_) => Err(Failed::PerTryTimeout),
-                        },
-                    };
-                    (index, guard.take(), result)
-                });
-            }
-            None
-        };
-
-        let Some(first) = launch(&mut next, &mut outcome, &mut pending) else {
-            outcome.result = Err(Status::unavailable(format!(
-                "{} {} of tenant {} has no replica",
-                target.kind,
-                scope_name(target.scope),
-                target.tenant
-            )));
-            return outcome;
-        };
-        let mut hedge_at = self.hedge_deadline(&order, next - 1, deadline);
+        let mut attempts = Attempts::new(order.len());
         let mut running = FuturesUnordered::new();
-        // Fast path: the first replica nearly always answers before its
-        // hedging delay. Await it directly, with the hedge's timer only (its
-        // own per-try timeout ends by the caller's deadline), before any set
-        // of racing attempts exists: every timer and allocation here is paid
-        // by every query.
-        let mut ready = Some(match hedge_at {
-            None => Event::Done(first.await),
-            Some(at) => {
-                let mut first = Box::pin(first);
-                match tokio::time::timeout_at(at, first.as_mut()).await {
-                    Ok(done) => Event::Done(done),
-                    Err(_) => {
-                        running.push(first);
-                        Event::Hedge
+        let mut hedge_at = None;
+        let mut last_error: Option<(Status, &'static str)> = None;
+        let mut step = attempts.start();
+        let ending = loop {
+            step = match step {
+                Step::Send(why) => {
+                    let from = attempts.next().checked_sub(1).map(|i| order[i].replica);
+                    match self.launch(&view, &order, &mut attempts, deadline, per_try, &call) {
+                        None => attempts.none_left(),
+                        Some((index, attempt)) => {
+                            running.push(attempt);
+                            let to = order[index].replica;
+                            outcome.attempts += 1;
+                            outcome.node = Some(to.node.clone());
+                            outcome.hedged |= why == Why::Hedge;
+                            if let Some(from) = from.filter(|_| why != Why::First) {
+                                let reason = last_error.as_ref().map(|(_, r)| *r);
+                                count_extra_attempt(why, target.kind, from, to, reason);
+                            }
+                            hedge_at = self.hedge_deadline(&order, index, deadline);
+                            Step::Wait
+                        }
                     }
                 }
-            }
-        });
-        loop {
-            let event = match ready.take() {
-                Some(event) => event,
-                None => {
+                Step::Wait => {
                     let hedge_timer = async {
                         match hedge_at {
-                            Some(at) if next < order.len() => tokio::time::sleep_until(at).await,
+                            Some(at) if attempts.has_next() => tokio::time::sleep_until(at).await,
                             _ => std::future::pending().await,
                         }
                     };
-                    tokio::select! {
+                    let event = tokio::select! {
                         biased;
-                        Some(done) = running.next() => Event::Done(done),
-                        _ = hedge_timer => Event::Hedge,
-                        _ = tokio::time::sleep_until(deadline) => Event::Deadline,
-                    }
+                        Some(done) = running.next() => {
+                            self.judge(&view, &order, target.kind, deadline, done, &mut outcome, &mut last_error)
+                        }
+                        _ = hedge_timer => {
+                            hedge_at = None;
+                            Event::HedgeDue
+                        }
+                        _ = tokio::time::sleep_until(deadline) => Event::DeadlinePassed,
+                    };
+                    let mut pay = || self.budget.try_withdraw() || budget_exhausted();
+                    attempts.on(event, &mut pay)
                 }
+                Step::Finish(ending) => break ending,
             };
-            match event {
-                Event::Done((index, in_flight, result)) => {
-                    let replica = order[index].replica;
-                    pending.remove(index);
-                    match result {
-                        Ok(value) => {
-                            in_flight.success();
-                            self.record_signal(&view, replica, HealthSignal::Healthy, target.kind);
-                            // Attempts sent before this one and still silent
-                            // lost a hedge race (dropped with `running`).
-                            for slow in pending.before(index) {
-                                let verdict =
-                                    classify(AttemptFailure::LostRace, CallerState::default());
-                                self.record_signal(
-                                    &view,
-                                    order[slow].replica,
-                                    verdict.signal,
-                                    target.kind,
-                                );
-                                metrics::counter!("router_attempt_failures_total",
-                                    "kind" => target.kind, "reason" => verdict.reason)
-                                .increment(1);
-                            }
-                            outcome.result = Ok(value);
-                            outcome.node = Some(replica.node.clone());
-                            outcome.fallback = index > 0;
-                            return outcome;
-                        }
-                        Err(failed) => {
-                            in_flight.failure();
-                            let caller = CallerState {
-                                deadline_expired: Instant::now() >= deadline,
-                                cancelled: false,
-                            };
-                            let (verdict, status) = match &failed {
-                                Failed::Status(s) => {
-                                    (classify(AttemptFailure::Status(s), caller), s.clone())
-                                }
-                                Failed::PerTryTimeout => (
-                                    classify(AttemptFailure::PerTryTimeout, caller),
-                                    Status::deadline_exceeded(format!(
-                                        "no answer from {} within the per-try timeout",
-                                        replica.id()
-                                    )),
-                                ),
-                                Failed::Transport => (
-                                    classify(AttemptFailure::Transport, caller),
-                                    Status::unavailable(format!("no channel to {}", replica.id())),
-                                ),
-                            };
-                            self.record_signal(&view, replica, verdict.signal, target.kind);
-                            metrics::counter!("router_attempt_failures_total",
-                                "kind" => target.kind, "reason" => verdict.reason)
-                            .increment(1);
-                            if !verdict.retryable {
-                                outcome.result = Err(status);
-                                outcome.node = Some(replica.node.clone());
-                                return outcome;
-                            }
-                            last_error = Some(status);
-                            if running.is_empty() {
-                                if next >= order.len() {
-                                    break;
-                                }
-                                if !self.budget.try_withdraw() {
-                                    metrics::counter!("router_retry_budget_exhausted_total")
-                                        .increment(1);
-                                    outcome.result = Err(Status::unavailable(format!(
-                                        "retry budget exhausted; last error from {}: {}",
-                                        replica.id(),
-                                        last_error.as_ref().map_or("", |s| s.message())
-                                    )));
-                                    return outcome;
-                                }
-                                let from = replica.node.region.clone();
-                                let Some(retry) = launch(&mut next, &mut outcome, &mut pending)
-                                else {
-                                    break;
-                                };
-                                running.push(Box::pin(retry));
-                                let to = order[next - 1].replica.node.region.clone();
-                                metrics::counter!("router_fallbacks_total", "kind" => target.kind,
-                                    "reason" => verdict.reason, "from_region" => from.to_string(),
-                                    "to_region" => to.to_string())
-                                .increment(1);
-                                hedge_at = self.hedge_deadline(&order, next - 1, deadline);
-                            }
-                        }
-                    }
-                }
-                Event::Hedge => {
-                    hedge_at = None;
-                    if !self.budget.try_withdraw() {
-                        metrics::counter!("router_retry_budget_exhausted_total").increment(1);
-                        continue;
-                    }
-                    let from = order[next - 1].replica.node.region.clone();
-                    if let Some(hedge) = launch(&mut next, &mut outcome, &mut pending) {
-                        running.push(Box::pin(hedge));
-                        outcome.hedged = true;
-                        let to = order[next - 1].replica.node.region.clone();
-                        metrics::counter!("router_hedges_total", "kind" => target.kind,
-                            "from_region" => from.to_string(), "to_region" => to.to_string())
-                        .increment(1);
-                        hedge_at = self.hedge_deadline(&order, next - 1, deadline);
-                    }
-                }
-                Event::Deadline => {
-                    outcome.result = Err(Status::deadline_exceeded(format!(
-                        "deadline exceeded after {} attempt(s) on {} {} of tenant {}",
-                        outcome.attempts,
-                        target.kind,
-                        scope_name(target.scope),
-                        target.tenant
-                    )));
-                    return outcome;
-                }
+        };
+        if let Ending::Answered(winner) = ending {
+            // Attempts sent before the winner and still silent lost a hedge
+            // race (they are dropped with `running`).
+            for slow in attempts.in_flight().before(winner) {
+                let verdict = classify(AttemptFailure::LostRace, CallerState::default());
+                self.record_signal(&view, order[slow].replica, verdict.signal, target.kind);
+                metrics::counter!("router_attempt_failures_total",
+                    "kind" => target.kind, "reason" => verdict.reason)
+                .increment(1);
             }
+            outcome.node = Some(order[winner].replica.node.clone());
+            outcome.fallback = winner > 0;
         }
-        outcome.result = Err(Status::unavailable(format!(
-            "no replica of {} {} of tenant {} answered; last error: {}",
-            target.kind,
-            scope_name(target.scope),
-            target.tenant,
-            last_error.as_ref().map_or("none", |s| s.message())
-        )));
+        let last_error = last_error.map(|(status, _)| status);
+        if let Some(status) = ending_status(ending, &target, &outcome, last_error) {
+            outcome.result = Err(status);
+        }
         outcome
+    }
+
+    /// Sends the next usable replica's attempt (a replica on probation whose
+    /// trial another call holds is skipped), counted and marked in flight.
+    #[allow(clippy::type_complexity)]
+    fn launch<'o, T, F, Fut>(
+        &self,
+        view: &LiveView<'_>,
+        order: &'o [Pick<'o>],
+        attempts: &mut Attempts,
+        deadline: Instant,
+        per_try: Duration,
+        call: &F,
+    ) -> Option<(
+        usize,
+        Pin<Box<dyn Future<Output = Finished<T>> + Send + 'o>>,
+    )>
+    where
+        F: Fn(&Node, NodeChannel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>> + Send + 'o,
+        T: Send + 'o,
+    {
+        let index =
+            (attempts.next()..order.len()).find(|&i| self.claim_trial(view, order[i].replica))?;
+        attempts.sent(index);
+        let replica = order[index].replica;
+        let in_flight = AbandonOnDrop(Some(self.stats.get_or_create(replica.id()).start()));
+        // Never later than the caller's deadline.
+        let timeout = per_try.min(deadline.saturating_duration_since(Instant::now()));
+        let sent = self
+            .channels
+            .get(&replica.node)
+            .ok()
+            .map(|channel| call(&replica.node, channel, timeout));
+        Some((
+            index,
+            Box::pin(async move {
+                let mut in_flight = in_flight;
+                let result = match sent {
+                    None => Err(Failed::Transport),
+                    Some(fut) => match tokio::time::timeout(timeout, fut).await {
+                        Ok(Ok(v)) => Ok(v),
+                        Ok(Err(status)) => Err(Failed::Status(status)),
+                        Err(_) => Err(Failed::PerTryTimeout),
+                    },
+                };
+                (index, in_flight.take(), result)
+            }),
+        ))
+    }
+
+    /// Books one finished attempt (statistics, blame, metrics) and says what
+    /// it means for the call: an answer (kept in `outcome`) or a failure.
+    #[allow(clippy::too_many_arguments)]
+    fn judge<T>(
+        &self,
+        view: &LiveView<'_>,
+        order: &[Pick<'_>],
+        kind: &'static str,
+        deadline: Instant,
+        (index, in_flight, result): Finished<T>,
+        outcome: &mut Outcome<T>,
+        last_error: &mut Option<(Status, &'static str)>,
+    ) -> Event {
+        let replica = order[index].replica;
+        let failed = match result {
+            Ok(value) => {
+                in_flight.success();
+                self.record_signal(view, replica, HealthSignal::Healthy, kind);
+                outcome.result = Ok(value);
+                return Event::Answered(index);
+            }
+            Err(failed) => failed,
+        };
+        in_flight.failure();
+        let caller = CallerState {
+            deadline_expired: Instant::now() >= deadline,
+            cancelled: false,
+        };
+        let (verdict, status) = match failed {
+            Failed::Status(s) => (classify(AttemptFailure::Status(&s), caller), s),
+            Failed::PerTryTimeout => (
+                classify(AttemptFailure::PerTryTimeout, caller),
+                Status::deadline_exceeded(format!(
+                    "no answer from {} within the per-try timeout",
+                    replica.id()
+                )),
+            ),
+            Failed::Transport => (
+                classify(AttemptFailure::Transport, caller),
+                Status::unavailable(format!("no channel to {}", replica.id())),
+            ),
+        };
+        self.record_signal(view, replica, verdict.signal, kind);
+        metrics::counter!("router_attempt_failures_total",
+            "kind" => kind, "reason" => verdict.reason)
+        .increment(1);
+        outcome.node = Some(replica.node.clone());
+        *last_error = Some((status, verdict.reason));
+        Event::Failed {
+            index,
+            retryable: verdict.retryable,
+        }
     }
 
     /// When to hedge the attempt just sent to `order[index]`: after about
@@ -459,36 +386,89 @@ impl Resilience {
             HealthSignal::ShardFailure => self.shards.record_failure(&view.shard_key(replica)),
             HealthSignal::Neutral => Transition::None,
         };
-        log_transition(transition, replica, view, signal, kind);
+        let scope = match signal {
+            HealthSignal::ShardFailure => outlier::Scope::Shard,
+            _ => outlier::Scope::Node,
+        };
+        outlier::report(
+            transition,
+            kind,
+            replica.id(),
+            (view.tenant, view.shard),
+            scope,
+        );
     }
 }
 
-/// Logs and counts ejections and re-admissions.
-pub fn log_transition(
-    transition: Transition,
-    replica: &Replica,
-    view: &LiveView<'_>,
-    signal: HealthSignal,
-    kind: &'static str,
-) {
-    let scope = if signal == HealthSignal::ShardFailure {
-        "shard"
-    } else {
-        "node"
+/// The status a call that did not end answered fails with (`None` for an
+/// answer).
+fn ending_status<T>(
+    ending: Ending,
+    target: &Target<'_>,
+    outcome: &Outcome<T>,
+    last_error: Option<Status>,
+) -> Option<Status> {
+    let what = || {
+        format!(
+            "{} {} of tenant {}",
+            target.kind,
+            scope_name(target.scope),
+            target.tenant
+        )
     };
-    match transition {
-        Transition::Ejected { backoff, ejections } => {
-            metrics::counter!("router_ejections_total", "kind" => kind, "scope" => scope)
-                .increment(1);
-            tracing::warn!(node = %replica.id(), tenant = %view.tenant, shard = view.shard, scope,
-                backoff_ms = backoff.as_millis() as u64, ejections, "endpoint ejected");
+    let last = || {
+        last_error
+            .as_ref()
+            .map_or("none", |s| s.message())
+            .to_string()
+    };
+    Some(match ending {
+        Ending::Answered(_) => return None,
+        Ending::Refused(_) => last_error.unwrap_or_else(|| Status::internal("refused")),
+        Ending::Exhausted if outcome.attempts == 0 => {
+            Status::unavailable(format!("{} has no replica", what()))
         }
-        Transition::Readmitted => {
-            metrics::counter!("router_readmissions_total", "kind" => kind).increment(1);
-            tracing::info!(node = %replica.id(), tenant = %view.tenant, shard = view.shard, "endpoint re-admitted");
+        Ending::Exhausted => Status::unavailable(format!(
+            "no replica of {} answered; last error: {}",
+            what(),
+            last()
+        )),
+        Ending::BudgetSpent => {
+            Status::unavailable(format!("retry budget exhausted; last error: {}", last()))
         }
-        Transition::None => {}
+        Ending::DeadlinePassed => Status::deadline_exceeded(format!(
+            "deadline exceeded after {} attempt(s) on {}",
+            outcome.attempts,
+            what()
+        )),
+    })
+}
+
+/// Counts a retry (after a failure for `reason`) or a hedge, from the
+/// replica tried before to `to`.
+fn count_extra_attempt(
+    why: Why,
+    kind: &'static str,
+    from: &Replica,
+    to: &Replica,
+    reason: Option<&'static str>,
+) {
+    let (from, to) = (from.node.region.to_string(), to.node.region.to_string());
+    match (why, reason) {
+        (Why::Hedge, _) => metrics::counter!("router_hedges_total", "kind" => kind,
+            "from_region" => from, "to_region" => to)
+        .increment(1),
+        (_, Some(reason)) => metrics::counter!("router_fallbacks_total", "kind" => kind,
+            "reason" => reason, "from_region" => from, "to_region" => to)
+        .increment(1),
+        (_, None) => {}
     }
+}
+
+/// Counts an empty retry budget; always false (nothing to pay with).
+fn budget_exhausted() -> bool {
+    metrics::counter!("router_retry_budget_exhausted_total").increment(1);
+    false
 }
 
 fn scope_name(scope: u32) -> String {

@@ -37,6 +37,9 @@ use crate::state::RouterState;
 pub const MAX_WINDOW: u32 = 1000;
 /// Boosts asked of the model per query.
 const MAX_BOOSTS: u32 = 50;
+/// How long before the caller's deadline the snippet calls give up, so
+/// that the page goes out without them rather than not at all.
+const SNIPPETS_MARGIN: Duration = Duration::from_millis(5);
 
 /// Which hits of the ranking the caller receives.
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +58,7 @@ impl Page {
 
     /// Hits each of several shards must return for the page to be exact.
     fn window(self) -> u32 {
-        (self.offset + self.top_k).min(MAX_WINDOW)
+        self.offset.saturating_add(self.top_k).min(MAX_WINDOW)
     }
 }
 
@@ -242,8 +245,17 @@ async fn fill_snippets(
         };
         Some((replicas, message))
     });
+    // The page is in hand: snippets must not cost the caller its answer,
+    // so they stop a little before the caller's deadline.
+    let ctx = CallContext {
+        deadline: ctx
+            .deadline
+            .checked_sub(SNIPPETS_MARGIN)
+            .unwrap_or(ctx.deadline),
+        ..ctx.clone()
+    };
     let mut snippets: HashMap<(u32, String), String> = HashMap::new();
-    for outcome in call_shards(state, map, ctx, asks).await {
+    for outcome in call_shards(state, map, &ctx, asks).await {
         match outcome.result {
             Ok(answer) => {
                 for hit in answer.hits {
@@ -257,8 +269,10 @@ async fn fill_snippets(
         }
     }
     for hit in hits.iter_mut() {
-        if let Some(snippet) = snippets.remove(&(hit.shard, std::mem::take(&mut hit.id))) {
-            hit.snippet = snippet;
+        match snippets.remove(&(hit.shard, hit.id.clone())) {
+            Some(snippet) => hit.snippet = snippet,
+            // Deleted since, or a replica behind: the hit stays, unsnipped.
+            None => mark(degraded, "snippets"),
         }
     }
 }

@@ -5,8 +5,9 @@
 //! `tokio::time::Instant` (so tests run under a paused clock), and knows
 //! nothing of tantivy:
 //!
-//! - [`catalog`]: the catalog file (regions, nodes, tenants, key hashes), its
-//!   validation and version, hot-swap handle, and authorization.
+//! - [`catalog`]: the catalog (regions, nodes, tenants, key hashes), its
+//!   validation, hot-swap handle and authorization: the `tandem-catalog`
+//!   crate, which the CLI shares.
 //! - [`replicas`]: a tenant's replica map as seen from one region, and the
 //!   order in which to try a shard's replicas.
 //! - [`endpoint_stats`]: per-node in-flight, latency EWMA and recent p95.
@@ -19,7 +20,8 @@
 //! The serving layer carries a query through them:
 //!
 //! - [`service`]: the public `tandem.v1.Search` API: what a call means
-//!   (deadline, auth, dial);
+//!   (deadline, auth, dial); [`method`]: each method's limits, validation,
+//!   and how it is served and forwarded;
 //! - [`fanout`]: the model's boosts, then one call per shard, merge, and
 //!   snippets for the page only;
 //! - [`calls`]: one typed attempt of each downstream call;
@@ -35,7 +37,7 @@ pub mod admin;
 pub mod budget;
 pub mod cache;
 pub mod calls;
-pub mod catalog;
+pub use tandem_catalog as catalog;
 pub mod channels;
 pub mod config;
 pub mod deadline;
@@ -45,6 +47,7 @@ pub mod fallback;
 pub mod fanout;
 pub mod forward;
 pub mod hedge;
+pub mod method;
 pub mod node;
 pub mod outlier;
 pub mod probe;

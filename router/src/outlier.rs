@@ -142,7 +142,7 @@ pub enum ProbeResult {
     Error,
 }
 
-/// A state change worth a log line or a metric.
+/// A state change worth a log line or a metric (see [`report`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     /// Nothing changed state (counts may have moved).
@@ -444,6 +444,53 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
 impl<K: Eq + Hash + Clone> Default for OutlierDetector<K> {
     fn default() -> Self {
         OutlierDetector::new(OutlierConfig::default())
+    }
+}
+
+/// Whether a transition is about a whole node or one node x tenant-shard
+/// pair (the `scope` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole node.
+    Node,
+    /// The node's replica of one tenant shard.
+    Shard,
+}
+
+/// Logs and counts an ejection or a re-admission. `by` says what noticed
+/// it (a query to an `index` or `model` node, or a health `probe`);
+/// `(tenant, shard)` is the call's, for the log line, whatever the scope.
+pub fn report(
+    transition: Transition,
+    by: &'static str,
+    node: &str,
+    (tenant, shard): (&str, u32),
+    scope: Scope,
+) {
+    let scope = match scope {
+        Scope::Node => "node",
+        Scope::Shard => "shard",
+    };
+    match transition {
+        Transition::Ejected { backoff, ejections } => {
+            metrics::counter!("router_ejections_total", "kind" => by, "scope" => scope)
+                .increment(1);
+            tracing::warn!(
+                node,
+                tenant,
+                shard,
+                scope,
+                by,
+                backoff_ms = backoff.as_millis() as u64,
+                ejections,
+                "endpoint ejected"
+            );
+        }
+        Transition::Readmitted => {
+            metrics::counter!("router_readmissions_total", "kind" => by).increment(1);
+            tracing::info!(node, tenant, shard, scope, by, "endpoint re-admitted");
+        }
+        Transition::None => {}
     }
 }
 

@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::IdMap;
+use tandem_common::channel::resend_if_refused;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::catalog::{Catalog, NodeKind};
 use crate::fallback::Resilience;
-use crate::outlier::{ProbeResult, ShardKey, Transition};
+use crate::outlier::{self, ProbeResult, Scope, ShardKey};
 use crate::replicas::MODEL_SCOPE;
 
 /// Health service name of a tenant shard on an index-node.
@@ -103,38 +104,14 @@ pub async fn probe_round(
         match (pair, node.kind) {
             (Some(key), _) => {
                 let t = resilience.shards.record_probe(&key, result);
-                note(t, &node.id, Some(&key));
+                outlier::report(t, "probe", &node.id, (&key.tenant, key.shard), Scope::Shard);
             }
             (None, NodeKind::Router) => routers.set(&node.id, result == ProbeResult::Serving),
             (None, _) => {
                 let t = resilience.nodes.record_probe(&node.id, result);
-                note(t, &node.id, None);
+                outlier::report(t, "probe", &node.id, ("", 0), Scope::Node);
             }
         }
-    }
-}
-
-fn note(transition: Transition, node: &str, pair: Option<&ShardKey>) {
-    let (tenant, shard) = pair.map_or(("", 0), |k| (&*k.tenant, k.shard));
-    match transition {
-        Transition::Ejected { backoff, ejections } => {
-            metrics::counter!("router_ejections_total", "kind" => "probe",
-                "scope" => if pair.is_some() { "shard" } else { "node" })
-            .increment(1);
-            tracing::warn!(
-                node,
-                tenant,
-                shard,
-                backoff_ms = backoff.as_millis() as u64,
-                ejections,
-                "endpoint ejected by health probe"
-            );
-        }
-        Transition::Readmitted => {
-            metrics::counter!("router_readmissions_total", "kind" => "probe").increment(1);
-            tracing::info!(node, tenant, shard, "endpoint re-admitted by health probe");
-        }
-        Transition::None => {}
     }
 }
 
@@ -144,12 +121,15 @@ async fn check(
     service: &str,
     timeout: Duration,
 ) -> ProbeResult {
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: service.to_string(),
+    let check = resend_if_refused(|| {
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: service.to_string(),
+        });
+        request.set_timeout(timeout);
+        let mut client = HealthClient::new(channel.clone());
+        async move { client.check(request).await }
     });
-    request.set_timeout(timeout);
-    let mut client = HealthClient::new(channel);
-    match tokio::time::timeout(timeout, client.check(request)).await {
+    match tokio::time::timeout(timeout, check).await {
         Ok(Ok(resp)) if resp.get_ref().status == ServingStatus::Serving as i32 => {
             ProbeResult::Serving
         }

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram};
 use tonic::Status;
 
-use crate::service::{Answer, PublicMethod};
+use crate::method::{Answer, PublicMethod};
 
 /// See the module documentation.
 #[derive(Default)]

@@ -6,40 +6,25 @@
 //! says which route it took.
 
 use std::cell::OnceCell;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use prost::Message;
 use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
-use tandem_proto::v1::search_client::SearchClient;
 use tandem_proto::v1::search_server::Search;
-use tandem_proto::v1::{Route, SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
+use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::calls::CallContext;
-use crate::catalog::{
-    bearer_token, is_valid_id, verify_key_hash, AuthOutcome, KeyCheck, KeyHash, Node,
-};
-use crate::channels::NodeChannel;
+use crate::catalog::{is_valid_id, verify_key_hash, AuthOutcome, KeyCheck, KeyHash, Node};
 use crate::config::ms;
 use crate::deadline::deadline_for;
 use crate::dial::{decide, draw, Decision, DialFacts, FORWARDED_HEADER};
-use crate::fanout::{self, MAX_WINDOW};
 use crate::forward::{self, Forwarded};
+use crate::method::{Answer, PublicMethod};
 use crate::replicas::ReplicaMap;
 use crate::request_metrics::RequestMetrics;
 use crate::state::RouterState;
-
-/// Longest query text accepted, in bytes.
-const MAX_QUERY_BYTES: usize = 4096;
-/// Most filters per query.
-const MAX_FILTERS: usize = 32;
-/// Longest suggestion prefix accepted, in bytes.
-const MAX_PREFIX_BYTES: usize = 256;
-/// Most suggestions per call.
-const MAX_SUGGESTIONS: u32 = 100;
 
 /// See the module documentation.
 #[derive(Clone)]
@@ -62,7 +47,7 @@ impl SearchService {
         let key = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
+            .and_then(tandem_common::auth::parse_bearer)
             .filter(|k| !k.is_empty())
             .map(KeyHash::of_key);
         Admission {
@@ -225,119 +210,6 @@ pub struct Admission {
     key: Option<KeyHash>,
 }
 
-/// A method of the public API, as [`SearchService::handle`] serves it.
-pub trait PublicMethod: Message + Default + Clone + Send + Sync + 'static {
-    /// Its answer.
-    type Answer: Answer;
-    /// Method name, for metrics.
-    const NAME: &'static str;
-    /// Calls the method on another router (see [`forward`]).
-    fn forward(
-        client: SearchClient<NodeChannel>,
-        request: Request<Self>,
-    ) -> impl Future<Output = Result<Response<Self::Answer>, Status>> + Send;
-    /// The tenant asked.
-    fn tenant(&self) -> &str;
-    /// INVALID_ARGUMENT for a request out of bounds.
-    fn validate(&self) -> Result<(), Status>;
-    /// Serves the call from this router's view of the replicas.
-    fn serve_here<'a>(
-        &'a self,
-        state: &'a RouterState,
-        map: &'a ReplicaMap,
-        ctx: &'a CallContext,
-    ) -> impl Future<Output = Result<Self::Answer, Status>> + Send + 'a;
-}
-
-/// What [`SearchService::handle`] fills in on an answer.
-pub trait Answer: Message + Default + Send + 'static {
-    /// The route, if set.
-    fn route(&self) -> Option<&Route>;
-    /// The route, for the entry region to be filled in.
-    fn route_mut(&mut self) -> Option<&mut Route>;
-    /// Whether the answer is degraded.
-    fn degraded(&self) -> bool;
-    /// Records the time taken, where the answer has room for it.
-    fn set_took_micros(&mut self, _micros: u64) {}
-}
-
-impl PublicMethod for SearchRequest {
-    type Answer = SearchResponse;
-    const NAME: &'static str = "Search";
-    async fn forward(
-        mut client: SearchClient<NodeChannel>,
-        request: Request<Self>,
-    ) -> Result<Response<SearchResponse>, Status> {
-        client.search(request).await
-    }
-    fn tenant(&self) -> &str {
-        &self.tenant
-    }
-    fn validate(&self) -> Result<(), Status> {
-        validate_search(self)
-    }
-    fn serve_here<'a>(
-        &'a self,
-        state: &'a RouterState,
-        map: &'a ReplicaMap,
-        ctx: &'a CallContext,
-    ) -> impl Future<Output = Result<SearchResponse, Status>> + Send + 'a {
-        fanout::search(state, map, self, ctx)
-    }
-}
-
-impl Answer for SearchResponse {
-    fn route(&self) -> Option<&Route> {
-        self.route.as_ref()
-    }
-    fn route_mut(&mut self) -> Option<&mut Route> {
-        self.route.as_mut()
-    }
-    fn degraded(&self) -> bool {
-        !self.degraded.is_empty()
-    }
-    fn set_took_micros(&mut self, micros: u64) {
-        self.took_micros = micros;
-    }
-}
-
-impl Answer for SuggestResponse {
-    fn route(&self) -> Option<&Route> {
-        self.route.as_ref()
-    }
-    fn route_mut(&mut self) -> Option<&mut Route> {
-        self.route.as_mut()
-    }
-    fn degraded(&self) -> bool {
-        !self.degraded.is_empty()
-    }
-}
-
-impl PublicMethod for SuggestRequest {
-    type Answer = SuggestResponse;
-    const NAME: &'static str = "Suggest";
-    async fn forward(
-        mut client: SearchClient<NodeChannel>,
-        request: Request<Self>,
-    ) -> Result<Response<SuggestResponse>, Status> {
-        client.suggest(request).await
-    }
-    fn tenant(&self) -> &str {
-        &self.tenant
-    }
-    fn validate(&self) -> Result<(), Status> {
-        validate_suggest(self)
-    }
-    fn serve_here<'a>(
-        &'a self,
-        state: &'a RouterState,
-        map: &'a ReplicaMap,
-        ctx: &'a CallContext,
-    ) -> impl Future<Output = Result<SuggestResponse, Status>> + Send + 'a {
-        fanout::suggest(state, map, self, ctx)
-    }
-}
-
 /// The dial's facts for one call, looked up from the router's state only
 /// when [`decide`] asks.
 struct LiveDialFacts<'a> {
@@ -373,48 +245,4 @@ fn forwarded_from(metadata: &MetadataMap) -> Option<String> {
         .get(FORWARDED_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-fn validate_search(req: &SearchRequest) -> Result<(), Status> {
-    let top_k = if req.top_k == 0 { 10 } else { req.top_k };
-    if top_k > MAX_WINDOW {
-        return Err(Status::invalid_argument(format!(
-            "top_k {top_k} is over the limit of {MAX_WINDOW}"
-        )));
-    }
-    if req.offset.saturating_add(top_k) > MAX_WINDOW {
-        return Err(Status::invalid_argument(format!(
-            "offset + top_k may be at most {MAX_WINDOW}"
-        )));
-    }
-    if req.query.len() > MAX_QUERY_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "query is {} bytes; at most {MAX_QUERY_BYTES} are allowed",
-            req.query.len()
-        )));
-    }
-    if req.filters.len() > MAX_FILTERS {
-        return Err(Status::invalid_argument(format!(
-            "at most {MAX_FILTERS} filters are allowed"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_suggest(req: &SuggestRequest) -> Result<(), Status> {
-    if req.prefix.trim().is_empty() {
-        return Err(Status::invalid_argument("prefix is empty"));
-    }
-    if req.prefix.len() > MAX_PREFIX_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "prefix is {} bytes; at most {MAX_PREFIX_BYTES} are allowed",
-            req.prefix.len()
-        )));
-    }
-    if req.k > MAX_SUGGESTIONS {
-        return Err(Status::invalid_argument(format!(
-            "k may be at most {MAX_SUGGESTIONS}"
-        )));
-    }
-    Ok(())
 }

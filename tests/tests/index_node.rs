@@ -142,6 +142,55 @@ async fn ingest_then_search_the_sample_corpus() {
     assert_eq!(ids(&first)[5..], ids(&second)[..]);
 }
 
+/// `tandem load-shard`: a JSON-lines file into one shard of a running
+/// node, only the records `--where` keeps; a second run changes nothing.
+#[tokio::test]
+async fn tandem_load_shard_fills_one_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", &dir.path().join("node"), &[]).unwrap();
+    let file = dir.path().join("docs.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\":\"a\",\"title\":\"tar\",\"body\":\"extract a tar archive\",\"lang\":\"en\"}\n\
+         {\"id\":\"b\",\"title\":\"gzip\",\"body\":\"compress a file\",\"lang\":\"en\"}\n\
+         {\"id\":\"c\",\"title\":\"tar\",\"body\":\"extraer un archivo\",\"lang\":\"es\"}\n",
+    )
+    .unwrap();
+    let load = || {
+        std::process::Command::new(tandem_e2e::bin_path("tandem"))
+            .args([
+                "load-shard",
+                "--node",
+                &node.grpc.to_string(),
+                "--tenant",
+                "t",
+            ])
+            .args(["--create", "en", "--where", "lang=en"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let first = load();
+    assert!(first.status.success(), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stdout).contains("loaded 2 documents"));
+    assert!(load().status.success());
+    let mut c = client(&node).await;
+    let hits = search(&mut c, search_req("t", "tar")).await.unwrap().hits;
+    assert_eq!(
+        hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    let info = c
+        .get_shard_info(tandem_proto::v1::ShardRef {
+            tenant: "t".into(),
+            shard: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.num_docs, 2);
+}
+
 #[tokio::test]
 async fn title_weighs_more_and_upsert_replaces_and_boosts_reorder() {
     let dir = tempfile::tempdir().unwrap();

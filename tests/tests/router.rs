@@ -270,14 +270,15 @@ async fn a_single_region_tenant_is_served_from_its_home() {
     assert!(!route.forwarded);
 }
 
-/// A one-shard tenant without a model (whose hits the router relays unread)
-/// and a two-shard tenant (whose hits it merges) page alike: a page at an
-/// offset is that slice of the page from 0 to the same end, and a lone
+/// A one-shard tenant (whose node returns exactly the page) and a
+/// two-shard tenant (whose windows the router merges, then fetches the
+/// page's snippets) page alike: a page at an offset is that slice of the
+/// page from 0 to the same end, every hit has its snippet, and a lone
 /// shard's hits are exactly its node's. (How a node orders equal scores is
 /// tested on the node, `index-node/tests/ranking.rs`: the sample pages here
 /// are written in id order, so index order and id order agree.)
 #[tokio::test]
-async fn offsets_page_alike_whether_hits_are_relayed_or_merged() {
+async fn offsets_page_alike_whether_one_shard_or_merged() {
     let c = cluster().await;
     let page = |tenant: &'static str, offset: u32, top_k: u32| {
         let c = &c;
@@ -294,6 +295,11 @@ async fn offsets_page_alike_whether_hits_are_relayed_or_merged() {
                 .await
                 .unwrap();
             assert!(resp.hits.windows(2).all(|w| w[0].score >= w[1].score));
+            assert!(resp.degraded.is_empty(), "{tenant}: {:?}", resp.degraded);
+            assert!(
+                resp.hits.iter().all(|h| !h.snippet.is_empty()),
+                "{tenant}: every hit has a snippet"
+            );
             resp.hits
         }
     };
@@ -321,6 +327,30 @@ async fn offsets_page_alike_whether_hits_are_relayed_or_merged() {
     assert!(from_node
         .windows(2)
         .all(|w| w[0].score > w[1].score || (w[0].score == w[1].score && w[0].id < w[1].id)));
+
+    // The merged page is the shards' own hits in the merge's order.
+    let mut merged = Vec::new();
+    for (node, shard) in [("r1-a", 0), ("r1-b", 1)] {
+        let mut node = IndexNodeClient::new(c.node(node).proc.channel().await);
+        let request = ShardSearchRequest {
+            tenant: "multi".into(),
+            shard,
+            query: QUERY.into(),
+            top_k: 12,
+            ..Default::default()
+        };
+        merged.extend(node.search_shard(request).await.unwrap().into_inner().hits);
+    }
+    merged.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.shard.cmp(&b.shard))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let ids = |hits: &[tandem_proto::v1::Hit]| -> Vec<String> {
+        hits.iter().map(|h| h.id.clone()).collect()
+    };
+    assert_eq!(ids(&page("multi", 0, 12).await), ids(&merged[..12]));
 }
 
 /// Sends `frame` as the whole body of a gRPC call to `path`, over a bare

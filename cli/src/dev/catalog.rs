@@ -6,10 +6,25 @@ use tandem_client::{NodeInfo, RegionInfo, TenantInfo, Topology};
 use super::setup::{Secrets, HOME, REGIONS, TENANTS};
 use crate::supervise::Process;
 
+/// Writes the routers' catalog to `path`, after checking it with the
+/// routers' own validation (`tandem_catalog`).
+pub(crate) fn write_catalog(
+    path: &std::path::Path,
+    nodes: &[Process],
+    routers: &[Process],
+    secrets: &Secrets,
+) -> anyhow::Result<()> {
+    let text = catalog_toml(nodes, routers, secrets);
+    tandem_catalog::Catalog::parse(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the dev catalog is invalid: {e}"))?;
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
 /// The routers' catalog TOML. Routers not started yet (`routers` empty)
 /// get an unreachable placeholder address; the file is rewritten with the
 /// real ones once they listen, and the routers hot-reload it.
-pub(crate) fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Secrets) -> String {
+fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Secrets) -> String {
     let mut t = String::from("# Written by `tandem dev`; routers reload it when it changes.\n\n");
     for (region, pair, short) in REGIONS {
         t += &format!("[[regions]]\nid = \"{region}\"\npair = \"{pair}\"\n\n");
@@ -39,7 +54,7 @@ pub(crate) fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Sec
             tenant.id,
             tenant.active_active,
             tenant.lang,
-            tandem_common::auth::sha256_hex(secrets.key(tenant.id)),
+            tandem_catalog::hash_key(secrets.key(tenant.id)),
         );
     }
     t

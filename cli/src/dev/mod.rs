@@ -23,7 +23,10 @@
 
 mod banner;
 mod catalog;
+mod load;
 pub mod sample_data;
+
+pub use load::{load_file, LoadPlan};
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -168,10 +171,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     }
 
     let catalog_path = dir.join("catalog.toml");
-    std::fs::write(
-        &catalog_path,
-        catalog::catalog_toml(&processes, &[], &secrets),
-    )?;
+    catalog::write_catalog(&catalog_path, &processes, &[], &secrets)?;
     let mut routers = Vec::new();
     for (region, _, short) in REGIONS {
         let id = format!("{short}-router");
@@ -198,10 +198,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         let log = dir.join("logs").join(format!("{id}.log"));
         routers.push(start(&id, NodeInfo::KIND_ROUTER, region, &router_bin, &args, &log).await?);
     }
-    std::fs::write(
-        &catalog_path,
-        catalog::catalog_toml(&processes, &routers, &secrets),
-    )?;
+    catalog::write_catalog(&catalog_path, &processes, &routers, &secrets)?;
     processes.extend(routers);
 
     setup::load_corpus(&processes, &opts.repo, opts.docs_limit).await?;

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::load::{load, LoadPlan};
 use anyhow::Context;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
-use tandem_index_node::corpus::{read_documents_up_to, Where};
-use tandem_index_node::loader::{load, LoadPlan};
+use tandem_client::corpus::{read_documents_up_to, Where};
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::{CreateShardRequest, ShardRef};
 

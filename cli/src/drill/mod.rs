@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_benches::{run_load, EventLog, LoadConfig, LoadMode, DEFAULT_MAX_OUTSTANDING};
 use tandem_client::{TandemClient, Topology};
+use tandem_loadgen::{run_load, EventLog, LoadConfig, LoadMode, DEFAULT_MAX_OUTSTANDING};
 use tandem_proto::v1::SearchRequest;
 use tokio::task::JoinHandle;
 
@@ -80,7 +80,7 @@ struct Load {
     client: TandemClient,
     /// Query of the one-off searches before the heal and at the end.
     probe_query: String,
-    task: JoinHandle<anyhow::Result<tandem_benches::LoadReport>>,
+    task: JoinHandle<anyhow::Result<tandem_loadgen::LoadReport>>,
 }
 
 /// Runs the drill (see the module docs). An `Err` means the drill could

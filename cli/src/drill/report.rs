@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use tandem_benches::{LoadReport, Recovery, RecoveryCriteria, Summary, Timeline};
 use tandem_client::CallInfo;
+use tandem_loadgen::{LoadReport, Recovery, RecoveryCriteria, Summary, Timeline};
 use tandem_proto::v1::SearchResponse;
 use tonic::Status;
 
@@ -114,7 +114,7 @@ impl Phase {
         self.degraded as f64 / self.ok as f64
     }
 
-    fn of<'a>(buckets: impl Iterator<Item = &'a tandem_benches::Bucket>) -> Phase {
+    fn of<'a>(buckets: impl Iterator<Item = &'a tandem_loadgen::Bucket>) -> Phase {
         let mut p = Phase::default();
         for b in buckets {
             p.sent += b.sent;
@@ -420,7 +420,7 @@ impl DrillReport {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tandem_benches::{Outcome, Sample};
+    use tandem_loadgen::{Outcome, Sample};
 
     fn sample(due_ms: u64, region: &str) -> Sample {
         Sample {

@@ -1,5 +1,6 @@
-//! Tests of [`Resilience::call`]'s hedging and blame against scripted
-//! replicas, under tokio's paused clock (end to end: `tests/tests/router.rs`).
+//! Tests of [`Resilience::call`]'s hedging, blame and every way a call
+//! ends, against scripted replicas under tokio's paused clock (the state
+//! machine alone: `attempts.rs`; end to end: `tests/tests/router.rs`).
 
 use super::*;
 use crate::budget::RetryBudgetConfig;
@@ -52,7 +53,8 @@ fn local_and_remote(local: &str) -> [Replica; 2] {
 async fn call<T, F, Fut>(r: &Resilience, replicas: &[Replica], attempt: F) -> Outcome<T>
 where
     F: Fn(&Node, NodeChannel, Duration) -> Fut,
-    Fut: Future<Output = Result<T, Status>>,
+    Fut: Future<Output = Result<T, Status>> + Send,
+    T: Send,
 {
     let tenant: Arc<str> = Arc::from("t");
     let target = Target {
@@ -126,15 +128,159 @@ async fn a_hedge_that_loses_is_not_blamed() {
     assert_eq!(r.nodes.health(&Arc::from("slowish")), Health::Healthy);
 }
 
-#[test]
-fn pending_attempts_are_tracked_by_index() {
-    let mut pending = Pending::default();
-    for i in [0, 2, 5, 70] {
-        pending.insert(i);
+/// A resilience whose retry budget is always empty.
+fn broke() -> Resilience {
+    Resilience {
+        budget: RetryBudget::new(RetryBudgetConfig {
+            ratio_percent: 0,
+            min_per_sec: 0,
+            window: Duration::from_secs(10),
+        }),
+        ..resilience()
     }
-    pending.remove(2);
-    assert_eq!(pending.before(6).collect::<Vec<_>>(), vec![0, 5]);
-    assert_eq!(pending.before(0).count(), 0);
-    // Past the 64th attempt nothing is tracked.
-    assert_eq!(pending.before(100).collect::<Vec<_>>(), vec![0, 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_with_the_budget_empty_fails_fast() {
+    let r = broke();
+    let outcome: Outcome<()> = call(&r, &local_and_remote("local"), |_, _, _| async {
+        Err(Status::unavailable("down"))
+    })
+    .await;
+    let status = outcome.result.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().starts_with("retry budget exhausted"),
+        "{status:?}"
+    );
+    assert_eq!(outcome.attempts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_moves_to_the_next_replica_and_the_last_ends_exhausted() {
+    let r = resilience();
+    let replicas = local_and_remote("local");
+    let outcome = call(&r, &replicas, |node, _, _| {
+        let local = &*node.id == "local";
+        async move {
+            if local {
+                Err(Status::unavailable("down"))
+            } else {
+                Ok("remote")
+            }
+        }
+    })
+    .await;
+    assert_eq!(outcome.result.unwrap(), "remote");
+    assert!(outcome.fallback && !outcome.hedged);
+    assert_eq!(outcome.attempts, 2);
+
+    let outcome: Outcome<()> = call(&r, &replicas, |_, _, _| async {
+        Err(Status::unavailable("down"))
+    })
+    .await;
+    let status = outcome.result.unwrap_err();
+    assert!(
+        status.message().starts_with("no replica of index shard 0"),
+        "{status:?}"
+    );
+    assert_eq!(outcome.attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_is_returned_without_trying_another_replica() {
+    let r = resilience();
+    let outcome: Outcome<()> = call(&r, &local_and_remote("local"), |_, _, _| async {
+        Err(Status::invalid_argument("bad query"))
+    })
+    .await;
+    assert_eq!(outcome.result.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(outcome.attempts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_replica_at_all_is_unavailable_without_an_attempt() {
+    let r = resilience();
+    let outcome: Outcome<()> = call(&r, &[], |_, _, _| async { Ok(()) }).await;
+    let status = outcome.result.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().ends_with("has no replica"), "{status:?}");
+    assert_eq!(outcome.attempts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_replica_ejected_is_still_tried_as_a_last_resort() {
+    let r = resilience();
+    let replicas = local_and_remote("local");
+    for id in ["local", "remote"] {
+        for _ in 0..3 {
+            r.nodes.record_failure(&Arc::from(id));
+        }
+        assert!(matches!(
+            r.nodes.health(&Arc::from(id)),
+            Health::Ejected { .. }
+        ));
+    }
+    let outcome = call(&r, &replicas, |_, _, _| async { Ok("answer") }).await;
+    assert_eq!(outcome.result.unwrap(), "answer");
+    assert_eq!(outcome.attempts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_fails_first_leaves_the_slow_attempt_to_answer() {
+    let r = resilience();
+    // One replica per tier, so the try order is fixed.
+    let replicas = [
+        replica("slow", "r1", Tier::Preferred),
+        replica("broken", "r2", Tier::Paired),
+        replica("spare", "r3", Tier::Other),
+    ];
+    // The first replica answers after 12 ms, past the 10 ms hedging delay;
+    // the hedge fails at once. No retry goes to the spare while the first
+    // attempt may still answer, and it does.
+    let outcome = call(&r, &replicas, |node, _, _| {
+        let id = node.id.clone();
+        async move {
+            match &*id {
+                "broken" => Err(Status::unavailable("down")),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(12)).await;
+                    Ok(id)
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(&*outcome.result.unwrap(), "slow");
+    assert_eq!(outcome.attempts, 2);
+    assert!(outcome.hedged && !outcome.fallback);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_ends_a_call_nobody_answers() {
+    let r = resilience();
+    let tenant: Arc<str> = Arc::from("t");
+    let replicas = local_and_remote("local");
+    let target = Target {
+        replicas: &replicas,
+        tenant: &tenant,
+        scope: 0,
+        kind: "index",
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(100);
+    let outcome: Outcome<()> = r
+        .call(
+            target,
+            deadline,
+            Duration::from_millis(500),
+            |_, _, _| async {
+                std::future::pending::<()>().await;
+                Ok(())
+            },
+        )
+        .await;
+    assert_eq!(outcome.result.unwrap_err().code(), Code::DeadlineExceeded);
+    assert!(outcome.hedged, "the hedge went out at 10 ms");
+    assert_eq!(started.elapsed(), Duration::from_millis(100));
 }

@@ -6,6 +6,13 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+/// The questions of `data/nq_open_queries` (NQ-Open, CC BY-SA 3.0; see
+/// its PROVENANCE.md), built in: the default workload, natural-language
+/// questions as people ask them.
+pub fn natural_language_queries() -> Vec<String> {
+    parse_queries(include_str!("../../data/nq_open_queries/queries.jsonl"))
+}
+
 /// Reads the queries in `path` (see [`parse_queries`]); an error if the
 /// file cannot be read or holds no query.
 pub fn read_queries(path: &Path) -> anyhow::Result<Vec<String>> {
@@ -59,9 +66,8 @@ mod tests {
     }
 
     #[test]
-    fn the_repository_query_file_parses() {
-        let path = crate::repo_root().join("data/nq_open_queries/queries.jsonl");
-        let queries = read_queries(&path).unwrap();
+    fn the_built_in_questions_parse() {
+        let queries = natural_language_queries();
         assert!(queries.len() > 1000);
         assert!(!queries[0].starts_with('{'));
     }

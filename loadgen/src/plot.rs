@@ -16,6 +16,14 @@ use plotters::prelude::*;
 
 use crate::timeline::Timeline;
 
+impl Timeline {
+    /// Writes the timeline plot ([`render_svg`]) to `path`.
+    pub fn write_svg(&self, path: &std::path::Path, title: &str) -> anyhow::Result<()> {
+        let svg = render_svg(self, title)?;
+        std::fs::write(path, svg).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+    }
+}
+
 const WIDTH: u32 = 1100;
 const HEIGHT: u32 = 760;
 const FONT: &str = "sans-serif";

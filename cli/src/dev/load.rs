@@ -1,5 +1,5 @@
-//! Loading a corpus into one shard through the gRPC API (the
-//! `tandem-index-node load` command).
+//! Loading a corpus into one shard of an index-node, through its `Ingest`
+//! call: how `tandem dev` fills its replicas, and `tandem load-shard`.
 //!
 //! Documents go in batches; each batch gets the next sequence number after
 //! the shard's applied one, so running the loader twice simply re-applies
@@ -114,4 +114,40 @@ async fn send_with_retry(
             }
         }
     }
+}
+
+/// `tandem load-shard`: reads `file` (only the records `filters` keep) and
+/// loads it into `plan`'s shard on the index-node at `node`.
+pub async fn load_file(
+    node: &str,
+    plan: &LoadPlan,
+    file: &std::path::Path,
+    filters: &[tandem_client::corpus::Where],
+) -> anyhow::Result<()> {
+    let docs = tokio::task::spawn_blocking({
+        let (file, filters) = (file.to_path_buf(), filters.to_vec());
+        move || tandem_client::corpus::read_documents(&file, &filters)
+    })
+    .await??;
+    let addr = if node.contains("://") {
+        node.to_string()
+    } else {
+        format!("http://{node}")
+    };
+    let mut client = IndexNodeClient::connect(addr.clone())
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let started = std::time::Instant::now();
+    let report = load(&mut client, plan, docs).await?;
+    println!(
+        "loaded {} documents in {} batches into {}/{} (applied seq {}) in {:.2?}",
+        report.documents,
+        report.batches,
+        plan.tenant,
+        plan.shard,
+        report.applied_seq,
+        started.elapsed()
+    );
+    Ok(())
 }

@@ -1,15 +1,34 @@
-//! Validation of tenant ids.
+//! The rule for ids: tenants, nodes, regions.
 //!
 //! Tenant ids become directory names on index and model nodes, so they must
 //! never be able to escape the data directory (`../x`), be empty, or be long
-//! enough to hit file-system limits.
+//! enough to hit file-system limits. The catalog holds every id to the same
+//! rule, and the nodes and the router check the ids callers send with it.
 
 /// The longest tenant id accepted.
 pub const MAX_TENANT_ID_LEN: usize = 64;
 
-/// Checks that `tenant` is 1-64 characters of `[A-Za-z0-9_.-]` starting with
-/// a letter or digit. Returns a message suitable for INVALID_ARGUMENT.
+/// Whether `id` is 1-64 characters of `[A-Za-z0-9_.-]` starting with a
+/// letter or digit (no allocation: the router asks on every call).
+pub fn is_valid_id(id: &str) -> bool {
+    match id.as_bytes().split_first() {
+        Some((first, rest)) => {
+            first.is_ascii_alphanumeric()
+                && rest.len() < MAX_TENANT_ID_LEN
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        }
+        None => false,
+    }
+}
+
+/// [`is_valid_id`] for a tenant id, with a message suitable for
+/// INVALID_ARGUMENT saying what is wrong.
 pub fn validate_tenant_id(tenant: &str) -> Result<(), String> {
+    if is_valid_id(tenant) {
+        return Ok(());
+    }
     if tenant.is_empty() {
         return Err("tenant id is empty".to_string());
     }
@@ -19,15 +38,9 @@ pub fn validate_tenant_id(tenant: &str) -> Result<(), String> {
             tenant.len()
         ));
     }
-    let mut chars = tenant.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !first_ok || !rest_ok {
-        return Err(format!(
-            "tenant id {tenant:?} is not allowed: use letters, digits, '_', '.', '-', starting with a letter or digit"
-        ));
-    }
-    Ok(())
+    Err(format!(
+        "tenant id {tenant:?} is not allowed: use letters, digits, '_', '.', '-', starting with a letter or digit"
+    ))
 }
 
 #[cfg(test)]

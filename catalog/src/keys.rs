@@ -80,18 +80,6 @@ pub fn verify_key_hash(tenant: &Tenant, presented: &KeyHash) -> KeyCheck {
     }
 }
 
-/// Extracts the key from an `authorization` header value `Bearer <key>`
-/// (scheme case-insensitive, as HTTP auth schemes are). `None` when the value
-/// is not a bearer credential or the key is empty.
-pub fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, rest) = value.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let key = rest.trim();
-    (!key.is_empty()).then_some(key)
-}
-
 /// The auth decision for a call naming `tenant` with a presented key, mapped
 /// one-to-one onto gRPC codes by the serving layer. No outcome reveals
 /// whether an unknown tenant exists to a caller without a valid key.

@@ -304,27 +304,6 @@ fn authorize_outcomes() {
 }
 
 #[test]
-fn key_helpers() {
-    assert_eq!(
-        hash_key("acme-demo-key-1"),
-        "53c0bbbb0bb4c4b246b3864960657bcb300d500b1599167dabfb3e9372241898"
-    );
-    let upper = hash_key("k").to_uppercase();
-    assert_eq!(KeyHash::from_hex(&upper), Some(KeyHash::of_key("k")));
-    assert_eq!(KeyHash::from_hex("zz"), None);
-    assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-    assert_eq!(bearer_token("bearer   abc "), Some("abc"));
-    assert_eq!(bearer_token("Basic abc"), None);
-    assert_eq!(bearer_token("Bearer "), None);
-    assert_eq!(bearer_token("abc"), None);
-    let c = Catalog::parse(base().as_bytes()).expect("valid");
-    let t = c.tenant("t1").expect("t1");
-    assert_eq!(verify_key(t, "key-t1"), KeyCheck::Valid);
-    assert_eq!(verify_key(t, "key-t2"), KeyCheck::Invalid);
-    assert_eq!(verify_key(t, ""), KeyCheck::Invalid);
-}
-
-#[test]
 fn ids() {
     assert!(is_valid_id("a"));
     assert!(is_valid_id("Acme_1.prod-eu"));
@@ -369,4 +348,20 @@ fn load_file_reads_a_file() {
     assert!(c.tenant("t1").is_some());
     assert_eq!(c.node("a-router").map(|n| n.kind), Some(NodeKind::Router));
     assert_eq!(c.nodes().count(), 4);
+}
+
+#[test]
+fn key_helpers() {
+    assert_eq!(
+        hash_key("acme-demo-key-1"),
+        "53c0bbbb0bb4c4b246b3864960657bcb300d500b1599167dabfb3e9372241898"
+    );
+    let upper = hash_key("k").to_uppercase();
+    assert_eq!(KeyHash::from_hex(&upper), Some(KeyHash::of_key("k")));
+    assert_eq!(KeyHash::from_hex("zz"), None);
+    let c = Catalog::parse(base().as_bytes()).expect("valid");
+    let t = c.tenant("t1").expect("t1");
+    assert_eq!(verify_key(t, "key-t1"), KeyCheck::Valid);
+    assert_eq!(verify_key(t, "key-t2"), KeyCheck::Invalid);
+    assert_eq!(verify_key(t, ""), KeyCheck::Invalid);
 }

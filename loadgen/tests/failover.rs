@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tandem_benches::{run_load, EventLog, LoadConfig, LoadMode};
 use tandem_client::{ClientConfig, RegionEndpoint, TandemClient};
+use tandem_loadgen::{run_load, EventLog, LoadConfig, LoadMode};
 use tandem_proto::v1::search_server::{Search, SearchServer};
 use tandem_proto::v1::{Route, SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
 use tokio::net::{TcpListener, TcpStream};

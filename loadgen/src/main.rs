@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use tandem_benches::{
-    read_queries, repo_root, run_load, EventLog, LoadConfig, LoadMode, DEFAULT_MAX_OUTSTANDING,
-};
 use tandem_client::{ClientConfig, RegionEndpoint, TandemClient, Topology};
+use tandem_loadgen::{
+    natural_language_queries, read_queries, run_load, EventLog, LoadConfig, LoadMode,
+    DEFAULT_MAX_OUTSTANDING,
+};
 
 /// Load generator for tandem's public search API.
 #[derive(Debug, Parser)]
@@ -58,10 +59,13 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_OUTSTANDING)]
     max_outstanding: usize,
     /// Query file: JSON lines with a `text` or `query` field, or plain
-    /// lines (default: the tenant's sample queries from the topology, else
-    /// data/nq_open_queries/queries.jsonl).
+    /// lines (default: the natural-language questions of
+    /// data/nq_open_queries, built into this binary).
     #[arg(long)]
     queries: Option<PathBuf>,
+    /// Use the tenant's short sample queries from the topology instead.
+    #[arg(long, conflicts_with = "queries")]
+    sample_queries: bool,
     /// Hits per search (0: the server's default).
     #[arg(long, default_value_t = 0)]
     top_k: u32,
@@ -117,10 +121,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
         .init();
     let (client_config, tenant, sample_queries) = client_setup(&args)?;
-    let queries = match (&args.queries, sample_queries.is_empty()) {
+    let queries = match (&args.queries, args.sample_queries) {
         (Some(path), _) => read_queries(path)?,
-        (None, false) => sample_queries,
-        (None, true) => read_queries(&repo_root().join("data/nq_open_queries/queries.jsonl"))?,
+        (None, true) if !sample_queries.is_empty() => sample_queries,
+        (None, true) => bail!("the topology lists no sample queries for {tenant}"),
+        (None, false) => natural_language_queries(),
     };
     let mode = match args.concurrency {
         Some(concurrency) => LoadMode::ClosedLoop { concurrency },

@@ -1,7 +1,7 @@
 //! The catalog: which regions exist and which is whose pair, which nodes live
 //! where, and for every tenant its home, shards, replicas and API key hashes.
 //!
-//! The format is TOML; `router/catalog.example.toml` documents every field and
+//! The format is TOML; `catalog/catalog.example.toml` documents every field and
 //! is also the embedded default ([`EMBEDDED_DEFAULT`]). A catalog is only ever
 //! built by [`Catalog::parse`], which validates everything and reports *all*
 //! problems at once, each naming the offending entry, so an operator fixes a
@@ -13,6 +13,9 @@
 //! tenant's replicas clones pointers, not strings, and a catalog of 100k
 //! tenants stores every node address once.
 
+#![warn(missing_docs)]
+
+pub mod ids;
 mod keys;
 mod raw;
 mod validate;
@@ -24,10 +27,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-pub use keys::{
-    bearer_token, hash_key, verify_key, verify_key_hash, AuthOutcome, KeyCheck, KeyHash,
-};
-pub use validate::is_valid_id;
+pub use ids::is_valid_id;
+pub use keys::{hash_key, verify_key, verify_key_hash, AuthOutcome, KeyCheck, KeyHash};
 
 /// The embedded default catalog (the documented example: a two-region
 /// loopback fleet), used when the router is started without a catalog file.

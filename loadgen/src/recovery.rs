@@ -61,6 +61,14 @@ impl Recovery {
     }
 }
 
+impl Timeline {
+    /// Time until p99 latency is back to normal after a fault at `fault`
+    /// (see the module docs).
+    pub fn time_to_recover(&self, fault: Duration, criteria: &RecoveryCriteria) -> Recovery {
+        time_to_recover(self, fault, criteria)
+    }
+}
+
 /// Computes the [`Recovery`] from a fault at `fault` (see the module docs).
 pub fn time_to_recover(
     timeline: &Timeline,

@@ -9,29 +9,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::ids::is_valid_id;
 use super::raw::{RawCatalog, RawKind, RawTenant};
 use super::{Catalog, KeyHash, Node, NodeKind, Region, Shard, Tenant};
 
 /// More messages than this are summarised: a catalog generated wrongly can
 /// produce one problem per tenant, and a 100k-line log entry helps nobody.
 const MAX_PROBLEMS: usize = 100;
-
-/// Whether `id` is a valid region, node or tenant id:
-/// `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`. Public so the serving layer can refuse a
-/// malformed tenant id before it reaches any cache.
-pub fn is_valid_id(id: &str) -> bool {
-    let bytes = id.as_bytes();
-    match bytes.split_first() {
-        Some((first, rest)) => {
-            first.is_ascii_alphanumeric()
-                && rest.len() <= 63
-                && rest
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        }
-        None => false,
-    }
-}
 
 #[derive(Default)]
 struct Problems {

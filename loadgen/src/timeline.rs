@@ -16,7 +16,6 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::recovery::{time_to_recover, Recovery, RecoveryCriteria};
 use crate::sample::{Outcome, Sample};
 use crate::summary::micros;
 
@@ -111,12 +110,6 @@ impl Timeline {
         set.into_iter().cloned().collect()
     }
 
-    /// Time until p99 latency is back to normal after a fault at `fault`
-    /// (see [`crate::recovery`]).
-    pub fn time_to_recover(&self, fault: Duration, criteria: &RecoveryCriteria) -> Recovery {
-        time_to_recover(self, fault, criteria)
-    }
-
     /// Length of the run covered by the buckets.
     pub fn span(&self) -> Duration {
         Duration::from_millis(self.bucket_ms.saturating_mul(self.buckets.len() as u64))
@@ -168,12 +161,6 @@ impl Timeline {
     pub fn write_csv(&self, path: &Path) -> anyhow::Result<()> {
         std::fs::write(path, self.to_csv())
             .with_context(|| format!("cannot write {}", path.display()))
-    }
-
-    /// Writes the timeline plot (see [`crate::plot`]) to `path`.
-    pub fn write_svg(&self, path: &Path, title: &str) -> anyhow::Result<()> {
-        let svg = crate::plot::render_svg(self, title)?;
-        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))
     }
 }
 

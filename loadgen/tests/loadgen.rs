@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_benches::{
+use tandem_loadgen::{
     run_load_with, Answered, EventLog, LoadConfig, LoadMode, Outcome, RecoveryCriteria,
 };
 use tokio::time::{sleep, Instant};
