@@ -20,7 +20,9 @@
 //! process in the middle, and router QPS as a share of nginx's and of
 //! direct. Run:
 //! `cargo build --release --bins && cargo bench -p tandem-benches --bench router`
-//! (`BENCH_SECONDS=N` per path and concurrency, default 5).
+//! (`BENCH_SECONDS=N` per path and concurrency, default 5;
+//! `BENCH_OTHER_ROUTER=PATH` adds another `tandem-router` binary on the
+//! same nodes, to compare two builds in one run).
 
 use std::future::Future;
 use std::path::Path;
@@ -39,6 +41,7 @@ use tandem_proto::v1::search_client::SearchClient;
 use tandem_proto::v1::{SearchRequest, ShardSearchRequest};
 use tonic::transport::Channel;
 
+/// Each tenant's key is this and its id (a key belongs to one tenant).
 const API_KEY: &str = "bench-key";
 
 /// One query through one path, as the load functions take it.
@@ -168,7 +171,7 @@ fn router_call(channel: Channel, tenant: &'static str) -> Call {
     // Made once: formatting the header per call would charge the client's
     // work to the router's path.
     let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {API_KEY}").parse().expect("ascii");
+        format!("Bearer {API_KEY}-{tenant}").parse().expect("ascii");
     Arc::new(move |q: String| {
         let (mut client, key) = (client.clone(), key.clone());
         Box::pin(async move {
@@ -196,6 +199,9 @@ struct Cluster {
     node: Server,
     model: Server,
     router: Server,
+    /// Another router binary on the same nodes (`BENCH_OTHER_ROUTER`), to
+    /// compare two builds in one run.
+    other: Option<Server>,
 }
 
 fn start_cluster(dir: &Path) -> anyhow::Result<Cluster> {
@@ -267,32 +273,37 @@ fn start_cluster(dir: &Path) -> anyhow::Result<Cluster> {
          [[nodes]]\nid = \"idx\"\nregion = \"r1\"\nkind = \"index\"\naddr = \"http://{}\"\n\n\
          [[nodes]]\nid = \"mdl\"\nregion = \"r1\"\nkind = \"model\"\naddr = \"http://{}\"\n\n\
          [[tenants]]\nid = \"en\"\nhome = \"r1\"\nactive_active = false\nlanguage = \"en\"\n\
-         api_key_sha256 = [\"{key}\"]\nmodel_replicas = [\"mdl\"]\n\n[tenants.shards]\n0 = [\"idx\"]\n\n\
+         api_key_sha256 = [\"{en_key}\"]\nmodel_replicas = [\"mdl\"]\n\n[tenants.shards]\n0 = [\"idx\"]\n\n\
          [[tenants]]\nid = \"plain\"\nhome = \"r1\"\nactive_active = false\nlanguage = \"en\"\n\
-         api_key_sha256 = [\"{key}\"]\nmodel_replicas = []\n\n[tenants.shards]\n0 = [\"idx\"]\n",
+         api_key_sha256 = [\"{plain_key}\"]\nmodel_replicas = []\n\n[tenants.shards]\n0 = [\"idx\"]\n",
         node.grpc,
         model.grpc,
-        key = tandem_catalog::hash_key(API_KEY)
+        en_key = tandem_catalog::hash_key(&format!("{API_KEY}-en")),
+        plain_key = tandem_catalog::hash_key(&format!("{API_KEY}-plain"))
     );
     let catalog_path = dir.join("catalog.toml");
     std::fs::write(&catalog_path, catalog)?;
-    let router = Server::start(
-        "tandem-router",
-        &[
-            "--region",
-            "r1",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--catalog",
-            &catalog_path.display().to_string(),
-        ],
-    )?;
+    let catalog_path = catalog_path.display().to_string();
+    let args = [
+        "--region",
+        "r1",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--catalog",
+        &catalog_path,
+    ];
+    let router = Server::start("tandem-router", &args)?;
+    let other = match std::env::var_os("BENCH_OTHER_ROUTER") {
+        Some(path) => Some(Server::start_path(Path::new(&path), &args)?),
+        None => None,
+    };
     Ok(Cluster {
         node,
         model,
         router,
+        other,
     })
 }
 
@@ -315,6 +326,11 @@ fn main() -> anyhow::Result<()> {
         let (router_pid, model_pid) = (cluster.router.pid(), cluster.model.pid());
         paths.push(Route_ { name: "tandem-router", middle: vec![router_pid, model_pid], call: router_call(router.clone(), "en") });
         paths.push(Route_ { name: "tandem-router, no model", middle: vec![router_pid], call: router_call(router, "plain") });
+        if let Some(other) = &cluster.other {
+            let channel = connect(other.grpc).await?;
+            paths.push(Route_ { name: "other router", middle: vec![other.pid(), model_pid], call: router_call(channel.clone(), "en") });
+            paths.push(Route_ { name: "other router, no model", middle: vec![other.pid()], call: router_call(channel, "plain") });
+        }
         for path in &paths {
             closed_loop(4, Duration::from_millis(500), queries.clone(), path.caller()).await;
         }
@@ -354,6 +370,13 @@ fn main() -> anyhow::Result<()> {
                     router / nginx, plain / nginx, router / direct, plain / direct, nginx / direct
                 ),
                 None => println!("concurrency {concurrency}: router QPS / direct {:.2}", router / direct),
+            }
+            if let (Some(other), Some(other_plain)) = (of("other router"), of("other router, no model")) {
+                println!(
+                    "concurrency {concurrency}: this router / other router QPS {:.2} (no model {:.2})",
+                    router / other,
+                    plain / other_plain
+                );
             }
         }
         Ok(())

@@ -214,11 +214,19 @@ impl Server {
                 path.display()
             );
         }
-        let mut command = Command::new(&path);
+        Self::start_path(&path, args)
+    }
+
+    /// Starts the binary at `path` and waits for its readiness line.
+    pub fn start_path(path: &Path, args: &[&str]) -> anyhow::Result<Server> {
+        let bin = path.display().to_string();
+        let mut command = Command::new(path);
         let mut child = command
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // Warnings and errors only: a process that fails to start says why.
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("cannot start {}", path.display()))?;
         let stdout = child.stdout.take().context("stdout")?;
