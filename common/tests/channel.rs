@@ -104,13 +104,15 @@ async fn refuse_every_stream(tcp: tokio::net::TcpStream) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
+/// A loopback address nothing listens on (a port bound, then freed).
+async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
 #[tokio::test]
 async fn a_dead_server_is_unavailable_at_once_with_the_cause_as_source() {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = dead_address().await;
     let channel = channel(&format!("http://{addr}"), ChannelSettings::default()).unwrap();
     let status = check(&channel).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -120,11 +122,7 @@ async fn a_dead_server_is_unavailable_at_once_with_the_cause_as_source() {
 
 #[tokio::test]
 async fn a_server_that_comes_back_is_reached_at_once() {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = dead_address().await;
     let channel = channel(&format!("http://{addr}"), ChannelSettings::default()).unwrap();
     for _ in 0..3 {
         assert_eq!(check(&channel).await.unwrap_err().code(), Code::Unavailable);

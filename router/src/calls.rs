@@ -5,6 +5,7 @@
 //! (`tandem_common::channel::resend_if_refused`, which health probes use
 //! too). Forwarded public calls: [`crate::forward`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use tandem_common::channel::resend_if_refused;
@@ -69,6 +70,30 @@ impl CallContext {
     }
 }
 
+/// One unary call of `message` over `channel`, with `call` naming the
+/// method: what every call below shares (the request's metadata, what is
+/// left of `timeout` as its `grpc-timeout`, one resend if never taken up).
+async fn unary<Req, Resp, F, Fut>(
+    channel: NodeChannel,
+    message: Req,
+    timeout: Duration,
+    ctx: &CallContext,
+    call: F,
+) -> Result<Resp, Status>
+where
+    Req: Clone,
+    F: Fn(NodeChannel, Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let started = Instant::now();
+    resend_if_refused(|| {
+        let left = timeout.saturating_sub(started.elapsed());
+        call(channel.clone(), ctx.request(message.clone(), left))
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
 /// `IndexNode.SearchShard` on one replica.
 pub async fn search_shard(
     channel: NodeChannel,
@@ -76,14 +101,14 @@ pub async fn search_shard(
     timeout: Duration,
     ctx: &CallContext,
 ) -> Result<ShardSearchResponse, Status> {
-    let started = Instant::now();
-    resend_if_refused(|| {
-        let mut client = IndexNodeClient::new(channel.clone());
-        let request = ctx.request(message.clone(), timeout.saturating_sub(started.elapsed()));
-        async move { client.search_shard(request).await }
-    })
+    unary(
+        channel,
+        message,
+        timeout,
+        ctx,
+        |channel, request| async move { IndexNodeClient::new(channel).search_shard(request).await },
+    )
     .await
-    .map(tonic::Response::into_inner)
 }
 
 /// `ModelNode.Boosts` on one replica.
@@ -93,14 +118,14 @@ pub async fn boosts(
     timeout: Duration,
     ctx: &CallContext,
 ) -> Result<BoostsResponse, Status> {
-    let started = Instant::now();
-    resend_if_refused(|| {
-        let mut client = ModelNodeClient::new(channel.clone());
-        let request = ctx.request(message.clone(), timeout.saturating_sub(started.elapsed()));
-        async move { client.boosts(request).await }
-    })
+    unary(
+        channel,
+        message,
+        timeout,
+        ctx,
+        |channel, request| async move { ModelNodeClient::new(channel).boosts(request).await },
+    )
     .await
-    .map(tonic::Response::into_inner)
 }
 
 /// `ModelNode.Suggest` on one replica.
@@ -110,12 +135,12 @@ pub async fn model_suggest(
     timeout: Duration,
     ctx: &CallContext,
 ) -> Result<ModelSuggestResponse, Status> {
-    let started = Instant::now();
-    resend_if_refused(|| {
-        let mut client = ModelNodeClient::new(channel.clone());
-        let request = ctx.request(message.clone(), timeout.saturating_sub(started.elapsed()));
-        async move { client.suggest(request).await }
-    })
+    unary(
+        channel,
+        message,
+        timeout,
+        ctx,
+        |channel, request| async move { ModelNodeClient::new(channel).suggest(request).await },
+    )
     .await
-    .map(tonic::Response::into_inner)
 }
