@@ -58,7 +58,18 @@ pub enum KeyCheck {
     Invalid,
 }
 
-/// Checks `presented` against `tenant`'s key hashes in constant time (with
+/// What a key may do. A tenant's keys are listed per scope in the catalog
+/// (`api_key_sha256`: search, `write_key_sha256`: write); a key listed in
+/// both has both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyScope {
+    /// `Search` and `Suggest`.
+    Search,
+    /// `Documents.Write`.
+    Write,
+}
+
+/// Checks `presented` against `tenant`'s search keys in constant time (with
 /// respect to the stored hashes: every one is compared, no early exit).
 pub fn verify_key(tenant: &Tenant, presented: &str) -> KeyCheck {
     if presented.is_empty() {
@@ -69,8 +80,17 @@ pub fn verify_key(tenant: &Tenant, presented: &str) -> KeyCheck {
 
 /// [`verify_key`] for a key already hashed (see [`KeyHash::of_key`]).
 pub fn verify_key_hash(tenant: &Tenant, presented: &KeyHash) -> KeyCheck {
+    verify_scoped_key_hash(tenant, presented, KeyScope::Search)
+}
+
+/// Whether `presented` is one of `tenant`'s keys with `scope`.
+pub fn verify_scoped_key_hash(tenant: &Tenant, presented: &KeyHash, scope: KeyScope) -> KeyCheck {
+    let stored = match scope {
+        KeyScope::Search => &tenant.key_hashes,
+        KeyScope::Write => &tenant.write_key_hashes,
+    };
     let mut found = Choice::from(0);
-    for stored in &tenant.key_hashes {
+    for stored in stored {
         found |= stored.0.ct_eq(&presented.0);
     }
     if bool::from(found) {
@@ -108,8 +128,14 @@ impl Catalog {
 
     /// [`Catalog::authorize`] for a presented key already hashed.
     pub fn authorize_hash(&self, tenant: &str, hash: &KeyHash) -> AuthOutcome {
+        self.authorize_scoped(tenant, hash, KeyScope::Search)
+    }
+
+    /// Like [`Catalog::authorize_hash`] for a key that needs `scope`. A key
+    /// of the tenant without that scope is PERMISSION_DENIED.
+    pub fn authorize_scoped(&self, tenant: &str, hash: &KeyHash, scope: KeyScope) -> AuthOutcome {
         if let Some(t) = self.tenants.get(tenant) {
-            if verify_key_hash(t, hash) == KeyCheck::Valid {
+            if verify_scoped_key_hash(t, hash, scope) == KeyCheck::Valid {
                 return AuthOutcome::Authorized(t.clone());
             }
         }

@@ -17,6 +17,7 @@
 
 pub mod ids;
 mod keys;
+pub mod placement;
 mod raw;
 mod validate;
 
@@ -28,7 +29,15 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 pub use ids::is_valid_id;
-pub use keys::{hash_key, verify_key, verify_key_hash, AuthOutcome, KeyCheck, KeyHash};
+pub use keys::{
+    hash_key, verify_key, verify_key_hash, verify_scoped_key_hash, AuthOutcome, KeyCheck, KeyHash,
+    KeyScope,
+};
+
+/// The catalog format this version writes and reads. A file of a newer
+/// format is accepted with the keys this version does not know ignored (and
+/// listed in [`Catalog::warnings`]); see `raw.rs`.
+pub const FORMAT: u32 = 2;
 
 /// The embedded default catalog (the documented example: a two-region
 /// loopback fleet), used when the router is started without a catalog file.
@@ -84,7 +93,8 @@ pub struct Region {
     pub routers: Vec<Arc<Node>>,
 }
 
-/// One shard of a tenant: its number and its index replicas in file order.
+/// One shard of a tenant: its number, its index replicas in file order,
+/// and its leader.
 #[derive(Debug, Clone)]
 pub struct Shard {
     /// Shard number; shards are numbered `0..n` without gaps, so this is also
@@ -92,6 +102,19 @@ pub struct Shard {
     pub number: u32,
     /// Index nodes holding a replica (at least one; no duplicates).
     pub replicas: Vec<Arc<Node>>,
+    /// The replica that orders the shard's writes.
+    pub leader: Leader,
+}
+
+/// The leader of a shard and the epoch of its leadership. Each promotion
+/// raises the epoch; nodes refuse writes and replication from a lower one,
+/// which is what keeps a deposed leader that comes back from taking writes.
+#[derive(Debug, Clone)]
+pub struct Leader {
+    /// One of the shard's replicas.
+    pub node: Arc<Node>,
+    /// >= 1.
+    pub epoch: u64,
 }
 
 /// A tenant as the catalog defines it.
@@ -110,9 +133,11 @@ pub struct Tenant {
     pub shards: Vec<Shard>,
     /// Model nodes serving the tenant's suggestions and boosts (may be empty).
     pub model_replicas: Vec<Arc<Node>>,
-    /// SHA-256 of each accepted API key. Private so only [`verify_key`] (which
-    /// compares in constant time) reads them.
+    /// SHA-256 of each key with the search scope. Private so only
+    /// [`verify_key`] (which compares in constant time) reads them.
     key_hashes: Vec<KeyHash>,
+    /// SHA-256 of each key with the write scope.
+    write_key_hashes: Vec<KeyHash>,
 }
 
 impl Tenant {
@@ -130,7 +155,12 @@ impl Tenant {
 
     /// How many API keys the tenant has (for status output; never the keys).
     pub fn key_count(&self) -> usize {
-        self.key_hashes.len()
+        self.key_hashes.len() + self.write_key_hashes.len()
+    }
+
+    /// The shard that owns document `id` (see [`placement`]).
+    pub fn shard_of(&self, id: &str) -> &Shard {
+        &self.shards[placement::shard_for(id, self.shards.len() as u32) as usize]
     }
 }
 
@@ -161,6 +191,8 @@ pub enum CatalogError {
 #[derive(Debug)]
 pub struct Catalog {
     version: Arc<str>,
+    /// Keys of a newer format that were ignored, one line each.
+    warnings: Vec<String>,
     regions: Vec<Region>,
     nodes: HashMap<Arc<str>, Arc<Node>>,
     tenants: HashMap<Arc<str>, Arc<Tenant>>,
@@ -196,6 +228,12 @@ impl Catalog {
     /// Short content hash identifying this catalog (12 hex digits of SHA-256).
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// What was ignored in this file (keys of a newer catalog format): log
+    /// these when the catalog is loaded.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// All regions, in file order.

@@ -3,40 +3,55 @@
 //! Kept apart from the validated types so that nothing outside the catalog
 //! module can hold a half-checked catalog: these structs only exist between
 //! `toml::from_str` and `validate::build`.
+//!
+//! Every table keeps the keys it does not know in `unknown`, and validation
+//! decides: in a file of this format version or older an unknown key is a
+//! typo and refused (a misspelt `active_activ = true` must be an error, not
+//! a silently different routing); in a file of a newer format it is a field
+//! this version does not know yet, logged and ignored, so that a fleet can be
+//! upgraded one process at a time.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-/// The whole file. Unknown keys are refused everywhere: a misspelt
-/// `active_activ = true` must be an error, not a silently different routing.
+/// Keys of a table that this version does not know.
+pub(super) type Unknown = BTreeMap<String, toml::Value>;
+
+/// The whole file.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawCatalog {
+    /// Format version of the file (absent: 1).
+    #[serde(default)]
+    pub format: Option<u32>,
     #[serde(default)]
     pub regions: Vec<RawRegion>,
     #[serde(default)]
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// One `[[regions]]` entry.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawRegion {
     pub id: String,
     pub pair: String,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// One `[[nodes]]` entry.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawNode {
     pub id: String,
     pub region: String,
     pub kind: RawKind,
     pub addr: String,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }
 
 /// `kind = "index" | "model" | "router"`; serde's error for anything else
@@ -52,7 +67,6 @@ pub(super) enum RawKind {
 /// One `[[tenants]]` entry. `active_active` has no default on purpose: whether
 /// a tenant may be served from the other region is a decision to write down.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawTenant {
     pub id: String,
     pub home: String,
@@ -66,4 +80,21 @@ pub(super) struct RawTenant {
     pub model_replicas: Vec<String>,
     #[serde(default)]
     pub api_key_sha256: Vec<String>,
+    /// Hashes of keys with the write scope (format 2).
+    #[serde(default)]
+    pub write_key_sha256: Vec<String>,
+    /// Shard number -> its leader (format 2; default: see validation).
+    #[serde(default)]
+    pub leaders: BTreeMap<String, RawLeader>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// One entry of `[tenants.leaders]`: `0 = { node = "x", epoch = 3 }`.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawLeader {
+    pub node: String,
+    pub epoch: u64,
+    #[serde(flatten)]
+    pub unknown: Unknown,
 }

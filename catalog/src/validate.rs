@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::ids::is_valid_id;
-use super::raw::{RawCatalog, RawKind, RawTenant};
-use super::{Catalog, KeyHash, Node, NodeKind, Region, Shard, Tenant};
+use super::raw::{RawCatalog, RawKind, RawTenant, Unknown};
+use super::{Catalog, KeyHash, Leader, Node, NodeKind, Region, Shard, Tenant, FORMAT};
 
 /// More messages than this are summarised: a catalog generated wrongly can
 /// produce one problem per tenant, and a 100k-line log entry helps nobody.
@@ -21,9 +21,28 @@ const MAX_PROBLEMS: usize = 100;
 struct Problems {
     list: Vec<String>,
     dropped: usize,
+    /// Format version of the file being validated.
+    format: u32,
+    /// Unknown keys of a newer format: logged, not refused.
+    warnings: Vec<String>,
 }
 
 impl Problems {
+    /// Refuses (same or older format) or notes (newer format) the keys of
+    /// `what` that this version does not know; see [`super::raw`].
+    fn unknown(&mut self, what: &str, unknown: &Unknown) {
+        for key in unknown.keys() {
+            if self.format > FORMAT {
+                self.warnings.push(format!(
+                    "{what}: key {key:?} of catalog format {} ignored (this version reads format {FORMAT})",
+                    self.format
+                ));
+            } else {
+                self.push(format!("{what}: unknown key {key:?}"));
+            }
+        }
+    }
+
     fn push(&mut self, msg: String) {
         if self.list.len() < MAX_PROBLEMS {
             self.list.push(msg);
@@ -52,7 +71,14 @@ impl Problems {
 
 /// Validates `raw` and builds the catalog with the given version.
 pub(super) fn build(raw: RawCatalog, version: Arc<str>) -> Result<Catalog, Vec<String>> {
-    let mut p = Problems::default();
+    let mut p = Problems {
+        format: raw.format.unwrap_or(1),
+        ..Problems::default()
+    };
+    if p.format == 0 {
+        p.push("format: 0 is not a format version (1, 2, ...)".to_string());
+    }
+    p.unknown("catalog", &raw.unknown);
     let regions = regions(&raw, &mut p);
     let nodes = nodes(&raw, &regions, &mut p);
 
@@ -61,7 +87,7 @@ pub(super) fn build(raw: RawCatalog, version: Arc<str>) -> Result<Catalog, Vec<S
     for (i, t) in raw.tenants.iter().enumerate() {
         p.id("tenants", i, &t.id);
         let tenant = tenant(t, &regions, &nodes, &mut p);
-        for key in &tenant.key_hashes {
+        for key in tenant.key_hashes.iter().chain(&tenant.write_key_hashes) {
             if let Some(owner) = key_owner.get(key) {
                 if **owner != *tenant.id {
                     p.push(format!(
@@ -84,6 +110,7 @@ pub(super) fn build(raw: RawCatalog, version: Arc<str>) -> Result<Catalog, Vec<S
         }
     }
 
+    let warnings = std::mem::take(&mut p.warnings);
     let problems = p.finish();
     if !problems.is_empty() {
         return Err(problems);
@@ -104,6 +131,7 @@ pub(super) fn build(raw: RawCatalog, version: Arc<str>) -> Result<Catalog, Vec<S
         .collect();
     Ok(Catalog {
         version,
+        warnings,
         regions,
         nodes,
         tenants,
@@ -119,6 +147,7 @@ fn regions<'a>(raw: &'a RawCatalog, p: &mut Problems) -> HashMap<&'a str, &'a st
     let mut pairs: HashMap<&str, &str> = HashMap::new();
     for (i, r) in raw.regions.iter().enumerate() {
         p.id("regions", i, &r.id);
+        p.unknown(&format!("region {:?}", r.id), &r.unknown);
         if pairs.insert(&r.id, &r.pair).is_some() {
             p.push(format!("region {:?}: duplicate region id", r.id));
         }
@@ -154,6 +183,7 @@ fn nodes(
     let mut nodes = HashMap::with_capacity(raw.nodes.len());
     for (i, n) in raw.nodes.iter().enumerate() {
         p.id("nodes", i, &n.id);
+        p.unknown(&format!("node {:?}", n.id), &n.unknown);
         if !regions.contains_key(n.region.as_str()) {
             p.push(format!(
                 "node {:?}: region {:?} is not a region of this catalog",
@@ -208,6 +238,7 @@ fn tenant(
     nodes: &HashMap<Arc<str>, Arc<Node>>,
     p: &mut Problems,
 ) -> Tenant {
+    p.unknown(&format!("tenant {:?}", t.id), &t.unknown);
     let home_pair = regions.get(t.home.as_str()).copied();
     if home_pair.is_none() {
         p.push(format!(
@@ -269,10 +300,20 @@ fn tenant(
                 ));
             }
         }
+        let leader = leader(t, *number, &replicas, p);
         shards.push(Shard {
             number: *number,
             replicas,
+            leader,
         });
+    }
+    for key in t.leaders.keys() {
+        if !key.parse::<u32>().is_ok_and(|n| n.to_string() == *key && numbered.contains_key(&n)) {
+            p.push(format!(
+                "tenant {:?}: leaders names {key:?}, which is not one of its shard numbers",
+                t.id
+            ));
+        }
     }
 
     let what = format!("tenant {:?}", t.id);
@@ -285,22 +326,6 @@ fn tenant(
         p,
     );
 
-    let mut key_hashes = Vec::with_capacity(t.api_key_sha256.len());
-    for (i, hex) in t.api_key_sha256.iter().enumerate() {
-        match KeyHash::from_hex(hex) {
-            Some(h) if key_hashes.contains(&h) => p.push(format!(
-                "tenant {:?}: api_key_sha256[{i}] is listed twice",
-                t.id
-            )),
-            Some(h) => key_hashes.push(h),
-            None => p.push(format!(
-                "tenant {:?}: api_key_sha256[{i}] is not 64 hex digits (a SHA-256 hash; \
-                 keys themselves never go in the catalog)",
-                t.id
-            )),
-        }
-    }
-
     Tenant {
         id: t.id.as_str().into(),
         home: t.home.as_str().into(),
@@ -308,8 +333,66 @@ fn tenant(
         language: t.language.as_str().into(),
         shards,
         model_replicas,
-        key_hashes,
+        key_hashes: key_hashes(&t.id, "api_key_sha256", &t.api_key_sha256, p),
+        write_key_hashes: key_hashes(&t.id, "write_key_sha256", &t.write_key_sha256, p),
     }
+}
+
+/// Parses one list of key hashes, refusing malformed and repeated entries.
+fn key_hashes(tenant: &str, field: &str, list: &[String], p: &mut Problems) -> Vec<KeyHash> {
+    let mut hashes = Vec::with_capacity(list.len());
+    for (i, hex) in list.iter().enumerate() {
+        match KeyHash::from_hex(hex) {
+            Some(h) if hashes.contains(&h) => {
+                p.push(format!("tenant {tenant:?}: {field}[{i}] is listed twice"))
+            }
+            Some(h) => hashes.push(h),
+            None => p.push(format!(
+                "tenant {tenant:?}: {field}[{i}] is not 64 hex digits (a SHA-256 hash; \
+                 keys themselves never go in the catalog)"
+            )),
+        }
+    }
+    hashes
+}
+
+/// The leader of shard `number`: the one `[tenants.leaders]` names (it must
+/// be one of the shard's replicas, at an epoch >= 1), else the first replica
+/// in the home region at epoch 1.
+fn leader(t: &RawTenant, number: u32, replicas: &[Arc<Node>], p: &mut Problems) -> Leader {
+    let what = format!("tenant {:?} shard {number}", t.id);
+    if let Some(raw) = t.leaders.get(&number.to_string()) {
+        p.unknown(&format!("{what} leader"), &raw.unknown);
+        if raw.epoch == 0 {
+            p.push(format!("{what}: leader epoch must be >= 1"));
+        }
+        match replicas.iter().find(|n| *n.id == *raw.node) {
+            Some(node) => {
+                return Leader {
+                    node: node.clone(),
+                    epoch: raw.epoch,
+                }
+            }
+            None => p.push(format!(
+                "{what}: leader {:?} is not one of the shard's replicas",
+                raw.node
+            )),
+        }
+    }
+    let node = replicas
+        .iter()
+        .find(|n| *n.region == *t.home)
+        .or(replicas.first())
+        .cloned()
+        .unwrap_or_else(|| {
+            Arc::new(Node {
+                id: "".into(),
+                region: "".into(),
+                kind: NodeKind::Index,
+                addr: "".into(),
+            })
+        });
+    Leader { node, epoch: 1 }
 }
 
 /// Resolves node ids of one list, checking existence, kind and duplicates.
