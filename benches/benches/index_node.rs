@@ -28,14 +28,19 @@ fn main() -> anyhow::Result<()> {
 
         // Build the shard once, in-process, with the node's own code.
         let (health, _svc) = tonic_health_reporter();
-        let registry = Arc::new(ShardRegistry::new(dir.path(), 16, health));
+        let registry = Arc::new(ShardRegistry::new(
+            dir.path(),
+            16,
+            health,
+            tandem_index_node::writer::WriterConfig::default(),
+        ));
         let key = ShardKey { tenant: "en".into(), shard: 0 };
         {
             let registry = registry.clone();
             let key = key.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 let shard = registry.create(&key, "en")?;
-                shard.ingest(1, &docs, &[])?;
+                shard.load_batch(1, &docs, &[])?;
                 Ok(())
             })
             .await??;

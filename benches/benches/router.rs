@@ -218,7 +218,12 @@ fn start_cluster(dir: &Path) -> anyhow::Result<Cluster> {
         &["lang=en".parse::<Where>().map_err(anyhow::Error::msg)?],
     )?;
     let (health, _server) = tonic_health::server::health_reporter();
-    let registry = ShardRegistry::new(&dir.join("index"), 4, health);
+    let registry = ShardRegistry::new(
+        &dir.join("index"),
+        4,
+        health,
+        tandem_index_node::writer::WriterConfig::default(),
+    );
     let shard = registry.create(
         &ShardKey {
             tenant: "en".into(),
@@ -226,7 +231,7 @@ fn start_cluster(dir: &Path) -> anyhow::Result<Cluster> {
         },
         "en",
     )?;
-    shard.ingest(1, &docs, &[])?;
+    shard.load_batch(1, &docs, &[])?;
     drop(shard);
     drop(registry);
     // The same shard again for a tenant without a model.

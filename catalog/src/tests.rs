@@ -377,30 +377,58 @@ fn leaders_default_to_the_first_home_replica_at_epoch_1() {
 
 #[test]
 fn a_named_leader_must_be_a_replica_with_an_epoch() {
-    let text = format!("{}\n[tenants.leaders]\n0 = {{ node = \"b-idx\", epoch = 3 }}\n", base());
+    let text = format!(
+        "{}\n[tenants.leaders]\n0 = {{ node = \"b-idx\", epoch = 3 }}\n",
+        base()
+    );
     let c = Catalog::parse(text.as_bytes()).unwrap();
     let leader = &c.tenant("t1").unwrap().shards[0].leader;
     assert_eq!((&*leader.node.id, leader.epoch), ("b-idx", 3));
     let bad = format!("{}\n[tenants.leaders]\n0 = {{ node = \"a-model\", epoch = 0 }}\n1 = {{ node = \"a-idx\", epoch = 1 }}\n", base());
     let p = problems(&bad);
-    assert!(p.iter().any(|m| m.contains("leader epoch must be >= 1")), "{p:?}");
-    assert!(p.iter().any(|m| m.contains("not one of the shard's replicas")), "{p:?}");
-    assert!(p.iter().any(|m| m.contains("not one of its shard numbers")), "{p:?}");
+    assert!(
+        p.iter().any(|m| m.contains("leader epoch must be >= 1")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.contains("not one of the shard's replicas")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|m| m.contains("not one of its shard numbers")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn write_keys_have_their_own_scope() {
     let text = base().replace(
         "api_key_sha256 = [",
-        &format!("write_key_sha256 = [\"{}\"]\napi_key_sha256 = [", hash_key("write-t1")),
+        &format!(
+            "write_key_sha256 = [\"{}\"]\napi_key_sha256 = [",
+            hash_key("write-t1")
+        ),
     );
     let c = Catalog::parse(text.as_bytes()).unwrap();
     let search = KeyHash::of_key("key-t1");
     let write = KeyHash::of_key("write-t1");
-    assert!(matches!(c.authorize_scoped("t1", &write, KeyScope::Write), AuthOutcome::Authorized(_)));
-    assert!(matches!(c.authorize_scoped("t1", &search, KeyScope::Write), AuthOutcome::PermissionDenied));
-    assert!(matches!(c.authorize_scoped("t1", &write, KeyScope::Search), AuthOutcome::PermissionDenied));
-    assert!(matches!(c.authorize_hash("t1", &search), AuthOutcome::Authorized(_)));
+    assert!(matches!(
+        c.authorize_scoped("t1", &write, KeyScope::Write),
+        AuthOutcome::Authorized(_)
+    ));
+    assert!(matches!(
+        c.authorize_scoped("t1", &search, KeyScope::Write),
+        AuthOutcome::PermissionDenied
+    ));
+    assert!(matches!(
+        c.authorize_scoped("t1", &write, KeyScope::Search),
+        AuthOutcome::PermissionDenied
+    ));
+    assert!(matches!(
+        c.authorize_hash("t1", &search),
+        AuthOutcome::Authorized(_)
+    ));
 }
 
 /// A router or node of format N reads what format N-1 wrote (no `format`,
@@ -411,10 +439,23 @@ fn write_keys_have_their_own_scope() {
 fn unknown_keys_are_typos_in_this_format_and_ignored_in_a_newer_one() {
     let typo = base().replace("model_replicas", "model_replica");
     let p = problems(&typo);
-    assert!(p.iter().any(|m| m.contains("unknown key \"model_replica\"")), "{p:?}");
-    let current = format!("format = {FORMAT}\n{}", base().replace("home = \"a\"", "home = \"a\"\nfuture_field = 1"));
-    assert!(problems(&current).iter().any(|m| m.contains("future_field")));
-    let newer = format!("format = {}\nnew_top = \"x\"\n{}", FORMAT + 1, base().replace("home = \"a\"", "home = \"a\"\nfuture_field = 1"));
+    assert!(
+        p.iter()
+            .any(|m| m.contains("unknown key \"model_replica\"")),
+        "{p:?}"
+    );
+    let current = format!(
+        "format = {FORMAT}\n{}",
+        base().replace("home = \"a\"", "home = \"a\"\nfuture_field = 1")
+    );
+    assert!(problems(&current)
+        .iter()
+        .any(|m| m.contains("future_field")));
+    let newer = format!(
+        "format = {}\nnew_top = \"x\"\n{}",
+        FORMAT + 1,
+        base().replace("home = \"a\"", "home = \"a\"\nfuture_field = 1")
+    );
     let c = Catalog::parse(newer.as_bytes()).unwrap();
     assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
     assert!(c.warnings().iter().all(|w| w.contains("ignored")));

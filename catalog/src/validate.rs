@@ -308,7 +308,10 @@ fn tenant(
         });
     }
     for key in t.leaders.keys() {
-        if !key.parse::<u32>().is_ok_and(|n| n.to_string() == *key && numbered.contains_key(&n)) {
+        if !key
+            .parse::<u32>()
+            .is_ok_and(|n| n.to_string() == *key && numbered.contains_key(&n))
+        {
             p.push(format!(
                 "tenant {:?}: leaders names {key:?}, which is not one of its shard numbers",
                 t.id

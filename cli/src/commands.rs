@@ -1,4 +1,4 @@
-//! The client subcommands: `search`, `suggest`, `status`, `dial`.
+//! The client subcommands: `search`, `suggest`, `status`, `dial`, `ingest`.
 //!
 //! Router addresses, the API key and the admin token come from flags, or
 //! from the topology file `tandem dev` writes (`--topology FILE`).
@@ -372,5 +372,41 @@ pub async fn dial(target: &Target, region: &str, percent: u32) -> anyhow::Result
     if failures > 0 {
         bail!("{failures} router(s) did not take the dial");
     }
+    Ok(())
+}
+
+/// `tandem ingest`: writes a file's documents through a router (`--router`,
+/// else the topology's router of `--region` or its first region).
+pub async fn ingest(
+    target: &Target,
+    mut plan: crate::ingest::IngestPlan,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let topology = target.topology()?;
+    let router = match (&target.router, &topology) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(t)) => t
+            .regions
+            .iter()
+            .find(|r| target.region.as_deref().is_none_or(|want| r.name == want))
+            .map(|r| r.router.clone())
+            .context("no router of that region in the topology")?,
+        (None, None) => bail!("give --router HOST:PORT or --topology FILE"),
+    };
+    if plan.write_key.is_empty() {
+        plan.write_key = topology
+            .as_ref()
+            .and_then(|t| t.tenant(&plan.tenant))
+            .map(|t| t.write_key.clone())
+            .filter(|k| !k.is_empty())
+            .context("give --write-key (or TANDEM_WRITE_KEY)")?;
+    }
+    let report = crate::ingest::ingest_file(&router, &plan, file).await?;
+    let rate = report.documents as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "wrote {} documents in {} batches in {:.1?} ({rate:.0} documents/s)",
+        report.documents, report.batches, report.elapsed
+    );
+    println!("consistency token of the last batch: {}", report.last_token);
     Ok(())
 }

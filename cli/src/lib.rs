@@ -7,6 +7,8 @@
 //!   ([`drill::run_drill`]);
 //! - [`commands`]: the client subcommands (`search`, `suggest`, `status`,
 //!   `dial`);
+//! - [`ingest`]: writing documents through a router (`tandem ingest`, and
+//!   how `tandem dev` loads its sample data);
 //! - [`procfs`]: what the drills and shutdown know about processes.
 
 #![warn(missing_docs)]
@@ -14,6 +16,7 @@
 pub mod commands;
 pub mod dev;
 pub mod drill;
+pub mod ingest;
 pub mod procfs;
 mod supervise;
 

@@ -77,8 +77,29 @@ enum Command {
     },
     /// Set a region's traffic dial (0-100) on every router.
     Dial { region: String, percent: u32 },
-    /// Load a JSON-lines corpus into one shard of one index-node, through
-    /// the node's own `Ingest` call (to build or rebuild a replica by hand).
+    /// Write documents from a JSON-lines file (or `-` for stdin) through a
+    /// router's `Documents.Write`, in batches, with a progress bar.
+    Ingest {
+        #[arg(long)]
+        tenant: String,
+        /// A key with the write scope (default: the tenant's `write_key` in
+        /// the topology file).
+        #[arg(long, env = "TANDEM_WRITE_KEY", hide_env_values = true)]
+        write_key: Option<String>,
+        /// Documents per batch.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Skip the input lines before this one (resume after a failure).
+        #[arg(long, default_value_t = 1)]
+        start_line: usize,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// JSON lines (`.gz` is decompressed); `-` reads stdin.
+        file: PathBuf,
+    },
+    /// Load a JSON-lines corpus into one standalone shard of one index-node
+    /// (one its catalog does not assign), through the node's own `Ingest`.
     LoadShard {
         /// The index-node's gRPC address (`HOST:PORT` or `http://HOST:PORT`).
         #[arg(long)]
@@ -175,6 +196,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => commands::status(&cli.target, json).await?,
         Command::Dial { region, percent } => commands::dial(&cli.target, &region, percent).await?,
+        Command::Ingest {
+            tenant,
+            write_key,
+            batch,
+            start_line,
+            quiet,
+            file,
+        } => {
+            let plan = tandem_cli::ingest::IngestPlan {
+                tenant,
+                write_key: write_key.unwrap_or_default(),
+                batch_size: batch,
+                progress: !quiet,
+                first_line: start_line,
+            };
+            commands::ingest(&cli.target, plan, &file).await?
+        }
         Command::LoadShard {
             node,
             tenant,

@@ -62,19 +62,38 @@ pub fn read_documents_up_to(
     filters: &[Where],
     limit: Option<usize>,
 ) -> anyhow::Result<Vec<Document>> {
+    read_lines(
+        open_lines(path)?,
+        &path.display().to_string(),
+        filters,
+        limit,
+    )
+}
+
+/// [`read_documents`] from any reader of JSON lines (standard input).
+pub fn documents_from(reader: impl BufRead, filters: &[Where]) -> anyhow::Result<Vec<Document>> {
+    read_lines(reader, "stdin", filters, None)
+}
+
+fn read_lines(
+    reader: impl BufRead,
+    source: &str,
+    filters: &[Where],
+    limit: Option<usize>,
+) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
-    for (n, line) in open_lines(path)?.lines().enumerate() {
+    for (n, line) in reader.lines().enumerate() {
         if limit.is_some_and(|l| docs.len() >= l) {
             break;
         }
-        let line = line.with_context(|| format!("{}: read error", path.display()))?;
+        let line = line.with_context(|| format!("{source}: read error"))?;
         if line.trim().is_empty() {
             continue;
         }
         let record: Map<String, Value> = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a JSON object", path.display(), n + 1))?;
+            .with_context(|| format!("{source}:{}: not a JSON object", n + 1))?;
         if let Some(doc) =
-            to_document(record, filters).with_context(|| format!("{}:{}", path.display(), n + 1))?
+            to_document(record, filters).with_context(|| format!("{source}:{}", n + 1))?
         {
             docs.push(doc);
         }

@@ -77,8 +77,11 @@ impl NodeInfo {
 pub struct TenantInfo {
     /// Tenant id.
     pub id: String,
-    /// An API key of the tenant (plain text: this is a dev cluster).
+    /// A search key of the tenant (plain text: this is a dev cluster).
     pub api_key: String,
+    /// A write key of the tenant (`Documents.Write`).
+    #[serde(default)]
+    pub write_key: String,
     /// Served from both regions.
     #[serde(default)]
     pub active_active: bool,

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod channel;
 pub mod config;
+pub mod documents;
 pub mod faults;
 pub mod grpc_deadline;
 pub mod grpc_metrics;

@@ -12,6 +12,12 @@
 //! max_open_shards = 256
 //! enable_faults = false
 //! drain_grace_ms = 500
+//! catalog = "/etc/tandem/catalog.toml"  # leaders and followers; none: all standalone
+//! catalog_poll_ms = 1000
+//! commit_interval_ms = 250        # longest an acknowledged write waits to be searchable
+//! max_lag_ms = 5000               # a follower further behind stops serving searches
+//! request_id_window_secs = 3600   # how long a request_id is remembered
+//! log_retention_secs = 3600       # how long log records are kept once indexed
 //! ```
 //! The admin token (needed with `enable_faults`) comes from `--admin-token`
 //! or the `TANDEM_ADMIN_TOKEN` environment variable, never from the file.
@@ -47,6 +53,18 @@ pub struct NodeConfig {
     pub drain_grace_ms: u64,
     /// JSON log lines.
     pub json_logs: bool,
+    /// The catalog file naming shard leaders and followers.
+    pub catalog: Option<PathBuf>,
+    /// How often the catalog file is re-read.
+    pub catalog_poll_ms: u64,
+    /// Longest an acknowledged write waits to become searchable.
+    pub commit_interval_ms: u64,
+    /// A follower further behind than this reports NOT_SERVING.
+    pub max_lag_ms: u64,
+    /// How long a write's request_id is remembered.
+    pub request_id_window_secs: u64,
+    /// How long operation-log records are kept once in the index.
+    pub log_retention_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +81,12 @@ impl Default for NodeConfig {
             enable_faults: false,
             drain_grace_ms: 500,
             json_logs: false,
+            catalog: None,
+            catalog_poll_ms: 1000,
+            commit_interval_ms: 250,
+            max_lag_ms: 5000,
+            request_id_window_secs: 3600,
+            log_retention_secs: 3600,
         }
     }
 }

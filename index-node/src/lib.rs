@@ -2,8 +2,11 @@
 //! `tandem.v1.IndexNode` gRPC API.
 //!
 //! Reading order: [`schema`] (what a document is), [`query`] (how a request
-//! becomes a tantivy query), [`shard`] (one tenant shard: search and
-//! ingest), [`registry`] (thousands of shards with a bounded set open),
+//! becomes a tantivy query), [`shard`] (one tenant shard: search, apply,
+//! commit, digest), [`oplog`] (the shard's operation log), [`writer`] (group
+//! commit: log, acknowledge, index), [`registry`] (thousands of shards with
+//! a bounded set open), [`roles`] (leader or follower, from the catalog),
+//! [`leader`] (who may write; serving pulls), [`follower`] (pulling),
 //! [`pool`] (bounded CPU pool that sheds load), [`service`] (the gRPC
 //! surface), [`node`] (wiring a process together).
 //!
@@ -11,10 +14,15 @@
 //! which node to ask.
 
 pub mod config;
+pub mod follower;
+pub mod leader;
 pub mod node;
+pub mod oplog;
 pub mod pool;
 pub mod query;
 pub mod registry;
+pub mod roles;
 pub mod schema;
 pub mod service;
 pub mod shard;
+pub mod writer;

@@ -66,6 +66,19 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_grace_ms: Option<u64>,
+    /// Catalog file naming each shard's leader and followers.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog: Option<PathBuf>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog_poll_ms: Option<u64>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_interval_ms: Option<u64>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_lag_ms: Option<u64>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]

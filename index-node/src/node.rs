@@ -12,7 +12,9 @@ use tonic::service::RoutesBuilder;
 use crate::config::NodeConfig;
 use crate::pool::SearchPool;
 use crate::registry::ShardRegistry;
+use crate::roles::Roles;
 use crate::service::{IndexService, Limits};
+use crate::writer::WriterConfig;
 
 /// Largest gRPC message accepted: above the batch limit, so that an
 /// oversized batch gets our clear INVALID_ARGUMENT rather than a transport
@@ -31,6 +33,11 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
         &config.data_dir,
         config.max_open_shards,
         health.clone(),
+        WriterConfig {
+            commit_interval: Duration::from_millis(config.commit_interval_ms.max(1)),
+            request_id_window: Duration::from_secs(config.request_id_window_secs),
+            log_retention: Duration::from_secs(config.log_retention_secs),
+        },
     ));
     let found = tokio::task::spawn_blocking({
         let registry = registry.clone();
@@ -38,11 +45,26 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
     })
     .await??;
     tracing::info!(shards = found, data_dir = %config.data_dir.display(), "shards found");
+    let roles = Roles::new(
+        config.node_id.clone(),
+        config.region.clone(),
+        config.catalog.clone(),
+        registry.clone(),
+        Duration::from_millis(config.max_lag_ms),
+    )?;
+    // Leaders replay their logs before the node listens.
+    roles.clone().reconcile().await?;
+    tokio::spawn(
+        roles
+            .clone()
+            .run(Duration::from_millis(config.catalog_poll_ms.max(10))),
+    );
 
     let faults = FaultRegistry::new();
     let service = IndexService::new(
         config.node_id.clone(),
         registry.clone(),
+        roles,
         SearchPool::new(config.workers(), config.search_queue),
         faults.clone(),
         Limits::default(),

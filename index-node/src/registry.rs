@@ -20,6 +20,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::shard::{Shard, ShardKey};
+use crate::writer::{self, WriterConfig, WriterHandle};
 
 /// How long a failed shard is left alone before the next open attempt.
 pub const REOPEN_AFTER: Duration = Duration::from_secs(2);
@@ -68,6 +69,14 @@ pub struct ShardRegistry {
     open: Cache<ShardKey, Arc<Shard>>,
     known: DashMap<ShardKey, Known>,
     write_locks: DashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>,
+    /// Shards with a running writer: kept open (outside the cache) for as
+    /// long as the node runs, so that searches see the writer's commits.
+    writers: DashMap<ShardKey, WriterHandle>,
+    /// Serialises the start of writers.
+    writer_start: std::sync::Mutex<()>,
+    writer_config: WriterConfig,
+    /// Shards reported NOT_SERVING for lag or bootstrap (not failures).
+    held_back: DashMap<ShardKey, ()>,
     health: HealthReporter,
     runtime: tokio::runtime::Handle,
 }
@@ -75,12 +84,21 @@ pub struct ShardRegistry {
 impl ShardRegistry {
     /// A registry over `data_dir` keeping at most `max_open` shards open.
     /// Must be created inside the tokio runtime (health updates use it).
-    pub fn new(data_dir: &Path, max_open: u64, health: HealthReporter) -> Self {
+    pub fn new(
+        data_dir: &Path,
+        max_open: u64,
+        health: HealthReporter,
+        writer_config: WriterConfig,
+    ) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),
             open: Cache::builder().max_capacity(max_open.max(1)).build(),
             known: DashMap::new(),
             write_locks: DashMap::new(),
+            writers: DashMap::new(),
+            writer_start: std::sync::Mutex::new(()),
+            writer_config,
+            held_back: DashMap::new(),
             health,
             runtime: tokio::runtime::Handle::current(),
         }
@@ -121,6 +139,9 @@ impl ShardRegistry {
 
     /// The open shard for `key`, opening it if needed (blocking).
     pub fn get(&self, key: &ShardKey) -> Result<Arc<Shard>, ShardError> {
+        if let Some(w) = self.writers.get(key) {
+            return Ok(w.shard.clone());
+        }
         if let Some(shard) = self.open.get(key) {
             metrics::counter!("index_searcher_cache_total", "result" => "hit").increment(1);
             return Ok(shard);
@@ -147,7 +168,9 @@ impl ShardRegistry {
                 if matches!(state, Known::Failed { .. }) {
                     tracing::info!(shard = %key, "shard recovered");
                     self.known.insert(key.clone(), Known::Healthy);
-                    self.set_health(key, ServingStatus::Serving);
+                    if !self.is_held_back(key) {
+                        self.set_health(key, ServingStatus::Serving);
+                    }
                 }
                 metrics::gauge!("index_open_shards").set(self.open.entry_count() as f64);
                 Ok(shard)
@@ -173,7 +196,79 @@ impl ShardRegistry {
 
     /// The shard if it is open right now; never opens one.
     pub fn peek(&self, key: &ShardKey) -> Option<Arc<Shard>> {
+        if let Some(w) = self.writers.get(key) {
+            return Some(w.shard.clone());
+        }
         self.open.get(key)
+    }
+
+    /// The shard's writer, started (log opened and replayed) if it is not
+    /// running yet. Blocking; must run on a thread of the node's runtime or
+    /// a blocking thread of it.
+    pub fn writer(&self, key: &ShardKey) -> Result<WriterHandle, ShardError> {
+        if let Some(w) = self.writers.get(key) {
+            return Ok(w.clone());
+        }
+        let _start = self.writer_start.lock().expect("writer start lock");
+        if let Some(w) = self.writers.get(key) {
+            return Ok(w.clone());
+        }
+        let shard = self.get(key)?;
+        let handle =
+            writer::start(shard, self.writer_config.clone(), &self.runtime).map_err(|e| {
+                ShardError::Internal {
+                    key: key.clone(),
+                    reason: format!("{e:#}"),
+                }
+            })?;
+        self.writers.insert(key.clone(), handle.clone());
+        self.open.invalidate(key);
+        Ok(handle)
+    }
+
+    /// [`ShardRegistry::writer`] from async code.
+    pub async fn writer_async(
+        self: &Arc<Self>,
+        key: &ShardKey,
+    ) -> Result<WriterHandle, ShardError> {
+        if let Some(w) = self.writers.get(key) {
+            return Ok(w.clone());
+        }
+        let (registry, key2) = (self.clone(), key.clone());
+        tokio::task::spawn_blocking(move || registry.writer(&key2))
+            .await
+            .map_err(|e| ShardError::Internal {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?
+    }
+
+    /// The shard's writer if it runs.
+    pub fn writer_if_started(&self, key: &ShardKey) -> Option<WriterHandle> {
+        self.writers.get(key).map(|w| w.clone())
+    }
+
+    /// Reports a healthy shard SERVING or (lagging, bootstrapping) not;
+    /// only changes are sent to the health service.
+    pub fn set_serving(&self, key: &ShardKey, serving: bool) {
+        let changed = if serving {
+            self.held_back.remove(key).is_some()
+        } else {
+            self.held_back.insert(key.clone(), ()).is_none()
+        };
+        if changed && matches!(self.known.get(key).map(|k| k.clone()), Some(Known::Healthy)) {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            self.set_health(key, status);
+        }
+    }
+
+    /// Whether the shard is held back from searches (lag, bootstrap).
+    pub fn is_held_back(&self, key: &ShardKey) -> bool {
+        self.held_back.contains_key(key)
     }
 
     /// Creates a shard, or returns the existing one if its language matches
@@ -209,7 +304,7 @@ impl ShardRegistry {
         Ok(shard)
     }
 
-    /// The lock that serialises ingest batches of one shard.
+    /// The lock that serialises creating a shard.
     pub fn write_lock(&self, key: &ShardKey) -> Arc<tokio::sync::Mutex<()>> {
         self.write_locks.entry(key.clone()).or_default().clone()
     }

@@ -4,20 +4,24 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tandem_catalog::ids::validate_tenant_id;
 use tandem_common::faults::FaultRegistry;
 use tandem_proto::v1::index_node_server::IndexNode;
 use tandem_proto::v1::{
     CreateShardRequest, IngestRequest, IngestResponse, ListShardsRequest, ListShardsResponse,
-    ShardHealth, ShardInfo, ShardRef, ShardSearchRequest, ShardSearchResponse,
+    ReadLogRequest, ReadLogResponse, ShardHealth, ShardInfo, ShardRef, ShardRole,
+    ShardSearchRequest, ShardSearchResponse,
 };
 use tonic::{Request, Response, Status};
 
+use crate::leader;
 use crate::pool::SearchPool;
 use crate::registry::{ShardError, ShardRegistry};
-use crate::shard::{IngestError, SearchError, SearchParams, ShardKey};
+use crate::roles::{Role, Roles};
+use crate::shard::{SearchError, SearchParams, ShardKey};
+use crate::writer::{Batch, WriteError};
 
 /// Limits on what one request may ask for.
 #[derive(Clone, Debug)]
@@ -36,8 +40,9 @@ pub struct Limits {
     pub max_batch_ops: usize,
     /// Largest batch, in bytes of document text.
     pub max_batch_bytes: usize,
-    /// Longest document id, in bytes.
-    pub max_id_bytes: usize,
+    /// Longest a search waits for `min_applied_seq` before answering
+    /// FAILED_PRECONDITION.
+    pub behind_wait: Duration,
 }
 
 impl Default for Limits {
@@ -50,7 +55,7 @@ impl Default for Limits {
             max_boosts: 1000,
             max_batch_ops: 10_000,
             max_batch_bytes: 32 * 1024 * 1024,
-            max_id_bytes: 512,
+            behind_wait: Duration::from_millis(200),
         }
     }
 }
@@ -63,6 +68,7 @@ pub const DEFAULT_TOP_K: u32 = 10;
 pub struct IndexService {
     node_id: String,
     registry: Arc<ShardRegistry>,
+    roles: Arc<Roles>,
     pool: SearchPool,
     faults: FaultRegistry,
     limits: Limits,
@@ -73,6 +79,7 @@ impl IndexService {
     pub fn new(
         node_id: String,
         registry: Arc<ShardRegistry>,
+        roles: Arc<Roles>,
         pool: SearchPool,
         faults: FaultRegistry,
         limits: Limits,
@@ -80,6 +87,7 @@ impl IndexService {
         Self {
             node_id,
             registry,
+            roles,
             pool,
             faults,
             limits,
@@ -152,19 +160,13 @@ impl IndexService {
 
     fn validate_batch(&self, req: &IngestRequest) -> Result<(), Status> {
         let l = &self.limits;
-        if req.seq == 0 {
-            return Err(Status::invalid_argument("batch seq must be > 0"));
-        }
-        let ops = req.upserts.len() + req.deletes.len();
-        if ops == 0 {
-            return Err(Status::invalid_argument("batch is empty"));
-        }
-        if ops > l.max_batch_ops {
-            return Err(Status::invalid_argument(format!(
-                "batch has {ops} operations; at most {} are allowed",
-                l.max_batch_ops
-            )));
-        }
+        tandem_common::documents::check_batch(
+            &req.upserts,
+            &req.deletes,
+            &req.request_id,
+            l.max_batch_ops,
+        )
+        .map_err(Status::invalid_argument)?;
         let bytes: usize = req
             .upserts
             .iter()
@@ -176,17 +178,39 @@ impl IndexService {
                 l.max_batch_bytes
             )));
         }
-        let ids = req.upserts.iter().map(|d| &d.id).chain(&req.deletes);
-        for id in ids {
-            if id.is_empty() || id.len() > l.max_id_bytes {
-                return Err(Status::invalid_argument(format!(
-                    "document ids must be 1..={} bytes (got {:?})",
-                    l.max_id_bytes,
-                    truncate(id, 40)
-                )));
-            }
-        }
         Ok(())
+    }
+
+    /// Waits (briefly) until the shard shows `min` for a search that needs
+    /// it; FAILED_PRECONDITION, marked as "behind", if it does not.
+    async fn await_applied(&self, key: &ShardKey, min: u64) -> Result<(), Status> {
+        let registry = self.registry.clone();
+        let k = key.clone();
+        let shard = tokio::task::spawn_blocking(move || registry.get(&k))
+            .await
+            .map_err(blocking_failed)??;
+        if shard.applied_seq() >= min {
+            return Ok(());
+        }
+        if let Some(writer) = self.registry.writer_if_started(key) {
+            writer.flush();
+        }
+        let mut watch = shard.watch_applied();
+        let waited =
+            tokio::time::timeout(self.limits.behind_wait, watch.wait_for(|seq| *seq >= min)).await;
+        if matches!(waited, Ok(Ok(_))) {
+            return Ok(());
+        }
+        metrics::counter!("index_search_behind_total").increment(1);
+        let mut status = Status::failed_precondition(format!(
+            "shard {key} on this node has applied {} < required {min}",
+            shard.applied_seq()
+        ));
+        status.metadata_mut().insert(
+            tandem_proto::REPLICA_BEHIND_KEY,
+            "1".parse().expect("ascii"),
+        );
+        Err(status)
     }
 }
 
@@ -232,6 +256,9 @@ impl IndexNode for IndexService {
         let key = shard_key(&req.tenant, req.shard)?;
         let params = self.search_params(&req)?;
         self.faults.check(&key.tenant, Some(key.shard)).await?;
+        if req.min_applied_seq > 0 {
+            self.await_applied(&key, req.min_applied_seq).await?;
+        }
         let registry = self.registry.clone();
         let started = Instant::now();
         let result = self
@@ -262,33 +289,62 @@ impl IndexNode for IndexService {
         let key = shard_key(&req.tenant, req.shard)?;
         self.validate_batch(&req)?;
         self.faults.check(&key.tenant, Some(key.shard)).await?;
-        let lock = self.registry.write_lock(&key);
-        // Owned guard: it must live as long as the blocking work even if the
-        // caller goes away, so that two batches never overlap on a shard.
-        let guard = lock.lock_owned().await;
-        let registry = self.registry.clone();
-        let outcome = tokio::task::spawn_blocking(move || -> Result<_, Status> {
-            let _guard = guard;
-            let shard = registry.get(&key)?;
-            shard
-                .ingest(req.seq, &req.upserts, &req.deletes)
-                .map_err(|e| match e {
-                    IngestError::Invalid(m) => Status::invalid_argument(m),
-                    IngestError::Index(i) => Status::internal(format!("shard {key}: {i}")),
-                })
-        })
-        .await
-        .map_err(blocking_failed)??;
-        if !outcome.duplicate {
-            metrics::counter!("index_docs_ingested_total").increment(u64::from(outcome.upserted));
-            metrics::counter!("index_docs_deleted_total").increment(u64::from(outcome.deleted));
+        let role = self.roles.role(&key);
+        let writer = self.registry.writer_async(&key).await?;
+        let standalone = role == Role::Standalone;
+        leader::check_write(&role, &writer, &req)?;
+        let written = writer
+            .write(Batch {
+                seq: req.seq,
+                epoch: req.epoch,
+                request_id: req.request_id,
+                upserts: req.upserts,
+                deletes: req.deletes,
+                visible: standalone,
+            })
+            .await
+            .map_err(|e| match e {
+                WriteError::Invalid(m) => Status::invalid_argument(m),
+                WriteError::Reused(_) => Status::already_exists(e.to_string()),
+                WriteError::Failed(m) => Status::internal(format!("shard {key}: {m}")),
+            })?;
+        if !written.duplicate {
+            metrics::counter!("index_docs_ingested_total").increment(u64::from(written.upserted));
+            metrics::counter!("index_docs_deleted_total").increment(u64::from(written.deleted));
         }
         Ok(Response::new(IngestResponse {
-            applied_seq: outcome.applied_seq,
-            duplicate: outcome.duplicate,
-            upserted: outcome.upserted,
-            deleted: outcome.deleted,
+            applied_seq: written.seq,
+            duplicate: written.duplicate,
+            upserted: written.upserted,
+            deleted: written.deleted,
+            epoch: written.epoch,
         }))
+    }
+
+    async fn read_log(
+        &self,
+        request: Request<ReadLogRequest>,
+    ) -> Result<Response<ReadLogResponse>, Status> {
+        let req = request.into_inner();
+        let key = shard_key(&req.tenant, req.shard)?;
+        self.faults.check(&key.tenant, Some(key.shard)).await?;
+        let role = self.roles.role(&key);
+        let writer = self.registry.writer_async(&key).await?;
+        let response = leader::read_log(&role, &writer, &req).await?;
+        let bytes: usize = response
+            .records
+            .iter()
+            .map(prost::Message::encoded_len)
+            .sum();
+        let cross = self
+            .roles
+            .region_of(&req.follower)
+            .is_some_and(|r| r != self.roles.region());
+        let labels = [("cross_region", if cross { "true" } else { "false" })];
+        metrics::counter!("index_replication_shipped_ops_total", &labels)
+            .increment(response.records.len() as u64);
+        metrics::counter!("index_replication_shipped_bytes_total", &labels).increment(bytes as u64);
+        Ok(Response::new(response))
     }
 
     async fn create_shard(
@@ -328,25 +384,40 @@ impl IndexNode for IndexService {
         let req = request.into_inner();
         let key = shard_key(&req.tenant, req.shard)?;
         let registry = self.registry.clone();
+        let digest = req.digest;
         let info = tokio::task::spawn_blocking(move || match registry.get(&key) {
-            Ok(shard) => Ok(info_of(&key, Some(&shard), None)),
+            Ok(shard) => {
+                let mut info = info_of(&key, Some(&shard), None);
+                if digest {
+                    let (seq, digest) = shard
+                        .digest()
+                        .map_err(|e| Status::internal(format!("shard {key}: {e}")))?;
+                    info.applied_seq = seq;
+                    info.digest = digest;
+                }
+                Ok(info)
+            }
             Err(ShardError::Failed { reason, .. }) => Ok(info_of(&key, None, Some(reason))),
             Err(e) => Err(Status::from(e)),
         })
         .await
         .map_err(blocking_failed)??;
-        Ok(Response::new(info))
+        Ok(Response::new(self.with_replication(info)))
     }
 
     async fn list_shards(
         &self,
-        _request: Request<ListShardsRequest>,
+        request: Request<ListShardsRequest>,
     ) -> Result<Response<ListShardsResponse>, Status> {
+        let not_serving_only = request.into_inner().not_serving_only;
         let registry = self.registry.clone();
-        let shards = tokio::task::spawn_blocking(move || {
+        let shards: Vec<ShardInfo> = tokio::task::spawn_blocking(move || {
             registry
                 .known()
                 .into_iter()
+                .filter(|(key, failed)| {
+                    !not_serving_only || failed.is_some() || registry.is_held_back(key)
+                })
                 .map(|(key, failed)| match (failed, registry.peek(&key)) {
                     (Some(reason), _) => info_of(&key, None, Some(reason)),
                     (None, Some(shard)) => info_of(&key, Some(&shard), None),
@@ -361,7 +432,46 @@ impl IndexNode for IndexService {
         })
         .await
         .map_err(blocking_failed)?;
+        let shards = shards
+            .into_iter()
+            .map(|info| self.with_replication(info))
+            .filter(|info| !not_serving_only || info.health != ShardHealth::Serving as i32)
+            .collect();
         Ok(Response::new(ListShardsResponse { shards }))
+    }
+}
+
+impl IndexService {
+    /// Adds role, epoch, log position, lag and the lag-derived health.
+    fn with_replication(&self, mut info: ShardInfo) -> ShardInfo {
+        let key = ShardKey {
+            tenant: info.tenant.clone(),
+            shard: info.shard,
+        };
+        let role = self.roles.role(&key);
+        let (role_code, epoch, leader) = match &role {
+            Role::Standalone => (ShardRole::Standalone, 0, String::new()),
+            Role::Leader { epoch } => (ShardRole::Leader, *epoch, self.node_id.clone()),
+            Role::Follower { leader, epoch } => {
+                (ShardRole::Follower, *epoch, leader.id.to_string())
+            }
+        };
+        info.role = role_code as i32;
+        info.epoch = epoch;
+        info.leader = leader;
+        if let Some(writer) = self.registry.writer_if_started(&key) {
+            info.log_seq = writer.log.tip().seq;
+            info.applied_seq = writer.shard.applied_seq();
+            info.epoch = info.epoch.max(writer.shard.stored_epoch());
+        }
+        if let Some(lag) = self.roles.lag(&key, info.applied_seq) {
+            info.lag_ops = lag.ops;
+            info.lag_millis = lag.millis;
+        }
+        if info.health == ShardHealth::Serving as i32 {
+            info.health = self.roles.health(&key, info.applied_seq) as i32;
+        }
+        info
     }
 }
 

@@ -11,10 +11,11 @@
 //! ```
 //! The applied sequence number is stored as the payload of tantivy's commit,
 //! so a batch's documents and its sequence number become durable together.
+//! Batches reach the index through the shard's writer ([`crate::writer`]),
+//! which logs them first; this module only applies and commits them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -23,12 +24,16 @@ use tandem_proto::v1::{Document, Hit};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::schema::{IndexRecordOption, TantivyDocument, Value};
 use tantivy::snippet::SnippetGenerator;
-use tantivy::{DocAddress, DocId, Index, IndexReader, ReloadPolicy, Score, SegmentReader, Term};
+use tantivy::{
+    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, Term,
+};
+use tokio::sync::watch;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::query::{build_query, QueryError};
 use crate::schema::{build_schema, register_tokenizers, Fields};
 
-/// Memory budget of the short-lived writer that applies one batch.
+/// Memory budget of a shard's index writer.
 const WRITER_MEMORY_BYTES: usize = 32 * 1024 * 1024;
 /// Characters of body text in a snippet.
 const SNIPPET_CHARS: usize = 160;
@@ -69,6 +74,10 @@ impl std::fmt::Display for ShardKey {
 pub struct ShardMeta {
     /// ISO 639-1 language code choosing the stemmer ("" = none).
     pub language: String,
+    /// Highest leader epoch this replica has seen (0: none). Kept on disk so
+    /// that a restarted deposed leader still refuses the old epoch.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A search against one shard, already validated.
@@ -103,38 +112,22 @@ pub struct ShardHits {
     pub applied_seq: u64,
 }
 
-/// Why an ingest batch was refused (INVALID_ARGUMENT) or failed.
+/// A malformed document (INVALID_ARGUMENT); nothing of its batch is applied.
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// The batch is malformed; nothing was applied.
-    #[error("{0}")]
-    Invalid(String),
-    /// The index failed; nothing was applied.
-    #[error("index error: {0}")]
-    Index(#[from] tantivy::TantivyError),
-}
-
-/// Outcome of an applied (or re-delivered) batch.
-#[derive(Debug, PartialEq, Eq)]
-pub struct IngestOutcome {
-    /// Applied sequence number after the batch.
-    pub applied_seq: u64,
-    /// The batch had been applied before; nothing changed.
-    pub duplicate: bool,
-    /// Documents written.
-    pub upserted: u32,
-    /// Delete operations applied.
-    pub deleted: u32,
-}
+#[error("{0}")]
+pub struct InvalidDocument(pub String);
 
 /// An open shard.
 pub struct Shard {
     key: ShardKey,
+    shard_dir: PathBuf,
     meta: ShardMeta,
     index: Index,
     reader: IndexReader,
     fields: Fields,
-    applied_seq: AtomicU64,
+    meta_lock: std::sync::Mutex<()>,
+    /// Sequence number of the last commit, which searches see.
+    visible: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -152,6 +145,7 @@ impl Shard {
             .with_context(|| format!("cannot create {}", index_dir.display()))?;
         let meta = ShardMeta {
             language: language.to_string(),
+            epoch: 0,
         };
         Index::create_in_dir(&index_dir, build_schema(language))
             .with_context(|| format!("cannot create index in {}", index_dir.display()))?;
@@ -164,12 +158,7 @@ impl Shard {
     /// Opens an existing shard.
     pub fn open(data_dir: &Path, key: ShardKey) -> anyhow::Result<Self> {
         let dir = key.dir(data_dir);
-        let meta_path = dir.join(META_FILE);
-        let meta: ShardMeta = serde_json::from_slice(
-            &std::fs::read(&meta_path)
-                .with_context(|| format!("cannot read {}", meta_path.display()))?,
-        )
-        .with_context(|| format!("corrupt {}", meta_path.display()))?;
+        let meta = read_meta(&dir)?;
         let index = Index::open_in_dir(dir.join("index"))
             .with_context(|| format!("cannot open index of shard {key}"))?;
         register_tokenizers(&index, &meta.language);
@@ -182,13 +171,39 @@ impl Shard {
             .try_into()
             .with_context(|| format!("cannot open a reader on shard {key}"))?;
         Ok(Self {
+            shard_dir: dir.clone(),
             key,
             meta,
             index,
             reader,
             fields,
-            applied_seq: AtomicU64::new(applied_seq),
+            meta_lock: std::sync::Mutex::new(()),
+            visible: watch::Sender::new(applied_seq),
         })
+    }
+
+    /// The highest leader epoch this replica has seen, as stored.
+    pub fn stored_epoch(&self) -> u64 {
+        let _guard = self.meta_lock.lock().expect("meta lock");
+        read_meta(&self.shard_dir).map_or(self.meta.epoch, |m| m.epoch)
+    }
+
+    /// Stores `epoch` if it is above the stored one (blocking; fsynced).
+    /// Returns the stored epoch afterwards.
+    pub fn raise_epoch(&self, epoch: u64) -> anyhow::Result<u64> {
+        let _guard = self.meta_lock.lock().expect("meta lock");
+        let dir = &self.shard_dir;
+        let mut meta = read_meta(dir)?;
+        if epoch <= meta.epoch {
+            return Ok(meta.epoch);
+        }
+        meta.epoch = epoch;
+        let tmp = dir.join(format!("{META_FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec(&meta)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(META_FILE))?;
+        Ok(epoch)
     }
 
     /// The shard's key.
@@ -201,9 +216,115 @@ impl Shard {
         &self.meta.language
     }
 
-    /// Sequence number of the last applied batch (0: none).
+    /// Sequence number of the last batch searches see (0: none).
     pub fn applied_seq(&self) -> u64 {
-        self.applied_seq.load(Ordering::Acquire)
+        *self.visible.borrow()
+    }
+
+    /// Follows [`Shard::applied_seq`] (searches that need a sequence wait
+    /// on it).
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.visible.subscribe()
+    }
+
+    /// The shard's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shard_dir
+    }
+
+    /// A writer for the shard's index (one at a time: tantivy's lock).
+    pub fn index_writer(&self) -> tantivy::Result<IndexWriter> {
+        self.index
+            .writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY_BYTES)
+    }
+
+    /// Adds one batch to `writer` (uncommitted): deletes, then upserts, each
+    /// upsert replacing any document with its id.
+    pub fn apply(
+        &self,
+        writer: &mut IndexWriter,
+        upserts: &[Document],
+        deletes: &[String],
+    ) -> Result<(), ApplyError> {
+        let docs = upserts
+            .iter()
+            .map(|d| self.to_tantivy_doc(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        for id in deletes {
+            writer.delete_term(Term::from_field_text(self.fields.id, id));
+        }
+        for (doc, source) in docs.into_iter().zip(upserts) {
+            writer.delete_term(Term::from_field_text(self.fields.id, &source.id));
+            writer.add_document(doc)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one batch and commits it at once, bypassing the operation
+    /// log: for building a shard offline (benchmarks, tests), never for a
+    /// shard a node serves writes for.
+    pub fn load_batch(
+        &self,
+        seq: u64,
+        upserts: &[Document],
+        deletes: &[String],
+    ) -> Result<(), ApplyError> {
+        let mut writer = self.index_writer()?;
+        self.apply(&mut writer, upserts, deletes)?;
+        self.commit(&mut writer, seq)?;
+        writer.wait_merging_threads()?;
+        Ok(())
+    }
+
+    /// Commits `writer` with `seq` as the applied sequence number and makes
+    /// it visible to searches.
+    pub fn commit(&self, writer: &mut IndexWriter, seq: u64) -> tantivy::Result<()> {
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&seq.to_string());
+        prepared.commit()?;
+        self.reader.reload()?;
+        self.visible.send_replace(seq);
+        Ok(())
+    }
+
+    /// Order-independent hash over `(id, content hash)` of every live
+    /// document, as 16 hex digits: two replicas at the same applied
+    /// sequence have equal digests exactly when they hold the same
+    /// documents. Reads every stored document (blocking).
+    pub fn digest(&self) -> tantivy::Result<(u64, String)> {
+        let searcher = self.reader.searcher();
+        let seq = self.applied_seq();
+        let mut sum = 0u64;
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            for doc_id in segment.doc_ids_alive() {
+                let doc: TantivyDocument = searcher.doc(DocAddress::new(ord as u32, doc_id))?;
+                sum = sum.wrapping_add(self.document_hash(&doc));
+            }
+        }
+        Ok((seq, format!("{sum:016x}")))
+    }
+
+    fn document_hash(&self, doc: &TantivyDocument) -> u64 {
+        let text = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut content = Xxh3::new();
+        for field in [self.fields.title, self.fields.body, self.fields.url] {
+            content.update(text(field).as_bytes());
+            content.update(&[0]);
+        }
+        if let Some(attrs) = doc.get_first(self.fields.attrs) {
+            let value: tantivy::schema::document::OwnedValue = attrs.into();
+            content.update(serde_json::to_string(&value).unwrap_or_default().as_bytes());
+        }
+        let mut pair = Xxh3::new();
+        pair.update(text(self.fields.id).as_bytes());
+        pair.update(&[0]);
+        pair.update(&content.digest().to_le_bytes());
+        pair.digest()
     }
 
     /// Searchable documents and segments.
@@ -299,60 +420,8 @@ impl Shard {
         }
     }
 
-    /// Applies one batch atomically and durably: deletes, then upserts, then
-    /// a commit carrying `seq`. A batch with `seq <= applied_seq` is a
-    /// re-delivery and changes nothing. Callers serialise batches per shard.
-    pub fn ingest(
-        &self,
-        seq: u64,
-        upserts: &[Document],
-        deletes: &[String],
-    ) -> Result<IngestOutcome, IngestError> {
-        // Re-read from disk: the committed payload is the truth even if this
-        // in-memory shard was evicted and reopened meanwhile.
-        let applied =
-            read_applied_seq(&self.index).map_err(|e| IngestError::Invalid(e.to_string()))?;
-        if seq <= applied {
-            return Ok(IngestOutcome {
-                applied_seq: applied,
-                duplicate: true,
-                upserted: 0,
-                deleted: 0,
-            });
-        }
-        // Parse everything before touching the index: a bad document must
-        // leave the shard exactly as it was.
-        let docs = upserts
-            .iter()
-            .map(|d| self.to_tantivy_doc(d))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut writer = self
-            .index
-            .writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY_BYTES)?;
-        for id in deletes {
-            writer.delete_term(Term::from_field_text(self.fields.id, id));
-        }
-        for (doc, source) in docs.into_iter().zip(upserts) {
-            writer.delete_term(Term::from_field_text(self.fields.id, &source.id));
-            writer.add_document(doc)?;
-        }
-        let mut prepared = writer.prepare_commit()?;
-        prepared.set_payload(&seq.to_string());
-        prepared.commit()?;
-        // Let merges of the small per-batch segments finish before the
-        // writer (and its lock) goes away.
-        writer.wait_merging_threads()?;
-        self.applied_seq.store(seq, Ordering::Release);
-        self.reader.reload()?;
-        Ok(IngestOutcome {
-            applied_seq: seq,
-            duplicate: false,
-            upserted: upserts.len() as u32,
-            deleted: deletes.len() as u32,
-        })
-    }
-
-    fn to_tantivy_doc(&self, d: &Document) -> Result<TantivyDocument, IngestError> {
+    /// The tantivy document for `d`; INVALID for malformed attrs JSON.
+    pub fn to_tantivy_doc(&self, d: &Document) -> Result<TantivyDocument, InvalidDocument> {
         let mut doc = TantivyDocument::default();
         doc.add_text(self.fields.id, &d.id);
         doc.add_text(self.fields.title, &d.title);
@@ -361,7 +430,7 @@ impl Shard {
         if !d.attrs_json.trim().is_empty() {
             let attrs: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(&d.attrs_json).map_err(|e| {
-                    IngestError::Invalid(format!(
+                    InvalidDocument(format!(
                         "document {:?}: attrs_json is not a JSON object: {e}",
                         d.id
                     ))
@@ -372,6 +441,17 @@ impl Shard {
         }
         Ok(doc)
     }
+}
+
+/// Why a batch could not be added to the index.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A document is malformed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidDocument),
+    /// The index failed.
+    #[error("index error: {0}")]
+    Index(#[from] tantivy::TantivyError),
 }
 
 /// Why a search failed.
@@ -410,6 +490,13 @@ fn segment_boosts(
         }
     }
     per_doc
+}
+
+fn read_meta(dir: &Path) -> anyhow::Result<ShardMeta> {
+    let meta_path = dir.join(META_FILE);
+    let bytes = std::fs::read(&meta_path)
+        .with_context(|| format!("cannot read {}", meta_path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("corrupt {}", meta_path.display()))
 }
 
 fn read_applied_seq(index: &Index) -> anyhow::Result<u64> {

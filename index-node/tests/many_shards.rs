@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tandem_index_node::registry::ShardRegistry;
 use tandem_index_node::shard::{SearchParams, ShardKey};
+use tandem_index_node::writer::WriterConfig;
 use tandem_proto::v1::Document;
 
 const TENANTS: u32 = 1_200;
@@ -25,7 +26,12 @@ async fn a_node_hosts_1200_shards_with_bounded_open_files() {
         false => tempfile::tempdir().unwrap(),
     };
     let (health, _service) = tonic_health::server::health_reporter();
-    let registry = Arc::new(ShardRegistry::new(dir.path(), MAX_OPEN, health));
+    let registry = Arc::new(ShardRegistry::new(
+        dir.path(),
+        MAX_OPEN,
+        health,
+        WriterConfig::default(),
+    ));
     let fds_before = open_fds();
 
     let reg = registry.clone();
@@ -47,7 +53,9 @@ async fn a_node_hosts_1200_shards_with_bounded_open_files() {
                 body: format!("unique{t} common words"),
                 ..Default::default()
             };
-            shard.ingest(1, &[doc], &[]).unwrap();
+            // Straight into the index: this test is about the cache of
+            // open shards, not the write pipeline (whose shards stay open).
+            shard.load_batch(1, &[doc], &[]).unwrap();
         }
         // Every tenant answers with its own document, in two passes so the
         // cache has to evict and reopen.

@@ -31,7 +31,7 @@ fn equal_scores_come_in_id_order_after_better_scores() {
         doc("doc-best", "tar tar archive"),
         doc("doc-a", "tar archive"),
     ];
-    shard.ingest(1, &docs, &[]).unwrap();
+    shard.load_batch(1, &docs, &[]).unwrap();
 
     let params = SearchParams {
         query: "tar".into(),

@@ -20,6 +20,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// to another router. Value: `"1"`.
 pub const REPLICAS_EXHAUSTED_KEY: &str = "tandem-replicas-exhausted";
 
+/// Metadata key an index-node puts on the FAILED_PRECONDITION of a search
+/// whose `min_applied_seq` it has not reached: the replica is merely behind
+/// (not failing), so a router tries another replica without counting it as
+/// a failure. Value: `"1"`.
+pub const REPLICA_BEHIND_KEY: &str = "tandem-replica-behind";
+
 /// Paths of the unary methods the router calls without generated clients
 /// (one frame each way; see `tandem_common::unary`). They follow the gRPC
 /// rule `/<package>.<Service>/<Method>`.

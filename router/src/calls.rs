@@ -40,6 +40,24 @@ impl CallContext {
         }
     }
 
+    /// The context of a public call: its deadline (`grpc-timeout`, else the
+    /// configured default, capped) and its request id (`x-request-id`).
+    pub fn of_call(metadata: &MetadataMap, config: &crate::config::RouterConfig) -> Self {
+        use crate::config::ms;
+        Self::new(
+            crate::deadline::deadline_for(
+                metadata,
+                ms(config.default_timeout_ms),
+                ms(config.max_timeout_ms),
+            ),
+            metadata
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+
     /// A downstream request carrying `message`, this call's request id, and
     /// `timeout` as its `grpc-timeout`.
     pub fn request<T>(&self, message: T, timeout: Duration) -> Request<T> {

@@ -323,6 +323,7 @@ impl Resilience {
         Event::Failed {
             index,
             retryable: verdict.retryable,
+            free: verdict.free,
         }
     }
 

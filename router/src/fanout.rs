@@ -71,6 +71,7 @@ pub async fn search(
 ) -> Result<SearchResponse, Status> {
     let page = Page::of(req);
     let lone = map.shards.len() == 1;
+    let min_seq = min_applied(map, req)?;
     let mut response = SearchResponse::default();
     let mut route = Route::default();
     let boosts = model_boosts(state, map, req, ctx, &mut route, &mut response.degraded).await;
@@ -86,8 +87,14 @@ pub async fn search(
         boosts,
         no_snippets: !lone,
         ids: Vec::new(),
+        min_applied_seq: 0,
     };
-    let outcomes = call_shards(state, map, ctx, map.shards.iter().map(|s| (s, ask.clone()))).await;
+    let asks = map.shards.iter().map(|s| {
+        let mut ask = ask.clone();
+        ask.min_applied_seq = min_seq.get(s.shard as usize).copied().unwrap_or(0);
+        (s, ask)
+    });
+    let outcomes = call_shards(state, map, ctx, asks).await;
     let mut hits = Vec::new();
     for (replicas, outcome) in map.shards.iter().zip(outcomes) {
         route.fallback |= outcome.fallback;
@@ -113,7 +120,16 @@ pub async fn search(
 
     if !lone {
         hits = merge(hits, page);
-        fill_snippets(state, map, req, ctx, &mut hits, &mut response.degraded).await;
+        fill_snippets(
+            state,
+            map,
+            req,
+            ctx,
+            &min_seq,
+            &mut hits,
+            &mut response.degraded,
+        )
+        .await;
     }
     response.hits = hits;
     response.route = Some(route);
@@ -200,6 +216,15 @@ async fn call_shards<'a>(
     futures::future::join_all(calls).await
 }
 
+/// The sequence number each shard's replica must have applied for this
+/// search (index = shard; empty: no requirement), from its consistency token.
+fn min_applied(map: &ReplicaMap, req: &SearchRequest) -> Result<Vec<u64>, Status> {
+    if req.consistency_token.is_empty() {
+        return Ok(Vec::new());
+    }
+    crate::token::requirements(&req.consistency_token, &map.tenant)
+}
+
 /// Step 3: the hits of several shards in the answer's order (score
 /// descending, then shard, then id), cut to the page.
 fn merge(mut hits: Vec<Hit>, page: Page) -> Vec<Hit> {
@@ -217,11 +242,13 @@ fn merge(mut hits: Vec<Hit>, page: Page) -> Vec<Hit> {
 
 /// Step 4: snippets for the page's hits, one restricted search per shard
 /// that has hits on the page.
+#[allow(clippy::too_many_arguments)]
 async fn fill_snippets(
     state: &RouterState,
     map: &ReplicaMap,
     req: &SearchRequest,
     ctx: &CallContext,
+    min_seq: &[u64],
     hits: &mut [Hit],
     degraded: &mut Vec<String>,
 ) {
@@ -241,6 +268,7 @@ async fn fill_snippets(
             top_k: ids.len() as u32,
             strict: req.strict,
             ids,
+            min_applied_seq: min_seq.get(replicas.shard as usize).copied().unwrap_or(0),
             ..ShardSearchRequest::default()
         };
         Some((replicas, message))

@@ -19,6 +19,8 @@
 //!
 //! The serving layer carries a query through them:
 //!
+//! - [`documents`]: the public `tandem.v1.Documents` API: writes to the
+//!   shards' leaders; [`token`]: the consistency token a write returns;
 //! - [`service`]: the public `tandem.v1.Search` API: what a call means
 //!   (deadline, auth, dial); [`method`]: each method's limits, validation,
 //!   and how it is served and forwarded;
@@ -42,6 +44,7 @@ pub mod channels;
 pub mod config;
 pub mod deadline;
 pub mod dial;
+pub mod documents;
 pub mod endpoint_stats;
 pub mod fallback;
 pub mod fanout;
@@ -56,6 +59,7 @@ pub mod request_metrics;
 pub mod retry;
 pub mod service;
 pub mod state;
+pub mod token;
 pub mod watch;
 
 /// A concurrent map keyed by catalog ids (node, router, tenant x shard),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
+use tandem_proto::v1::documents_server::DocumentsServer;
 use tandem_proto::v1::router_admin_server::RouterAdminServer;
 use tandem_proto::v1::search_server::SearchServer;
 use tonic::service::RoutesBuilder;
@@ -13,6 +14,7 @@ use tonic::service::RoutesBuilder;
 use crate::admin::AdminService;
 use crate::catalog::Catalog;
 use crate::config::{ms, RouterConfig};
+use crate::documents::DocumentsService;
 use crate::probe::probe_round;
 use crate::service::SearchService;
 use crate::state::RouterState;
@@ -37,6 +39,7 @@ pub async fn run(config: RouterConfig, admin_token: Option<String>) -> anyhow::R
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
     routes.add_service(SearchServer::new(SearchService::new(state.clone())));
+    routes.add_service(DocumentsServer::new(DocumentsService::new(state.clone())));
     match admin_token.filter(|t| !t.is_empty()) {
         Some(token) => {
             routes.add_service(RouterAdminServer::new(AdminService::new(

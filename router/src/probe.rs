@@ -13,13 +13,20 @@
 //!   name (`tandem.index/<tenant>/<shard>`, `tandem.model/<tenant>`), so a
 //!   tenant whose index failed comes back as soon as it serves again;
 //! - the paired region's routers are checked, so that the traffic dial only
-//!   forwards to a router that answers.
+//!   forwards to a router that answers;
+//! - every index node is asked which of its shards are not serving
+//!   (`ListShards` with `not_serving_only`: followers lagging beyond the
+//!   node's bound, or bootstrapping), and those node x tenant-shard pairs are
+//!   ejected before any search is sent there; the per-pair check above
+//!   re-admits them once they serve again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::IdMap;
 use tandem_common::channel::resend_if_refused;
+use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_proto::v1::ListShardsRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -100,6 +107,24 @@ pub async fn probe_round(
             let result = check(channel, &service, timeout).await;
             (node, pair, result)
         });
+    let held_back = catalog
+        .nodes()
+        .filter(|n| n.kind == NodeKind::Index && &*n.id != own_id)
+        .filter_map(|n| Some((n.clone(), resilience.channels.get(n).ok()?)))
+        .map(|(node, channel)| async move { (node, not_serving(channel, timeout).await) });
+    for (node, shards) in futures::future::join_all(held_back).await {
+        for (tenant, shard) in shards {
+            let key = ShardKey {
+                node: node.id.clone(),
+                tenant: tenant.as_str().into(),
+                shard,
+            };
+            let t = resilience
+                .shards
+                .record_probe(&key, ProbeResult::NotServing);
+            outlier::report(t, "probe", &node.id, (&key.tenant, key.shard), Scope::Shard);
+        }
+    }
     for (node, pair, result) in futures::future::join_all(checks).await {
         match (pair, node.kind) {
             (Some(key), _) => {
@@ -112,6 +137,28 @@ pub async fn probe_round(
                 outlier::report(t, "probe", &node.id, ("", 0), Scope::Node);
             }
         }
+    }
+}
+
+/// The (tenant, shard) pairs an index node says are not serving; none if
+/// it does not answer (its node-level probe deals with that).
+async fn not_serving(
+    channel: crate::channels::NodeChannel,
+    timeout: Duration,
+) -> Vec<(String, u32)> {
+    let mut request = tonic::Request::new(ListShardsRequest {
+        not_serving_only: true,
+    });
+    request.set_timeout(timeout);
+    let mut client = IndexNodeClient::new(channel);
+    match tokio::time::timeout(timeout, client.list_shards(request)).await {
+        Ok(Ok(response)) => response
+            .into_inner()
+            .shards
+            .into_iter()
+            .map(|s| (s.tenant, s.shard))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

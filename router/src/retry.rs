@@ -26,6 +26,7 @@
 //! | DEADLINE_EXCEEDED with caller time left | yes | shard | the node enforced the per-try deadline we sent: slow for this call, not dead |
 //! | router's per-try timer | yes | node | the node said nothing at all within the per-try timeout (hung) |
 //! | lost a hedge race | (already answered) | node | silent past its hedging delay (about its p95) *and* past another replica's whole answer: a timeout in all but name. Three in a row eject a frozen node within a few queries; a live node's next SERVING probe re-admits it |
+//! | FAILED_PRECONDITION marked `tandem-replica-behind` | yes, free of budget | none | the replica has not applied the caller's consistency token yet: not a failure; the next replica (ending at the leader) has |
 //! | FAILED_PRECONDITION | yes | shard | the shard is not in a servable state on this node (NOT_SERVING) |
 //! | NOT_FOUND | yes | shard | this node lacks the shard the catalog says it has (still bootstrapping, wiped disk); another replica has it. The router's own "unknown tenant" NOT_FOUND never reaches here |
 //! | INTERNAL, UNKNOWN, DATA_LOSS | yes | shard | a bug or corruption hit this shard on this node; reads are idempotent so trying another copy is safe |
@@ -82,6 +83,10 @@ pub enum HealthSignal {
 pub struct Verdict {
     /// Try the next replica (if the budget allows).
     pub retryable: bool,
+    /// The next replica is tried without paying from the retry budget: the
+    /// attempt did not fail, the replica is merely behind a consistency
+    /// token's sequence number.
+    pub free: bool,
     /// Whom to blame.
     pub signal: HealthSignal,
     /// A short label for metrics and logs (`fallbacks_total{reason=...}`).
@@ -92,6 +97,7 @@ impl Verdict {
     fn retry(signal: HealthSignal, reason: &'static str) -> Verdict {
         Verdict {
             retryable: true,
+            free: false,
             signal,
             reason,
         }
@@ -100,6 +106,7 @@ impl Verdict {
     fn stop(signal: HealthSignal, reason: &'static str) -> Verdict {
         Verdict {
             retryable: false,
+            free: false,
             signal,
             reason,
         }
@@ -153,6 +160,16 @@ pub fn classify(failure: AttemptFailure<'_>, caller: CallerState) -> Verdict {
             _ => Verdict::retry(NodeFailure, "transport"),
         };
     }
+    if status.code() == Code::FailedPrecondition
+        && status
+            .metadata()
+            .contains_key(tandem_proto::REPLICA_BEHIND_KEY)
+    {
+        return Verdict {
+            free: true,
+            ..Verdict::retry(Neutral, "replica_behind")
+        };
+    }
     match status.code() {
         // `Ok` is not a failure; if it is passed anyway, call it healthy and
         // do not retry rather than panic.
@@ -188,6 +205,21 @@ mod tests {
         let status = Status::from_error(err);
         assert!(is_client_side(&status));
         classify(AttemptFailure::Status(&status), LIVE)
+    }
+
+    #[test]
+    fn a_replica_behind_the_token_is_tried_past_for_free() {
+        let mut status = Status::failed_precondition("behind");
+        status
+            .metadata_mut()
+            .insert(tandem_proto::REPLICA_BEHIND_KEY, "1".parse().unwrap());
+        let v = classify(AttemptFailure::Status(&status), LIVE);
+        assert!(v.retryable && v.free);
+        assert_eq!(
+            (v.signal, v.reason),
+            (HealthSignal::Neutral, "replica_behind")
+        );
+        assert!(!server(Code::FailedPrecondition).free);
     }
 
     #[test]

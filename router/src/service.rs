@@ -9,7 +9,6 @@ use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
 use tandem_proto::v1::search_server::Search;
 use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
 use tonic::metadata::MetadataMap;
@@ -17,8 +16,6 @@ use tonic::{Request, Response, Status};
 
 use crate::calls::CallContext;
 use crate::catalog::{is_valid_id, verify_key_hash, AuthOutcome, KeyCheck, KeyHash, Node};
-use crate::config::ms;
-use crate::deadline::deadline_for;
 use crate::dial::{decide, draw, Decision, DialFacts, FORWARDED_HEADER};
 use crate::forward::{self, Forwarded};
 use crate::method::{Answer, PublicMethod};
@@ -112,19 +109,7 @@ impl SearchService {
     }
 
     fn context(&self, metadata: &MetadataMap) -> CallContext {
-        let config = &self.state.config;
-        CallContext::new(
-            deadline_for(
-                metadata,
-                ms(config.default_timeout_ms),
-                ms(config.max_timeout_ms),
-            ),
-            metadata
-                .get(REQUEST_ID_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
-        )
+        CallContext::of_call(metadata, &self.state.config)
     }
 
     /// Serves one call of the public API: `metadata` are the caller's

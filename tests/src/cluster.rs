@@ -14,7 +14,7 @@ use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::router_admin_client::RouterAdminClient;
 use tandem_proto::v1::search_client::SearchClient;
 use tandem_proto::v1::{
-    CreateShardRequest, Document, IngestRequest, SearchRequest, SearchResponse, StatusRequest,
+    Document, IngestRequest, SearchRequest, SearchResponse, ShardRef, StatusRequest,
 };
 use tonic::transport::Channel;
 
@@ -42,6 +42,16 @@ impl TenantSpec {
     /// The API key the cluster gives this tenant.
     pub fn key(&self) -> String {
         format!("key-of-{}", self.id)
+    }
+
+    /// The write key the cluster gives this tenant.
+    pub fn write_key(&self) -> String {
+        format!("write-key-of-{}", self.id)
+    }
+
+    /// The leader of shard `n` (the catalog's default: the first replica).
+    pub fn leader(&self, n: usize) -> &'static str {
+        self.shards[n][0]
     }
 }
 
@@ -121,10 +131,13 @@ impl Cluster {
         docs_per_shard: usize,
     ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        let catalog_path = dir.path().join("catalog.toml");
+        let catalog_arg = catalog_path.display().to_string();
         let mut nodes = Vec::new();
         for (id, region) in index_nodes {
             let data_dir = dir.path().join(id);
-            let proc = start_index_node(id, &data_dir, &[]).expect("index node");
+            let flags = ["--catalog", &catalog_arg, "--catalog-poll-ms", "100"];
+            let proc = start_index_node(id, &data_dir, &flags).expect("index node");
             nodes.push(NodeProc {
                 id: id.to_string(),
                 region: region.to_string(),
@@ -149,7 +162,6 @@ impl Cluster {
                 });
             }
         }
-        let catalog_path = dir.path().join("catalog.toml");
         let mut cluster = Cluster {
             nodes,
             routers: Vec::new(),
@@ -192,7 +204,7 @@ impl Cluster {
 
     /// The catalog; routers at `router_addrs` (placeholders if empty).
     pub fn catalog_toml(&self, router_addrs: &[String]) -> String {
-        let mut t = String::from("[[regions]]\nid = \"r1\"\npair = \"r2\"\n\n[[regions]]\nid = \"r2\"\npair = \"r1\"\n\n");
+        let mut t = String::from("format = 2\n\n[[regions]]\nid = \"r1\"\npair = \"r2\"\n\n[[regions]]\nid = \"r2\"\npair = \"r1\"\n\n");
         for (i, region) in REGIONS.iter().enumerate() {
             let addr = router_addrs
                 .get(i)
@@ -217,8 +229,13 @@ impl Cluster {
                 .collect::<Vec<_>>()
                 .join(", ");
             t += &format!(
-                "[[tenants]]\nid = \"{}\"\nhome = \"{}\"\nactive_active = {}\nlanguage = \"en\"\napi_key_sha256 = [\"{}\"]\nmodel_replicas = [{models}]\n\n[tenants.shards]\n",
-                tenant.id, tenant.home, tenant.active_active, tandem_common::auth::sha256_hex(&tenant.key()),
+                "[[tenants]]\nid = \"{}\"\nhome = \"{}\"\nactive_active = {}\nlanguage = \"en\"\napi_key_sha256 = [\"{}\"]\n\
+                 write_key_sha256 = [\"{}\"]\nmodel_replicas = [{models}]\n\n[tenants.shards]\n",
+                tenant.id,
+                tenant.home,
+                tenant.active_active,
+                tandem_common::auth::sha256_hex(&tenant.key()),
+                tandem_common::auth::sha256_hex(&tenant.write_key()),
             );
             for (n, replicas) in tenant.shards.iter().enumerate() {
                 let ids = replicas
@@ -254,39 +271,110 @@ impl Cluster {
         panic!("routers did not pick up the catalog");
     }
 
-    /// Creates every tenant shard on its replicas and loads sample pages.
+    /// Writes sample pages to every shard's leader (shards hold different
+    /// pages, like a real tenant's would) and waits until every replica has
+    /// applied them.
     async fn load(&self, docs_per_shard: usize) {
         let docs = sample_docs("en", docs_per_shard * 4);
         for tenant in &self.tenants {
             for (shard, replicas) in tenant.shards.iter().enumerate() {
-                // Shards hold different pages, like a real tenant's would.
                 let slice: Vec<Document> = docs
                     .iter()
                     .skip(shard * docs_per_shard)
                     .take(docs_per_shard)
                     .cloned()
                     .collect();
+                let seq = self.write_to_leader(tenant, shard as u32, slice).await;
                 for node_id in replicas {
-                    let mut c = IndexNodeClient::new(self.node(node_id).proc.channel().await);
-                    c.create_shard(CreateShardRequest {
-                        tenant: tenant.id.into(),
-                        shard: shard as u32,
-                        language: "en".into(),
-                    })
-                    .await
-                    .expect("create shard");
-                    c.ingest(IngestRequest {
-                        tenant: tenant.id.into(),
-                        shard: shard as u32,
-                        seq: 1,
-                        upserts: slice.clone(),
-                        deletes: vec![],
-                    })
-                    .await
-                    .expect("ingest");
+                    self.wait_applied(node_id, tenant.id, shard as u32, seq)
+                        .await;
                 }
             }
         }
+    }
+
+    /// Writes `docs` to the leader of `tenant`'s `shard` (retrying until the
+    /// node has read the catalog); returns the batch's sequence number.
+    pub async fn write_to_leader(
+        &self,
+        tenant: &TenantSpec,
+        shard: u32,
+        docs: Vec<Document>,
+    ) -> u64 {
+        let leader = tenant.leader(shard as usize);
+        let mut c = IndexNodeClient::new(self.node(leader).proc.channel().await);
+        for _ in 0..300 {
+            let request = IngestRequest {
+                tenant: tenant.id.into(),
+                shard,
+                upserts: docs.clone(),
+                epoch: 1,
+                request_id: format!("load-{}-{shard}", tenant.id),
+                ..Default::default()
+            };
+            match c.ingest(request).await {
+                Ok(ack) => return ack.into_inner().applied_seq,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        panic!(
+            "leader {leader} of {}/{shard} never took the write",
+            tenant.id
+        );
+    }
+
+    /// Waits until `node` shows `seq` applied for the shard.
+    pub async fn wait_applied(&self, node: &str, tenant: &str, shard: u32, seq: u64) {
+        let mut c = IndexNodeClient::new(self.node(node).proc.channel().await);
+        for _ in 0..600 {
+            let info = c
+                .get_shard_info(ShardRef {
+                    tenant: tenant.into(),
+                    shard,
+                    digest: false,
+                })
+                .await;
+            if info.is_ok_and(|i| i.into_inner().applied_seq >= seq) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{node} never applied {tenant}/{shard} seq {seq}");
+    }
+
+    /// Restarts index-node `id` on its old address and data (after a
+    /// SIGKILL, or killing it now), reading the catalog as before.
+    pub fn restart_index_node(&mut self, id: &str) {
+        let catalog = self.catalog_path.display().to_string();
+        let node = self.node_mut(id);
+        // Quietly: it may be dead already.
+        let _ = std::process::Command::new("kill")
+            .arg("-KILL")
+            .arg(node.proc.pid.to_string())
+            .status();
+        node.proc.wait();
+        let args: Vec<String> = [
+            "serve",
+            "--node-id",
+            id,
+            "--listen",
+            &node.proc.grpc.to_string(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--enable-faults",
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--data-dir",
+            &node.data_dir.display().to_string(),
+            "--catalog",
+            &catalog,
+            "--catalog-poll-ms",
+            "100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        node.proc = Proc::spawn("tandem-index-node", &args).expect("restart index node");
     }
 
     /// The node with this id.

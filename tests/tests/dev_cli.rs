@@ -211,6 +211,7 @@ async fn shard_info(topology: &Topology, node: &str, tenant: &str) -> (u64, u64)
         .get_shard_info(ShardRef {
             tenant: tenant.into(),
             shard: 0,
+            digest: false,
         })
         .await
         .expect("shard info")

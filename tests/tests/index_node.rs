@@ -43,7 +43,7 @@ async fn ingest(
         shard,
         seq,
         upserts,
-        deletes: vec![],
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner())
@@ -184,6 +184,7 @@ async fn tandem_load_shard_fills_one_shard() {
         .get_shard_info(tandem_proto::v1::ShardRef {
             tenant: "t".into(),
             shard: 0,
+            digest: false,
         })
         .await
         .unwrap()
@@ -247,6 +248,7 @@ async fn title_weighs_more_and_upsert_replaces_and_boosts_reorder() {
         .get_shard_info(ShardRef {
             tenant: "t".into(),
             shard: 0,
+            digest: false,
         })
         .await
         .unwrap()
@@ -296,6 +298,7 @@ async fn kill_9_after_ack_loses_nothing() {
         .get_shard_info(ShardRef {
             tenant: "t".into(),
             shard: 0,
+            digest: false,
         })
         .await
         .unwrap()
@@ -355,6 +358,7 @@ async fn a_broken_shard_is_isolated() {
         .get_shard_info(ShardRef {
             tenant: "bad".into(),
             shard: 0,
+            digest: false,
         })
         .await
         .unwrap()
@@ -599,11 +603,18 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
         Code::InvalidArgument
     );
     assert_eq!(
-        ingest(&mut c, "t", 0, 0, vec![doc("z", "x", "y")])
-            .await
-            .unwrap_err()
-            .code(),
-        Code::InvalidArgument
+        ingest(
+            &mut c,
+            "t",
+            0,
+            2,
+            vec![doc("z", "x", "y"), doc("z", "x", "y")]
+        )
+        .await
+        .unwrap_err()
+        .code(),
+        Code::InvalidArgument,
+        "one id twice in a batch"
     );
     assert_eq!(
         ingest(&mut c, "t", 0, 2, vec![doc("", "x", "y")])
@@ -616,6 +627,7 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
         .get_shard_info(ShardRef {
             tenant: "t".into(),
             shard: 0,
+            digest: false,
         })
         .await
         .unwrap()

@@ -25,7 +25,9 @@ pub(crate) fn write_catalog(
 /// get an unreachable placeholder address; the file is rewritten with the
 /// real ones once they listen, and the routers hot-reload it.
 fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Secrets) -> String {
-    let mut t = String::from("# Written by `tandem dev`; routers reload it when it changes.\n\n");
+    let mut t = String::from(
+        "# Written by `tandem dev`; routers and index-nodes reload it when it changes.\nformat = 2\n\n",
+    );
     for (region, pair, short) in REGIONS {
         t += &format!("[[regions]]\nid = \"{region}\"\npair = \"{pair}\"\n\n");
         let id = format!("{short}-router");
@@ -50,11 +52,14 @@ fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Secrets) -> St
             .join(", ");
         t += &format!(
             "[[tenants]]\nid = \"{}\"\nhome = \"{HOME}\"\nactive_active = {}\nlanguage = \"{}\"\napi_key_sha256 = [\"{}\"]\n\
-             model_replicas = [\"use1-model-1\", \"use2-model-1\"]\n\n[tenants.shards]\n0 = [{replicas}]\n\n",
+             write_key_sha256 = [\"{}\"]\nmodel_replicas = [\"use1-model-1\", \"use2-model-1\"]\n\n\
+             [tenants.shards]\n0 = [{replicas}]\n\n[tenants.leaders]\n0 = {{ node = \"{}\", epoch = 1 }}\n\n",
             tenant.id,
             tenant.active_active,
             tenant.lang,
             tandem_catalog::hash_key(secrets.key(tenant.id)),
+            tandem_catalog::hash_key(secrets.write_key(tenant.id)),
+            tenant.index_replicas[0],
         );
     }
     t
@@ -93,6 +98,7 @@ pub(crate) fn topology(processes: &[Process], secrets: &Secrets) -> Topology {
             .map(|t| TenantInfo {
                 id: t.id.to_string(),
                 api_key: secrets.key(t.id).to_string(),
+                write_key: secrets.write_key(t.id).to_string(),
                 active_active: t.active_active,
                 home: HOME.to_string(),
                 sample_queries: t.queries.iter().map(|q| q.to_string()).collect(),

@@ -1,5 +1,7 @@
-//! Loading a corpus into one shard of an index-node, through its `Ingest`
-//! call: how `tandem dev` fills its replicas, and `tandem load-shard`.
+//! Loading a corpus into one standalone shard (one the node's catalog does
+//! not assign) of an index-node, through its `Ingest` call: `tandem
+//! load-shard`, for building a shard by hand. Replicated tenants are written
+//! through a router instead ([`crate::ingest`]).
 //!
 //! Documents go in batches; each batch gets the next sequence number after
 //! the shard's applied one, so running the loader twice simply re-applies
@@ -59,6 +61,7 @@ pub async fn load(
         .get_shard_info(ShardRef {
             tenant: plan.tenant.clone(),
             shard: plan.shard,
+            digest: false,
         })
         .await
         .with_context(|| format!("cannot read shard {}/{}", plan.tenant, plan.shard))?
@@ -76,6 +79,7 @@ pub async fn load(
             seq: report.applied_seq + 1,
             upserts: batch,
             deletes: Vec::new(),
+            ..Default::default()
         };
         let n = request.upserts.len();
         let response = send_with_retry(client, request).await?;

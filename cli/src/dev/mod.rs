@@ -126,11 +126,16 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     // Starts one node process in the background; its log goes to
     // `logs/<id>.log`.
     let spawn_node =
-        |id: String, kind: &'static str, region: &'static str, bin: &PathBuf, extra: [&str; 2]| {
-            let args = node_args(&id, region, &secrets.admin_token, &extra);
+        |id: String, kind: &'static str, region: &'static str, bin: &PathBuf, extra: &[&str]| {
+            let args = node_args(&id, region, &secrets.admin_token, extra);
             let (bin, log) = (bin.clone(), dir.join("logs").join(format!("{id}.log")));
             tokio::spawn(async move { start(&id, kind, region, &bin, &args, &log).await })
         };
+    // Index-nodes read the catalog (written once every port is known) for
+    // their shards' leaders and followers.
+    let catalog_path = dir.join("catalog.toml");
+    let _ = std::fs::remove_file(&catalog_path);
+    let catalog_arg = catalog_path.display().to_string();
     let mut starts = Vec::new();
     for (region, _, short) in REGIONS {
         for i in 1..=2 {
@@ -141,7 +146,14 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
                 NodeInfo::KIND_INDEX,
                 region,
                 &index_bin,
-                ["--data-dir", &data],
+                &[
+                    "--data-dir",
+                    &data,
+                    "--catalog",
+                    &catalog_arg,
+                    "--catalog-poll-ms",
+                    "200",
+                ],
             ));
         }
     }
@@ -154,7 +166,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             NodeInfo::KIND_MODEL,
             region,
             &model_bin,
-            ["--model-dir", &models],
+            &["--model-dir", &models],
         ));
     }
     let mut processes = Vec::new();
@@ -170,7 +182,6 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         return Err(e);
     }
 
-    let catalog_path = dir.join("catalog.toml");
     catalog::write_catalog(&catalog_path, &processes, &[], &secrets)?;
     let mut routers = Vec::new();
     for (region, _, short) in REGIONS {
@@ -201,7 +212,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     catalog::write_catalog(&catalog_path, &processes, &routers, &secrets)?;
     processes.extend(routers);
 
-    setup::load_corpus(&processes, &opts.repo, opts.docs_limit).await?;
+    setup::load_corpus(&processes, &secrets, &opts.repo, opts.docs_limit).await?;
     let topology = catalog::topology(&processes, &secrets);
     topology.save(dir.join("topology.json"))?;
     if let Some(path) = &opts.topology {

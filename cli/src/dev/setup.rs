@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::load::{load, LoadPlan};
+use crate::ingest::{ingest, IngestPlan};
 use anyhow::Context;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tandem_client::corpus::{read_documents_up_to, Where};
 use tandem_proto::v1::index_node_client::IndexNodeClient;
-use tandem_proto::v1::{CreateShardRequest, ShardRef};
+use tandem_proto::v1::ShardRef;
 
 use crate::supervise::Process;
 
@@ -67,6 +67,9 @@ pub(crate) const TENANTS: [SampleTenant; 2] = [
 pub(crate) struct Secrets {
     pub admin_token: String,
     pub api_keys: Vec<(String, String)>,
+    /// Keys with the write scope (made on first use by this version).
+    #[serde(default)]
+    pub write_keys: Vec<(String, String)>,
 }
 
 fn random_secret(prefix: &str) -> String {
@@ -78,8 +81,18 @@ impl Secrets {
     /// The secrets of `dir`, made and saved on first use.
     pub fn of(dir: &Path) -> anyhow::Result<Secrets> {
         let path = dir.join("secrets.json");
+        let write_keys = || {
+            TENANTS
+                .iter()
+                .map(|t| (t.id.to_string(), random_secret(&format!("{}-write", t.id))))
+                .collect()
+        };
         if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(s) = serde_json::from_str(&text) {
+            if let Ok(mut s) = serde_json::from_str::<Secrets>(&text) {
+                if s.write_keys.is_empty() {
+                    s.write_keys = write_keys();
+                    std::fs::write(&path, serde_json::to_vec_pretty(&s)?)?;
+                }
                 return Ok(s);
             }
         }
@@ -89,15 +102,24 @@ impl Secrets {
                 .iter()
                 .map(|t| (t.id.to_string(), random_secret(t.id)))
                 .collect(),
+            write_keys: write_keys(),
         };
         std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(s)
     }
 
-    /// The API key of `tenant` (empty for a tenant it does not know).
+    /// The search key of `tenant` (empty for a tenant it does not know).
     pub fn key(&self, tenant: &str) -> &str {
         self.api_keys
+            .iter()
+            .find(|(t, _)| t == tenant)
+            .map_or("", |(_, k)| k.as_str())
+    }
+
+    /// The write key of `tenant` (empty for a tenant it does not know).
+    pub fn write_key(&self, tenant: &str) -> &str {
+        self.write_keys
             .iter()
             .find(|(t, _)| t == tenant)
             .map_or("", |(_, k)| k.as_str())
@@ -148,17 +170,31 @@ pub(crate) async fn train_models(
     Ok(())
 }
 
-/// Loads each tenant's pages (at most `limit` per tenant) into every
-/// replica that does not have documents yet; one that has keeps them, so a
-/// second start on the same data directory loads nothing.
+/// Writes each tenant's pages (at most `limit` per tenant) through the
+/// public write API of the home region's router, so that they are written
+/// once, to the leader, and replicated to every other replica. A tenant
+/// whose leader already holds writes is skipped, so a second start on the
+/// same data directory writes nothing.
 pub(crate) async fn load_corpus(
     processes: &[Process],
+    secrets: &Secrets,
     repo: &Path,
     limit: Option<usize>,
 ) -> anyhow::Result<()> {
     let corpus = repo.join("data/tldr_pages/docs.jsonl.gz");
+    let router = processes
+        .iter()
+        .find(|p| p.kind == tandem_client::NodeInfo::KIND_ROUTER && p.region == HOME)
+        .context("the home region's router is not running")?;
     let mut tasks = Vec::new();
     for t in &TENANTS {
+        let leader = processes
+            .iter()
+            .find(|p| p.id == t.index_replicas[0])
+            .with_context(|| format!("leader node {} is not running", t.index_replicas[0]))?;
+        if leader_has_writes(&leader.grpc, t.id).await? {
+            continue;
+        }
         let filters = vec![format!("lang={}", t.lang)
             .parse::<Where>()
             .map_err(anyhow::Error::msg)?];
@@ -166,49 +202,53 @@ pub(crate) async fn load_corpus(
         let docs =
             tokio::task::spawn_blocking(move || read_documents_up_to(&corpus, &filters, limit))
                 .await??;
-        for node_id in t.index_replicas {
-            let node = processes
-                .iter()
-                .find(|p| p.id == *node_id)
-                .with_context(|| format!("replica node {node_id} is not running"))?;
-            let (addr, docs, tenant, lang) =
-                (format!("http://{}", node.grpc), docs.clone(), t.id, t.lang);
-            tasks.push(tokio::spawn(async move {
-                let mut client = IndexNodeClient::connect(addr)
-                    .await?
-                    .max_encoding_message_size(64 << 20);
-                let plan = LoadPlan {
-                    tenant: tenant.into(),
-                    shard: 0,
-                    create_language: Some(lang.into()),
-                    batch_size: 2000,
-                };
-                client
-                    .create_shard(CreateShardRequest {
-                        tenant: tenant.into(),
-                        shard: 0,
-                        language: lang.into(),
-                    })
-                    .await?;
-                let info = client
-                    .get_shard_info(ShardRef {
-                        tenant: tenant.into(),
-                        shard: 0,
-                    })
-                    .await?
-                    .into_inner();
-                if info.num_docs > 0 {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                load(&mut client, &plan, docs).await?;
-                Ok(())
-            }));
-        }
+        let plan = IngestPlan {
+            tenant: t.id.to_string(),
+            write_key: secrets.write_key(t.id).to_string(),
+            batch_size: 500,
+            progress: false,
+            first_line: 1,
+        };
+        let addr = router.grpc.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = crate::ingest::connect(&addr).await?;
+            ingest(&mut client, &plan, docs).await?;
+            Ok::<_, anyhow::Error>(())
+        }));
     }
     for t in tasks {
         t.await.context("load task failed")??;
     }
     Ok(())
+}
+
+/// Whether the tenant's leader replica has a log with writes in it (its
+/// shard is created by the node itself once the catalog names it, so wait
+/// for that).
+async fn leader_has_writes(addr: &str, tenant: &str) -> anyhow::Result<bool> {
+    let mut client = IndexNodeClient::connect(format!("http://{addr}")).await?;
+    for _ in 0..100 {
+        let info = client
+            .get_shard_info(ShardRef {
+                tenant: tenant.into(),
+                shard: 0,
+                digest: false,
+            })
+            .await;
+        match info {
+            Ok(info) => {
+                let info = info.into_inner();
+                return Ok(info.log_seq > 0 || info.applied_seq > 0 || info.num_docs > 0);
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(status) => {
+                anyhow::bail!("leader of {tenant} does not answer: {}", status.message())
+            }
+        }
+    }
+    anyhow::bail!("the leader of {tenant} did not create its shard from the catalog")
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub enum Event {
         index: usize,
         /// Whether another replica might do better.
         retryable: bool,
+        /// The next attempt costs no retry budget (a replica behind).
+        free: bool,
     },
     /// The hedging delay of the latest attempt passed with no answer.
     HedgeDue,
@@ -183,6 +185,7 @@ impl Attempts {
             Event::Failed {
                 index,
                 retryable: false,
+                ..
             } => {
                 self.finished(index);
                 Step::Finish(Ending::Refused(index))
@@ -190,13 +193,14 @@ impl Attempts {
             Event::Failed {
                 index,
                 retryable: true,
+                free,
             } => {
                 self.finished(index);
                 if self.running > 0 {
                     Step::Wait
                 } else if !self.has_next() {
                     Step::Finish(Ending::Exhausted)
-                } else if !budget() {
+                } else if !free && !budget() {
                     Step::Finish(Ending::BudgetSpent)
                 } else {
                     Step::Send(Why::Retry)
@@ -225,6 +229,7 @@ mod tests {
         Event::Failed {
             index,
             retryable: true,
+            free: false,
         }
     }
 
@@ -269,8 +274,21 @@ mod tests {
         let refused = Event::Failed {
             index: 0,
             retryable: false,
+            free: false,
         };
         assert_eq!(a.on(refused, &mut yes), Step::Finish(Ending::Refused(0)));
+    }
+
+    #[test]
+    fn a_replica_behind_moves_on_without_budget() {
+        let mut a = Attempts::new(2);
+        a.sent(0);
+        let behind = Event::Failed {
+            index: 0,
+            retryable: true,
+            free: true,
+        };
+        assert_eq!(a.on(behind, &mut no), Step::Send(Why::Retry));
     }
 
     #[test]

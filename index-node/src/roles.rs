@@ -1,0 +1,313 @@
+//! What this node is for each shard, learned from the catalog: the shard's
+//! leader, one of its followers, or (a shard the catalog does not assign)
+//! standalone.
+//!
+//! With `--catalog FILE` the node reads the same catalog as the routers and
+//! re-reads it every `catalog_poll_ms`; a file that does not validate is
+//! refused and the last good one stays in force. Each round it reconciles:
+//! - a shard assigned to this node that it does not have is created empty
+//!   (with the tenant's language);
+//! - a leader's writer is started (replaying its log) and its epoch stored;
+//! - a follower's pull loop is started, or restarted when its leader or
+//!   epoch changed, and stopped when the shard is no longer assigned here;
+//! - each follower's health is set from its lag: NOT_SERVING while it is
+//!   bootstrapping or more than `max_lag_ms` behind, so routers stop sending
+//!   it searches (they learn it from `ListShards`, see the router's probe).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tandem_catalog::{Catalog, CatalogHandle, Node};
+use tandem_proto::v1::ShardHealth;
+use tokio::task::AbortHandle;
+
+use crate::follower::{self, Follow, FollowerStatus, Lag};
+use crate::registry::ShardRegistry;
+use crate::shard::ShardKey;
+
+/// This node's part in one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not in the catalog (or no catalog): writes carry their own numbers.
+    Standalone,
+    /// Orders the shard's writes at this epoch.
+    Leader {
+        /// Leader epoch.
+        epoch: u64,
+    },
+    /// Pulls from `leader` at this epoch.
+    Follower {
+        /// The leader.
+        leader: Arc<Node>,
+        /// Leader epoch.
+        epoch: u64,
+    },
+}
+
+struct Running {
+    leader: Arc<str>,
+    epoch: u64,
+    task: AbortHandle,
+    status: Arc<FollowerStatus>,
+}
+
+/// See the module documentation.
+pub struct Roles {
+    node_id: String,
+    region: String,
+    catalog_path: Option<PathBuf>,
+    /// Set once the file has been read (it may appear after the node
+    /// starts, as in `tandem dev`, which learns ports first).
+    catalog: OnceLock<CatalogHandle>,
+    roles: ArcSwap<HashMap<ShardKey, Role>>,
+    followers: Mutex<HashMap<ShardKey, Running>>,
+    registry: Arc<ShardRegistry>,
+    max_lag: Duration,
+}
+
+impl Roles {
+    /// Roles from the catalog at `catalog_path` (none: every shard is
+    /// standalone). Fails if the file exists but is invalid; a file that does
+    /// not exist yet leaves every shard standalone until it appears.
+    pub fn new(
+        node_id: String,
+        region: String,
+        catalog_path: Option<PathBuf>,
+        registry: Arc<ShardRegistry>,
+        max_lag: Duration,
+    ) -> anyhow::Result<Arc<Roles>> {
+        let catalog = OnceLock::new();
+        if let Some(path) = catalog_path.as_ref().filter(|p| p.exists()) {
+            let c = Catalog::load_file(path)?;
+            for w in c.warnings() {
+                tracing::warn!(catalog = %path.display(), "{w}");
+            }
+            let _ = catalog.set(CatalogHandle::new(c));
+        }
+        Ok(Arc::new(Roles {
+            node_id,
+            region,
+            catalog_path,
+            catalog,
+            roles: ArcSwap::default(),
+            followers: Mutex::default(),
+            registry,
+            max_lag,
+        }))
+    }
+
+    /// This node's role for `key`.
+    pub fn role(&self, key: &ShardKey) -> Role {
+        self.roles
+            .load()
+            .get(key)
+            .cloned()
+            .unwrap_or(Role::Standalone)
+    }
+
+    /// The region of node `id` per the catalog (for cross-region metrics).
+    pub fn region_of(&self, id: &str) -> Option<String> {
+        let catalog = self.catalog.get()?.current();
+        catalog.node(id).map(|n| n.region.to_string())
+    }
+
+    /// This node's region label.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// A follower's lag (`None` for leaders and standalone shards).
+    pub fn lag(&self, key: &ShardKey, applied: u64) -> Option<Lag> {
+        let status = self.status(key)?;
+        let writer = self.registry.writer_if_started(key)?;
+        Some(status.lag(applied, &writer.log))
+    }
+
+    /// The shard's health beyond "open": lagging or bootstrapping followers.
+    pub fn health(&self, key: &ShardKey, applied: u64) -> ShardHealth {
+        let Some(status) = self.status(key) else {
+            return ShardHealth::Serving;
+        };
+        if status.bootstrap_reason().is_some() {
+            return ShardHealth::Bootstrapping;
+        }
+        match self.lag(key, applied) {
+            Some(lag) if lag.millis > self.max_lag.as_millis() as u64 => ShardHealth::Lagging,
+            _ => ShardHealth::Serving,
+        }
+    }
+
+    fn status(&self, key: &ShardKey) -> Option<Arc<FollowerStatus>> {
+        let followers = self.followers.lock().expect("followers lock");
+        followers.get(key).map(|r| r.status.clone())
+    }
+
+    /// Reconciles now, then every `poll` (re-reading the catalog file).
+    pub async fn run(self: Arc<Self>, poll: Duration) {
+        loop {
+            if let Err(e) = self.clone().reconcile().await {
+                tracing::error!(error = %format!("{e:#}"), "roles not reconciled");
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// One round (see the module documentation).
+    pub async fn reconcile(self: Arc<Self>) -> anyhow::Result<()> {
+        let Some(path) = &self.catalog_path else {
+            return Ok(());
+        };
+        let Some(handle) = self.catalog_handle(path) else {
+            return Ok(());
+        };
+        match handle.reload_file(path) {
+            Ok(tandem_catalog::Reload::Replaced { current, .. }) => {
+                tracing::info!(version = %current, "catalog reloaded");
+                for w in handle.current().warnings() {
+                    tracing::warn!("{w}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "catalog refused; the last good one stays in force")
+            }
+        }
+        let catalog = handle.current();
+        let assigned = self.assigned(&catalog);
+        for (key, (role, language)) in &assigned {
+            let registry = self.registry.clone();
+            let (key2, language, role2) = (key.clone(), language.clone(), role.clone());
+            let ready = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let shard = registry.create(&key2, &language)?;
+                if let Role::Leader { epoch } = role2 {
+                    shard.raise_epoch(epoch)?;
+                    registry.writer(&key2)?;
+                }
+                Ok(())
+            })
+            .await?;
+            if let Err(e) = ready {
+                tracing::error!(shard = %key, error = %format!("{e:#}"), "assigned shard not ready");
+            }
+        }
+        self.roles.store(Arc::new(
+            assigned
+                .iter()
+                .map(|(k, (role, _))| (k.clone(), role.clone()))
+                .collect(),
+        ));
+        self.start_and_stop_followers(&assigned);
+        self.report_health(&assigned);
+        Ok(())
+    }
+
+    /// The catalog, read for the first time if it was not yet.
+    fn catalog_handle(&self, path: &std::path::Path) -> Option<&CatalogHandle> {
+        if let Some(handle) = self.catalog.get() {
+            return Some(handle);
+        }
+        match Catalog::load_file(path) {
+            Ok(c) => {
+                tracing::info!(catalog = %path.display(), version = %c.version(), "catalog read");
+                Some(self.catalog.get_or_init(|| CatalogHandle::new(c)))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no catalog yet; every shard is standalone");
+                None
+            }
+        }
+    }
+
+    /// The shards the catalog gives this node, with role and language.
+    fn assigned(&self, catalog: &Catalog) -> HashMap<ShardKey, (Role, String)> {
+        let mut out = HashMap::new();
+        for tenant in catalog.tenants() {
+            for shard in &tenant.shards {
+                if !shard.replicas.iter().any(|n| *n.id == *self.node_id) {
+                    continue;
+                }
+                let key = ShardKey {
+                    tenant: tenant.id.to_string(),
+                    shard: shard.number,
+                };
+                let role = if *shard.leader.node.id == *self.node_id {
+                    Role::Leader {
+                        epoch: shard.leader.epoch,
+                    }
+                } else {
+                    Role::Follower {
+                        leader: shard.leader.node.clone(),
+                        epoch: shard.leader.epoch,
+                    }
+                };
+                out.insert(key, (role, tenant.language.to_string()));
+            }
+        }
+        out
+    }
+
+    fn start_and_stop_followers(&self, assigned: &HashMap<ShardKey, (Role, String)>) {
+        let mut followers = self.followers.lock().expect("followers lock");
+        followers.retain(|key, running| {
+            let keep = matches!(assigned.get(key), Some((Role::Follower { leader, epoch }, _))
+                if leader.id == running.leader && *epoch == running.epoch);
+            if !keep {
+                running.task.abort();
+            }
+            keep
+        });
+        for (key, (role, _)) in assigned {
+            let Role::Follower { leader, epoch } = role else {
+                continue;
+            };
+            if followers.contains_key(key) {
+                continue;
+            }
+            let status = Arc::new(FollowerStatus::default());
+            let task = tokio::spawn(follower::run(Follow {
+                key: key.clone(),
+                leader: leader.clone(),
+                epoch: *epoch,
+                node_id: self.node_id.clone(),
+                registry: self.registry.clone(),
+                status: status.clone(),
+            }));
+            tracing::info!(shard = %key, leader = %leader.id, epoch, "following");
+            followers.insert(
+                key.clone(),
+                Running {
+                    leader: leader.id.clone(),
+                    epoch: *epoch,
+                    task: task.abort_handle(),
+                    status,
+                },
+            );
+        }
+    }
+
+    fn report_health(&self, assigned: &HashMap<ShardKey, (Role, String)>) {
+        for (key, (role, _)) in assigned {
+            if !matches!(role, Role::Follower { .. }) {
+                continue;
+            }
+            let Some(shard) = self.registry.peek(key) else {
+                continue;
+            };
+            let applied = shard.applied_seq();
+            if let Some(lag) = self.lag(key, applied) {
+                let labels = [
+                    ("tenant", key.tenant.clone()),
+                    ("shard", key.shard.to_string()),
+                ];
+                metrics::gauge!("index_replication_lag_ops", &labels).set(lag.ops as f64);
+                metrics::gauge!("index_replication_lag_seconds", &labels)
+                    .set(lag.millis as f64 / 1000.0);
+            }
+            let serving = self.health(key, applied) == ShardHealth::Serving;
+            self.registry.set_serving(key, serving);
+        }
+    }
+}
