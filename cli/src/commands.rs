@@ -56,6 +56,20 @@ impl Target {
         }
     }
 
+    /// The catalog file: `flag`, else the topology's.
+    pub fn catalog_path(
+        &self,
+        flag: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<std::path::PathBuf> {
+        if let Some(path) = flag {
+            return Ok(path);
+        }
+        self.topology()?
+            .and_then(|t| t.catalog)
+            .map(Into::into)
+            .context("give --catalog FILE (or --topology of a cluster that names its catalog)")
+    }
+
     fn topology(&self) -> anyhow::Result<Option<Topology>> {
         let Some(path) = self.topology_path() else {
             return Ok(None);

@@ -9,15 +9,20 @@
 //!   `dial`);
 //! - [`ingest`]: writing documents through a router (`tandem ingest`, and
 //!   how `tandem dev` loads its sample data);
+//! - [`catalog_edit`], [`promote`], [`verify`]: the control plane (`tandem
+//!   promote` edits the catalog; `tandem verify` compares replicas);
 //! - [`procfs`]: what the drills and shutdown know about processes.
 
 #![warn(missing_docs)]
 
+pub mod catalog_edit;
 pub mod commands;
 pub mod dev;
 pub mod drill;
 pub mod ingest;
 pub mod procfs;
+pub mod promote;
 mod supervise;
+pub mod verify;
 
 pub use supervise::Process;

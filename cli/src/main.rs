@@ -98,6 +98,37 @@ enum Command {
         /// JSON lines (`.gz` is decompressed); `-` reads stdin.
         file: PathBuf,
     },
+    /// Make a follower the leader of a shard, at a higher epoch (edits the
+    /// catalog; routers and nodes pick it up at their next poll).
+    Promote {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        shard: u32,
+        /// The index-node to lead the shard (one of its replicas).
+        #[arg(long)]
+        node: String,
+        /// Promote even if the node is behind another replica (loses the
+        /// writes it lacks).
+        #[arg(long)]
+        force: bool,
+        /// Catalog file (default: the topology's).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
+    /// Compare every replica of a tenant (content digest at one sequence
+    /// number); exits non-zero on a difference.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        /// Seconds to wait per shard for the replicas to meet at one
+        /// sequence number.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// Catalog file (default: the topology's).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
     /// Load a JSON-lines corpus into one standalone shard of one index-node
     /// (one its catalog does not assign), through the node's own `Ingest`.
     LoadShard {
@@ -212,6 +243,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 first_line: start_line,
             };
             commands::ingest(&cli.target, plan, &file).await?
+        }
+        Command::Promote {
+            tenant,
+            shard,
+            node,
+            force,
+            catalog,
+        } => {
+            let path = cli.target.catalog_path(catalog)?;
+            let p = tandem_cli::promote::promote(&path, &tenant, shard, &node, force).await?;
+            println!(
+                "{tenant}/{shard}: {} leads at epoch {} (was {} at epoch {}); its log ends at {}",
+                p.to, p.epoch, p.from, p.from_epoch, p.seq
+            );
+        }
+        Command::Verify {
+            tenant,
+            wait,
+            catalog,
+        } => {
+            let path = cli.target.catalog_path(catalog)?;
+            let catalog = tandem_catalog::Catalog::load_file(&path)?;
+            let verdicts =
+                tandem_cli::verify::verify(&catalog, &tenant, Duration::from_secs(wait)).await?;
+            print!("{}", tandem_cli::verify::to_text(&tenant, &verdicts));
+            if verdicts.iter().any(|v| !v.equal) {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::LoadShard {
             node,

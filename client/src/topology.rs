@@ -27,6 +27,10 @@ pub struct Topology {
     /// Token for the routers' admin API.
     #[serde(default)]
     pub admin_token: String,
+    /// The catalog file routers and index-nodes read (the control-plane
+    /// source `tandem promote` and `tandem verify` use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
 }
 
 /// One region.

@@ -14,14 +14,15 @@
 //!   bootstrapping or more than `max_lag_ms` behind, so routers stop sending
 //!   it searches (they learn it from `ListShards`, see the router's probe).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tandem_catalog::{Catalog, CatalogHandle, Node};
-use tandem_proto::v1::ShardHealth;
+use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_proto::v1::{ShardHealth, ShardRef};
 use tokio::task::AbortHandle;
 
 use crate::follower::{self, Follow, FollowerStatus, Lag};
@@ -64,6 +65,8 @@ pub struct Roles {
     catalog: OnceLock<CatalogHandle>,
     roles: ArcSwap<HashMap<ShardKey, Role>>,
     followers: Mutex<HashMap<ShardKey, Running>>,
+    /// (shard, epoch) whose leadership was confirmed with the other replicas.
+    confirmed: Mutex<HashSet<(ShardKey, u64)>>,
     registry: Arc<ShardRegistry>,
     max_lag: Duration,
 }
@@ -94,6 +97,7 @@ impl Roles {
             catalog,
             roles: ArcSwap::default(),
             followers: Mutex::default(),
+            confirmed: Mutex::default(),
             registry,
             max_lag,
         }))
@@ -182,15 +186,24 @@ impl Roles {
             let (key2, language, role2) = (key.clone(), language.clone(), role.clone());
             let ready = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 let shard = registry.create(&key2, &language)?;
-                if let Role::Leader { epoch } = role2 {
-                    shard.raise_epoch(epoch)?;
-                    registry.writer(&key2)?;
+                match role2 {
+                    Role::Leader { epoch } => {
+                        shard.raise_epoch(epoch)?;
+                        registry.writer(&key2)?;
+                    }
+                    Role::Follower { epoch, .. } => {
+                        shard.raise_epoch(epoch)?;
+                    }
+                    Role::Standalone => {}
                 }
                 Ok(())
             })
             .await?;
             if let Err(e) = ready {
                 tracing::error!(shard = %key, error = %format!("{e:#}"), "assigned shard not ready");
+            }
+            if let Role::Leader { epoch } = role {
+                self.confirm_leadership(&catalog, key, *epoch).await;
             }
         }
         self.roles.store(Arc::new(
@@ -202,6 +215,51 @@ impl Roles {
         self.start_and_stop_followers(&assigned);
         self.report_health(&assigned);
         Ok(())
+    }
+
+    /// Before a node leads a shard at an epoch for the first time, it asks
+    /// the shard's other replicas which epoch they have seen: a node that was
+    /// down while another was promoted, and comes back with a stale catalog,
+    /// learns the newer epoch here and refuses writes (its stored epoch is
+    /// then above the one it would lead). Replicas that do not answer within
+    /// a second are not waited for.
+    async fn confirm_leadership(&self, catalog: &Catalog, key: &ShardKey, epoch: u64) {
+        if self
+            .confirmed
+            .lock()
+            .expect("confirmed lock")
+            .contains(&(key.clone(), epoch))
+        {
+            return;
+        }
+        let others: Vec<Arc<Node>> = catalog
+            .tenant(&key.tenant)
+            .and_then(|t| t.shards.get(key.shard as usize))
+            .map(|s| {
+                s.replicas
+                    .iter()
+                    .filter(|n| *n.id != *self.node_id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let asks = others.iter().map(|node| epoch_of(node, key));
+        let seen = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .max();
+        if let Some(newer) = seen.filter(|e| *e > epoch) {
+            tracing::warn!(shard = %key, epoch, newer,
+                "a replica has seen a newer leader epoch: this node does not lead the shard");
+            if let Some(shard) = self.registry.peek(key) {
+                let _ = tokio::task::spawn_blocking(move || shard.raise_epoch(newer)).await;
+            }
+        }
+        self.confirmed
+            .lock()
+            .expect("confirmed lock")
+            .insert((key.clone(), epoch));
     }
 
     /// The catalog, read for the first time if it was not yet.
@@ -310,4 +368,26 @@ impl Roles {
             self.registry.set_serving(key, serving);
         }
     }
+}
+
+/// The highest epoch `node` has seen for the shard, if it answers in time.
+async fn epoch_of(node: &Node, key: &ShardKey) -> Option<u64> {
+    let endpoint = tonic::transport::Endpoint::from_shared(node.addr.to_string()).ok()?;
+    let ask = async {
+        let channel = endpoint.connect().await.ok()?;
+        let mut client = IndexNodeClient::new(channel);
+        let info = client
+            .get_shard_info(ShardRef {
+                tenant: key.tenant.clone(),
+                shard: key.shard,
+                digest: false,
+            })
+            .await
+            .ok()?;
+        Some(info.into_inner().epoch)
+    };
+    tokio::time::timeout(Duration::from_secs(1), ask)
+        .await
+        .ok()
+        .flatten()
 }

@@ -126,6 +126,9 @@ pub struct Shard {
     reader: IndexReader,
     fields: Fields,
     meta_lock: std::sync::Mutex<()>,
+    /// Held (write) while a commit becomes visible, (read) while the digest
+    /// takes a searcher and its sequence number, so that the two match.
+    visibility: std::sync::RwLock<()>,
     /// Sequence number of the last commit, which searches see.
     visible: watch::Sender<u64>,
 }
@@ -178,6 +181,7 @@ impl Shard {
             reader,
             fields,
             meta_lock: std::sync::Mutex::new(()),
+            visibility: std::sync::RwLock::new(()),
             visible: watch::Sender::new(applied_seq),
         })
     }
@@ -282,6 +286,7 @@ impl Shard {
         let mut prepared = writer.prepare_commit()?;
         prepared.set_payload(&seq.to_string());
         prepared.commit()?;
+        let _visible = self.visibility.write().expect("visibility lock");
         self.reader.reload()?;
         self.visible.send_replace(seq);
         Ok(())
@@ -292,8 +297,10 @@ impl Shard {
     /// sequence have equal digests exactly when they hold the same
     /// documents. Reads every stored document (blocking).
     pub fn digest(&self) -> tantivy::Result<(u64, String)> {
-        let searcher = self.reader.searcher();
-        let seq = self.applied_seq();
+        let (searcher, seq) = {
+            let _visible = self.visibility.read().expect("visibility lock");
+            (self.reader.searcher(), self.applied_seq())
+        };
         let mut sum = 0u64;
         for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             for doc_id in segment.doc_ids_alive() {

@@ -345,7 +345,14 @@ impl Cluster {
     /// Restarts index-node `id` on its old address and data (after a
     /// SIGKILL, or killing it now), reading the catalog as before.
     pub fn restart_index_node(&mut self, id: &str) {
-        let catalog = self.catalog_path.display().to_string();
+        let catalog = self.catalog_path.clone();
+        self.restart_index_node_with(id, &catalog);
+    }
+
+    /// [`Cluster::restart_index_node`] reading the catalog at `catalog`
+    /// (e.g. a stale copy).
+    pub fn restart_index_node_with(&mut self, id: &str, catalog: &std::path::Path) {
+        let catalog = catalog.display().to_string();
         let node = self.node_mut(id);
         // Quietly: it may be dead already.
         let _ = std::process::Command::new("kill")

@@ -306,3 +306,92 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_a_killed_follower_catch
     );
     assert_eq!(l.digest, f.digest, "{l:?} {f:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_follower_takes_writes_and_the_old_leader_is_fenced() {
+    let spec = TenantSpec {
+        id: "t",
+        home: "r1",
+        active_active: true,
+        shards: vec![vec!["a1", "b1"]],
+        models: vec![],
+    };
+    let mut cluster = Cluster::start(&[("a1", "r1"), ("b1", "r2")], vec![spec], 10).await;
+    let wkey = cluster.tenants[0].write_key();
+    let batch = |id: &str| WriteRequest {
+        tenant: "t".into(),
+        upserts: vec![doc(id, "plum")],
+        request_id: id.into(),
+        ..Default::default()
+    };
+    write(&cluster, 0, &wkey, batch("before"))
+        .await
+        .expect("write");
+    let tip = info(&cluster, "a1", 0, false).await.log_seq;
+    cluster.wait_applied("b1", "t", 0, tip).await;
+    let stale = cluster.dir.path().join("stale-catalog.toml");
+    std::fs::copy(&cluster.catalog_path, &stale).expect("copy catalog");
+
+    // The leader dies: writes fail fast, searches go on.
+    cluster.node("a1").proc.signal("KILL");
+    let status = write(&cluster, 0, &wkey, batch("lost")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("leader of shard 0"),
+        "{}",
+        status.message()
+    );
+    assert!(!status.message().contains("127.0.0.1"));
+    assert_eq!(hits(&cluster, 1, "plum", "").await, 1);
+
+    let promoted = tandem_cli::promote::promote(&cluster.catalog_path, "t", 0, "b1", false)
+        .await
+        .expect("promote");
+    assert_eq!((promoted.to.as_str(), promoted.epoch), ("b1", 2));
+    cluster.wait_for_catalog().await;
+    let mut token = None;
+    for _ in 0..100 {
+        if let Ok(w) = write(&cluster, 0, &wkey, batch("after")).await {
+            token = Some(w.consistency_token);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = token.expect("the new leader never took a write");
+    assert_eq!(hits(&cluster, 0, "plum", &token).await, 2);
+
+    // The old leader comes back with the catalog it had: it learns the new
+    // epoch from its peer and refuses a write of the old one.
+    cluster.restart_index_node_with("a1", &stale);
+    let mut c = IndexNodeClient::new(cluster.node("a1").proc.channel().await);
+    let stale_write = tandem_proto::v1::IngestRequest {
+        tenant: "t".into(),
+        shard: 0,
+        upserts: vec![doc("split-brain", "plum")],
+        epoch: 1,
+        ..Default::default()
+    };
+    let refused = c.ingest(stale_write).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::FailedPrecondition,
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("has seen epoch 2"),
+        "{}",
+        refused.message()
+    );
+
+    // With the current catalog it follows the new leader and matches it.
+    cluster.restart_index_node("a1");
+    let verdicts = tandem_cli::verify::verify(
+        &tandem_catalog::Catalog::load_file(&cluster.catalog_path).unwrap(),
+        "t",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("verify");
+    assert!(verdicts.iter().all(|v| v.equal), "{verdicts:?}");
+}

@@ -66,7 +66,11 @@ fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Secrets) -> St
 }
 
 /// The topology of the running processes.
-pub(crate) fn topology(processes: &[Process], secrets: &Secrets) -> Topology {
+pub(crate) fn topology(
+    processes: &[Process],
+    secrets: &Secrets,
+    catalog_path: &std::path::Path,
+) -> Topology {
     Topology {
         regions: REGIONS
             .iter()
@@ -105,5 +109,6 @@ pub(crate) fn topology(processes: &[Process], secrets: &Secrets) -> Topology {
             })
             .collect(),
         admin_token: secrets.admin_token.clone(),
+        catalog: Some(catalog_path.display().to_string()),
     }
 }

@@ -213,7 +213,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     processes.extend(routers);
 
     setup::load_corpus(&processes, &secrets, &opts.repo, opts.docs_limit).await?;
-    let topology = catalog::topology(&processes, &secrets);
+    let topology = catalog::topology(&processes, &secrets, &catalog_path);
     topology.save(dir.join("topology.json"))?;
     if let Some(path) = &opts.topology {
         topology
