@@ -52,6 +52,34 @@ impl CatalogFile {
         Ok(())
     }
 
+    /// Adds (`add`) or removes `node` from the replicas of `tenant`'s shard.
+    pub fn set_replica(
+        &mut self,
+        tenant: &str,
+        shard: u32,
+        node: &str,
+        add: bool,
+    ) -> anyhow::Result<()> {
+        let list = self
+            .tenant_table(tenant)?
+            .get_mut("shards")
+            .and_then(Item::as_table_like_mut)
+            .context("the tenant has no shards table")?
+            .get_mut(&shard.to_string())
+            .and_then(Item::as_array_mut)
+            .with_context(|| format!("tenant {tenant:?} has no shard {shard}"))?;
+        let at = list.iter().position(|v| v.as_str() == Some(node));
+        match (add, at) {
+            (true, None) => list.push(node),
+            (false, Some(i)) => {
+                list.remove(i);
+            }
+            (true, Some(_)) => anyhow::bail!("{node} is already a replica of {tenant}/{shard}"),
+            (false, None) => anyhow::bail!("{node} is not a replica of {tenant}/{shard}"),
+        }
+        Ok(())
+    }
+
     fn tenant_table(&mut self, tenant: &str) -> anyhow::Result<&mut Table> {
         let tenants = self
             .doc
@@ -103,5 +131,17 @@ mod tests {
             "and the file is untouched"
         );
         assert!(file.set_leader("ghost", 0, "x", 1).is_err());
+        let (mut file, _) = CatalogFile::load(&path).unwrap();
+        file.set_replica("globex", 0, "us-idx-2", false).unwrap();
+        let after = file.save(&path).unwrap();
+        assert_eq!(after.tenant("globex").unwrap().shards[0].replicas.len(), 2);
+        assert!(file.set_replica("globex", 0, "us-idx-2", false).is_err());
+        file.set_replica("globex", 0, "us-idx-2", true).unwrap();
+        assert_eq!(
+            file.save(&path).unwrap().tenant("globex").unwrap().shards[0]
+                .replicas
+                .len(),
+            3
+        );
     }
 }

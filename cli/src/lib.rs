@@ -9,8 +9,9 @@
 //!   `dial`);
 //! - [`ingest`]: writing documents through a router (`tandem ingest`, and
 //!   how `tandem dev` loads its sample data);
-//! - [`catalog_edit`], [`promote`], [`verify`]: the control plane (`tandem
-//!   promote` edits the catalog; `tandem verify` compares replicas);
+//! - [`catalog_edit`], [`promote`], [`replica`], [`verify`]: the control
+//!   plane (`tandem promote` and `tandem replica add/remove` edit the
+//!   catalog; `tandem verify` compares replicas);
 //! - [`procfs`]: what the drills and shutdown know about processes.
 
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod drill;
 pub mod ingest;
 pub mod procfs;
 pub mod promote;
+pub mod replica;
 mod supervise;
 pub mod verify;
 

@@ -116,6 +116,11 @@ enum Command {
         #[arg(long)]
         catalog: Option<PathBuf>,
     },
+    /// Add or remove a replica of a shard while the tenant is live.
+    Replica {
+        #[command(subcommand)]
+        action: ReplicaAction,
+    },
     /// Compare every replica of a tenant (content digest at one sequence
     /// number); exits non-zero on a difference.
     Verify {
@@ -184,6 +189,38 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReplicaAction {
+    /// Build a new replica on NODE from a snapshot, let it catch up, check
+    /// its digest against the leader's, then add it to the catalog.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        shard: u32,
+        #[arg(long)]
+        node: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        wait: u64,
+        /// Catalog file (default: the topology's).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
+    /// Take a follower out of the catalog (its files stay on its disk).
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        shard: u32,
+        #[arg(long)]
+        node: String,
+        /// Catalog file (default: the topology's).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
     },
 }
 
@@ -258,6 +295,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 p.to, p.epoch, p.from, p.from_epoch, p.seq
             );
         }
+        Command::Replica { action } => match action {
+            ReplicaAction::Add {
+                tenant,
+                shard,
+                node,
+                wait,
+                catalog,
+            } => {
+                let path = cli.target.catalog_path(catalog)?;
+                let added = tandem_cli::replica::add(
+                    &path,
+                    &tenant,
+                    shard,
+                    &node,
+                    Duration::from_secs(wait),
+                    true,
+                )
+                .await?;
+                println!(
+                    "{tenant}/{shard}: {node} added after {:.1?} ({} snapshot bytes; digest equal to the leader's at seq {})",
+                    added.elapsed, added.snapshot_bytes, added.seq
+                );
+            }
+            ReplicaAction::Remove {
+                tenant,
+                shard,
+                node,
+                catalog,
+            } => {
+                let path = cli.target.catalog_path(catalog)?;
+                tandem_cli::replica::remove(&path, &tenant, shard, &node)?;
+                println!("{tenant}/{shard}: {node} removed from the catalog");
+            }
+        },
         Command::Verify {
             tenant,
             wait,

@@ -51,6 +51,17 @@ pub async fn shard_info(
     shard: u32,
     digest: bool,
 ) -> Result<ShardInfo, String> {
+    shard_info_at(node, tenant, shard, digest, 0).await
+}
+
+/// [`shard_info`] with the digest taken exactly at `seq` (0: now).
+pub async fn shard_info_at(
+    node: &Node,
+    tenant: &str,
+    shard: u32,
+    digest: bool,
+    seq: u64,
+) -> Result<ShardInfo, String> {
     let ask = async {
         let channel = tonic::transport::Endpoint::from_shared(node.addr.to_string())
             .map_err(|e| e.to_string())?
@@ -62,14 +73,15 @@ pub async fn shard_info(
                 tenant: tenant.into(),
                 shard,
                 digest,
+                digest_at_seq: seq,
             })
             .await
             .map(|r| r.into_inner())
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     };
-    tokio::time::timeout(Duration::from_secs(10), ask)
+    tokio::time::timeout(Duration::from_secs(40), ask)
         .await
-        .unwrap_or_else(|_| Err("no answer within 10 s".into()))
+        .unwrap_or_else(|_| Err("no answer within 40 s".into()))
 }
 
 /// A replica's `(sequence, digest)`, or why it did not answer.
@@ -100,37 +112,52 @@ pub async fn verify(
         .with_context(|| format!("tenant {tenant:?} is not in the catalog"))?;
     let mut verdicts = Vec::new();
     for shard in &t.shards {
-        let deadline = Instant::now() + wait;
-        loop {
-            let states = shard_states(catalog, tenant, shard.number, true).await?;
-            let replicas: Vec<_> = states
-                .into_iter()
-                .map(|s| (s.node, s.info.map(|i| (i.applied_seq, i.digest))))
-                .collect();
-            let seqs: Vec<u64> = replicas
-                .iter()
-                .filter_map(|(_, r)| r.as_ref().ok().map(|r| r.0))
-                .collect();
-            let all_answered = seqs.len() == replicas.len();
-            let one_seq = all_answered && seqs.windows(2).all(|w| w[0] == w[1]);
-            if one_seq || Instant::now() >= deadline {
-                let digests: Vec<&String> = replicas
-                    .iter()
-                    .filter_map(|(_, r)| r.as_ref().ok().map(|r| &r.1))
-                    .collect();
-                let equal = one_seq && digests.windows(2).all(|w| w[0] == w[1]);
-                verdicts.push(ShardVerdict {
-                    shard: shard.number,
-                    seq: one_seq.then(|| seqs[0]),
-                    replicas,
-                    equal,
-                });
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        verdicts.push(meet(&shard.replicas, tenant, shard.number, wait).await);
     }
     Ok(verdicts)
+}
+
+/// Compares `nodes`' digests of `tenant`'s `shard` at one sequence number:
+/// the highest log position among them, which each replica reaches (writes
+/// may keep coming; each commits exactly there to answer). Tried again with
+/// a later number if a replica was already past it, until `wait` runs out.
+pub async fn meet(
+    nodes: &[std::sync::Arc<Node>],
+    tenant: &str,
+    shard: u32,
+    wait: Duration,
+) -> ShardVerdict {
+    let deadline = Instant::now() + wait;
+    loop {
+        let positions = nodes
+            .iter()
+            .map(|node| shard_info(node, tenant, shard, false));
+        let target = futures::future::join_all(positions)
+            .await
+            .into_iter()
+            .filter_map(|i| i.ok().map(|i| i.log_seq))
+            .max()
+            .unwrap_or(0);
+        let asks = nodes.iter().map(|node| async move {
+            let info = shard_info_at(node, tenant, shard, true, target.max(1)).await;
+            (node.id.to_string(), info.map(|i| (i.applied_seq, i.digest)))
+        });
+        let replicas: Vec<(String, Digest)> = futures::future::join_all(asks).await;
+        let answered = replicas.iter().all(|(_, r)| r.is_ok());
+        if answered || Instant::now() >= deadline {
+            let digests: Vec<&String> = replicas
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok().map(|r| &r.1))
+                .collect();
+            return ShardVerdict {
+                shard,
+                seq: answered.then_some(target),
+                equal: answered && digests.windows(2).all(|w| w[0] == w[1]),
+                replicas,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The verdicts as lines for a person.

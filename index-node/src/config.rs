@@ -18,7 +18,14 @@
 //! max_lag_ms = 5000               # a follower further behind stops serving searches
 //! request_id_window_secs = 3600   # how long a request_id is remembered
 //! log_retention_secs = 3600       # how long log records are kept once indexed
+//! snapshot_store = "s3://bucket/tandem"   # default: file://<data_dir>/snapshots
+//! snapshot_interval_secs = 3600   # leaders snapshot (back up) their shards; 0: never
+//! snapshot_keep = 3               # snapshots kept per shard
+//! [snapshot_store_options]        # object_store options, e.g. for an S3-compatible server
+//! aws_endpoint = "http://127.0.0.1:9000"
+//! aws_allow_http = "true"
 //! ```
+//! S3 credentials come from the standard `AWS_*` environment variables.
 //! The admin token (needed with `enable_faults`) comes from `--admin-token`
 //! or the `TANDEM_ADMIN_TOKEN` environment variable, never from the file.
 
@@ -65,6 +72,14 @@ pub struct NodeConfig {
     pub request_id_window_secs: u64,
     /// How long operation-log records are kept once in the index.
     pub log_retention_secs: u64,
+    /// Where snapshots go (an `object_store` URL); "" = `file://<data_dir>/snapshots`.
+    pub snapshot_store: String,
+    /// Options of the snapshot store (`aws_endpoint`, `aws_allow_http`, ...).
+    pub snapshot_store_options: std::collections::BTreeMap<String, String>,
+    /// How often a leader snapshots each of its shards (0: only on demand).
+    pub snapshot_interval_secs: u64,
+    /// Snapshots kept per shard.
+    pub snapshot_keep: usize,
 }
 
 impl Default for NodeConfig {
@@ -87,11 +102,25 @@ impl Default for NodeConfig {
             max_lag_ms: 5000,
             request_id_window_secs: 3600,
             log_retention_secs: 3600,
+            snapshot_store: String::new(),
+            snapshot_store_options: Default::default(),
+            snapshot_interval_secs: 3600,
+            snapshot_keep: 3,
         }
     }
 }
 
 impl NodeConfig {
+    /// The snapshot store's URL, resolving "" to the data directory's.
+    pub fn snapshot_url(&self) -> anyhow::Result<String> {
+        if !self.snapshot_store.is_empty() {
+            return Ok(self.snapshot_store.clone());
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        let dir = self.data_dir.canonicalize()?.join("snapshots");
+        Ok(format!("file://{}", dir.display()))
+    }
+
     /// Search workers, resolving 0 to the number of CPUs.
     pub fn workers(&self) -> usize {
         if self.search_workers > 0 {

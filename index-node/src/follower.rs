@@ -18,10 +18,13 @@ use tandem_proto::v1::ReadLogRequest;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::bootstrap;
 use crate::oplog::OpLog;
 use crate::registry::ShardRegistry;
 use crate::shard::ShardKey;
+use crate::snapshot::{Progress, SnapshotStore};
 use crate::writer::unix_ms;
+use tandem_proto::v1::ShardRef;
 
 /// Records asked per pull (Elasticsearch's CCR default read batch).
 pub const PULL_OPS: u32 = 5120;
@@ -35,6 +38,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct FollowerStatus {
     inner: Mutex<StatusInner>,
+    /// Bytes of the snapshot being installed.
+    pub progress: Progress,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -98,8 +103,13 @@ impl FollowerStatus {
         s.contact_unix_ms = unix_ms();
     }
 
-    fn must_bootstrap(&self, reason: String) {
+    /// Marks the replica as needing a snapshot before it can follow.
+    pub fn must_bootstrap(&self, reason: String) {
         self.inner.lock().expect("status lock").bootstrap_reason = Some(reason);
+    }
+
+    fn bootstrapped(&self) {
+        self.inner.lock().expect("status lock").bootstrap_reason = None;
     }
 }
 
@@ -117,6 +127,8 @@ pub struct Follow {
     pub registry: Arc<ShardRegistry>,
     /// Shared with the health loop.
     pub status: Arc<FollowerStatus>,
+    /// Where snapshots are (none: a replica that must bootstrap waits).
+    pub store: Option<SnapshotStore>,
 }
 
 /// Runs until aborted.
@@ -131,19 +143,30 @@ pub async fn run(follow: Follow) {
         .connect_lazy();
     let mut client = IndexNodeClient::new(channel).max_decoding_message_size(MAX_PULL_BYTES);
     let mut backoff = Duration::from_millis(50);
-    let writer = loop {
-        match follow.registry.writer_async(&follow.key).await {
-            Ok(w) => break w,
-            Err(e) => {
-                tracing::warn!(shard = %follow.key, error = %e, "follower cannot open its shard; retrying");
-                tokio::time::sleep(MAX_BACKOFF).await;
-            }
+    let mut writer = open_writer(&follow).await;
+    if writer.log.tip().seq == 0 {
+        // A brand-new (or wiped) replica starts from the newest snapshot in
+        // the store if there is one: no leader needed, and no replay of the
+        // whole history.
+        if let Err(e) = restore_from_store(&follow).await {
+            tracing::warn!(shard = %follow.key, error = %format!("{e:#}"), "no restore from the store");
         }
-    };
+        writer = open_writer(&follow).await;
+    }
     loop {
-        if follow.status.bootstrap_reason().is_some() {
+        if let Some(reason) = follow.status.bootstrap_reason() {
             // Nothing to pull until the replica is rebuilt from a snapshot.
-            tokio::time::sleep(MAX_BACKOFF).await;
+            tracing::info!(shard = %follow.key, reason, "bootstrapping from a snapshot");
+            match rebuild(&follow, &mut client).await {
+                Ok(()) => {
+                    follow.status.bootstrapped();
+                    writer = open_writer(&follow).await;
+                }
+                Err(e) => {
+                    tracing::error!(shard = %follow.key, error = %format!("{e:#}"), "bootstrap failed; retrying");
+                    tokio::time::sleep(MAX_BACKOFF * 2).await;
+                }
+            }
             continue;
         }
         let tip = writer.log.tip();
@@ -190,4 +213,74 @@ pub async fn run(follow: Follow) {
             }
         }
     }
+}
+
+async fn open_writer(follow: &Follow) -> crate::writer::WriterHandle {
+    loop {
+        match follow.registry.writer_async(&follow.key).await {
+            Ok(w) => return w,
+            Err(e) => {
+                tracing::warn!(shard = %follow.key, error = %e, "follower cannot open its shard; retrying");
+                tokio::time::sleep(MAX_BACKOFF).await;
+            }
+        }
+    }
+}
+
+async fn restore_from_store(follow: &Follow) -> anyhow::Result<()> {
+    let Some(store) = &follow.store else {
+        return Ok(());
+    };
+    let Some(manifest) = store.latest(&follow.key).await? else {
+        return Ok(());
+    };
+    follow
+        .status
+        .must_bootstrap("restoring from the snapshot store".into());
+    let installed = bootstrap::install(
+        &follow.registry,
+        store,
+        &manifest,
+        follow.epoch,
+        &follow.status.progress,
+    )
+    .await;
+    follow.status.bootstrapped();
+    installed
+}
+
+/// Installs a snapshot: a fresh one the leader takes now, or the newest in
+/// the store if the leader cannot take one (it is down: the replica is then
+/// restored from the store alone, and follows once a leader answers).
+async fn rebuild(follow: &Follow, client: &mut IndexNodeClient<Channel>) -> anyhow::Result<()> {
+    let store = follow
+        .store
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no snapshot store is configured (snapshot_store)"))?;
+    let mut request = tonic::Request::new(ShardRef {
+        tenant: follow.key.tenant.clone(),
+        shard: follow.key.shard,
+        digest: false,
+        digest_at_seq: 0,
+    });
+    request.set_timeout(Duration::from_secs(600));
+    let manifest = match client.create_snapshot(request).await {
+        Ok(info) => store.manifest(&follow.key, info.into_inner().seq).await?,
+        Err(status) => {
+            tracing::warn!(shard = %follow.key, error = %status.message(),
+                "the leader took no snapshot; using the newest in the store");
+            store
+                .latest(&follow.key)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the store holds no snapshot of {}", follow.key))?
+        }
+    };
+    bootstrap::install(
+        &follow.registry,
+        store,
+        &manifest,
+        follow.epoch,
+        &follow.status.progress,
+    )
+    .await
 }

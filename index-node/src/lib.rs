@@ -7,12 +7,15 @@
 //! commit: log, acknowledge, index), [`registry`] (thousands of shards with
 //! a bounded set open), [`roles`] (leader or follower, from the catalog),
 //! [`leader`] (who may write; serving pulls), [`follower`] (pulling),
+//! [`snapshot`] and [`bootstrap`] (snapshots in an object store; building a
+//! replica from one),
 //! [`pool`] (bounded CPU pool that sheds load), [`service`] (the gRPC
 //! surface), [`node`] (wiring a process together).
 //!
 //! The index-node knows nothing of regions or routing: a router decides
 //! which node to ask.
 
+pub mod bootstrap;
 pub mod config;
 pub mod follower;
 pub mod leader;
@@ -25,4 +28,5 @@ pub mod roles;
 pub mod schema;
 pub mod service;
 pub mod shard;
+pub mod snapshot;
 pub mod writer;

@@ -79,6 +79,13 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_lag_ms: Option<u64>,
+    /// Snapshot store URL (`file:///dir`, `s3://bucket/prefix`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_store: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_interval_secs: Option<u64>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -9,11 +9,13 @@ use tandem_common::server::{serve, shutdown_signal, ServeOptions};
 use tandem_proto::v1::index_node_server::IndexNodeServer;
 use tonic::service::RoutesBuilder;
 
+use crate::bootstrap;
 use crate::config::NodeConfig;
 use crate::pool::SearchPool;
 use crate::registry::ShardRegistry;
 use crate::roles::Roles;
 use crate::service::{IndexService, Limits};
+use crate::snapshot::SnapshotStore;
 use crate::writer::WriterConfig;
 
 /// Largest gRPC message accepted: above the batch limit, so that an
@@ -45,12 +47,15 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
     })
     .await??;
     tracing::info!(shards = found, data_dir = %config.data_dir.display(), "shards found");
+    let store = SnapshotStore::open(&config.snapshot_url()?, &config.snapshot_store_options)?;
+    tracing::info!(store = %store.url(), "snapshot store");
     let roles = Roles::new(
         config.node_id.clone(),
         config.region.clone(),
         config.catalog.clone(),
         registry.clone(),
         Duration::from_millis(config.max_lag_ms),
+        Some(store.clone()),
     )?;
     // Leaders replay their logs before the node listens.
     roles.clone().reconcile().await?;
@@ -59,12 +64,22 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
             .clone()
             .run(Duration::from_millis(config.catalog_poll_ms.max(10))),
     );
+    if config.snapshot_interval_secs > 0 {
+        tokio::spawn(bootstrap::schedule(
+            roles.clone(),
+            registry.clone(),
+            store.clone(),
+            Duration::from_secs(config.snapshot_interval_secs),
+            config.snapshot_keep,
+        ));
+    }
 
     let faults = FaultRegistry::new();
     let service = IndexService::new(
         config.node_id.clone(),
         registry.clone(),
         roles,
+        Some((store, config.snapshot_keep)),
         SearchPool::new(config.workers(), config.search_queue),
         faults.clone(),
         Limits::default(),

@@ -243,6 +243,38 @@ impl ShardRegistry {
             })?
     }
 
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Swaps the shard directory `staged` in for `key`'s (which may not
+    /// exist yet): the shard's writer is stopped, the directories renamed,
+    /// and the shard opened again with a new writer.
+    pub async fn replace(self: &Arc<Self>, key: &ShardKey, staged: &Path) -> anyhow::Result<()> {
+        if let Some((_, writer)) = self.writers.remove(key) {
+            writer.close().await;
+        }
+        self.open.invalidate(key);
+        let (registry, key2, staged) = (self.clone(), key.clone(), staged.to_path_buf());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let dir = key2.dir(&registry.data_dir);
+            let aside = dir.with_extension("replaced");
+            let _ = std::fs::remove_dir_all(&aside);
+            if dir.exists() {
+                std::fs::rename(&dir, &aside)?;
+            }
+            std::fs::create_dir_all(dir.parent().expect("shard dirs have a parent"))?;
+            std::fs::rename(&staged, &dir)?;
+            let _ = std::fs::remove_dir_all(&aside);
+            registry.known.insert(key2.clone(), Known::Healthy);
+            registry.writer(&key2)?;
+            Ok(())
+        })
+        .await??;
+        Ok(())
+    }
+
     /// The shard's writer if it runs.
     pub fn writer_if_started(&self, key: &ShardKey) -> Option<WriterHandle> {
         self.writers.get(key).map(|w| w.clone())

@@ -28,6 +28,7 @@ use tokio::task::AbortHandle;
 use crate::follower::{self, Follow, FollowerStatus, Lag};
 use crate::registry::ShardRegistry;
 use crate::shard::ShardKey;
+use crate::snapshot::SnapshotStore;
 
 /// This node's part in one shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +68,12 @@ pub struct Roles {
     followers: Mutex<HashMap<ShardKey, Running>>,
     /// (shard, epoch) whose leadership was confirmed with the other replicas.
     confirmed: Mutex<HashSet<(ShardKey, u64)>>,
+    /// Followers started by `Bootstrap` for shards the catalog does not yet
+    /// give this node (`tandem replica add`), until it does.
+    adopted: Mutex<HashMap<ShardKey, (Role, String)>>,
+    store: Option<SnapshotStore>,
+    /// Held by a reconciliation round.
+    round: tokio::sync::Mutex<()>,
     registry: Arc<ShardRegistry>,
     max_lag: Duration,
 }
@@ -81,6 +88,7 @@ impl Roles {
         catalog_path: Option<PathBuf>,
         registry: Arc<ShardRegistry>,
         max_lag: Duration,
+        store: Option<SnapshotStore>,
     ) -> anyhow::Result<Arc<Roles>> {
         let catalog = OnceLock::new();
         if let Some(path) = catalog_path.as_ref().filter(|p| p.exists()) {
@@ -98,6 +106,9 @@ impl Roles {
             roles: ArcSwap::default(),
             followers: Mutex::default(),
             confirmed: Mutex::default(),
+            adopted: Mutex::default(),
+            store,
+            round: tokio::sync::Mutex::new(()),
             registry,
             max_lag,
         }))
@@ -159,8 +170,9 @@ impl Roles {
         }
     }
 
-    /// One round (see the module documentation).
+    /// One round (see the module documentation); rounds never overlap.
     pub async fn reconcile(self: Arc<Self>) -> anyhow::Result<()> {
+        let _round = self.round.lock().await;
         let Some(path) = &self.catalog_path else {
             return Ok(());
         };
@@ -180,7 +192,14 @@ impl Roles {
             }
         }
         let catalog = handle.current();
-        let assigned = self.assigned(&catalog);
+        let mut assigned = self.assigned(&catalog);
+        {
+            let mut adopted = self.adopted.lock().expect("adopted lock");
+            adopted.retain(|key, _| !assigned.contains_key(key));
+            for (key, entry) in adopted.iter() {
+                assigned.insert(key.clone(), entry.clone());
+            }
+        }
         for (key, (role, language)) in &assigned {
             let registry = self.registry.clone();
             let (key2, language, role2) = (key.clone(), language.clone(), role.clone());
@@ -262,6 +281,70 @@ impl Roles {
             .insert((key.clone(), epoch));
     }
 
+    /// Makes this node a new follower of `key` (led by node `leader` at
+    /// `epoch`), built from a snapshot: `tandem replica add` calls this on
+    /// the node before the catalog lists it as a replica. Errors are for the
+    /// caller (FAILED_PRECONDITION).
+    pub async fn adopt(
+        self: &Arc<Self>,
+        key: &ShardKey,
+        language: &str,
+        leader: &str,
+        epoch: u64,
+    ) -> Result<(), String> {
+        let catalog = self
+            .catalog
+            .get()
+            .ok_or("this node has no catalog")?
+            .current();
+        let leader = catalog
+            .node(leader)
+            .filter(|n| n.kind == tandem_catalog::NodeKind::Index)
+            .ok_or_else(|| format!("{leader} is not an index node of the catalog"))?
+            .clone();
+        if *leader.id == *self.node_id {
+            return Err("a node cannot follow itself".into());
+        }
+        if self.role(key) != Role::Standalone {
+            return Err(format!("this node already holds {key} as a replica"));
+        }
+        if self.store.is_none() {
+            return Err("this node has no snapshot store".into());
+        }
+        let role = Role::Follower { leader, epoch };
+        self.adopted
+            .lock()
+            .expect("adopted lock")
+            .insert(key.clone(), (role, language.to_string()));
+        self.clone().reconcile().await.map_err(|e| format!("{e:#}"))
+    }
+
+    /// Shards this node leads.
+    pub fn led(&self) -> Vec<ShardKey> {
+        self.roles
+            .load()
+            .iter()
+            .filter(|(_, r)| matches!(r, Role::Leader { .. }))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Bytes of the snapshot a follower is installing or last installed:
+    /// (done, total, still installing).
+    pub fn bootstrap_progress(&self, key: &ShardKey) -> Option<(u64, u64, bool)> {
+        let status = self.status(key)?;
+        let p = &status.progress;
+        let total = p.total.load(std::sync::atomic::Ordering::Relaxed);
+        let installing = status.bootstrap_reason().is_some();
+        (installing || total > 0).then(|| {
+            (
+                p.done.load(std::sync::atomic::Ordering::Relaxed),
+                total,
+                installing,
+            )
+        })
+    }
+
     /// The catalog, read for the first time if it was not yet.
     fn catalog_handle(&self, path: &std::path::Path) -> Option<&CatalogHandle> {
         if let Some(handle) = self.catalog.get() {
@@ -325,6 +408,9 @@ impl Roles {
                 continue;
             }
             let status = Arc::new(FollowerStatus::default());
+            if self.adopted.lock().expect("adopted lock").contains_key(key) {
+                status.must_bootstrap("a new replica".to_string());
+            }
             let task = tokio::spawn(follower::run(Follow {
                 key: key.clone(),
                 leader: leader.clone(),
@@ -332,6 +418,7 @@ impl Roles {
                 node_id: self.node_id.clone(),
                 registry: self.registry.clone(),
                 status: status.clone(),
+                store: self.store.clone(),
             }));
             tracing::info!(shard = %key, leader = %leader.id, epoch, "following");
             followers.insert(
@@ -381,6 +468,7 @@ async fn epoch_of(node: &Node, key: &ShardKey) -> Option<u64> {
                 tenant: key.tenant.clone(),
                 shard: key.shard,
                 digest: false,
+                digest_at_seq: 0,
             })
             .await
             .ok()?;

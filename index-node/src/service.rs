@@ -10,17 +10,19 @@ use tandem_catalog::ids::validate_tenant_id;
 use tandem_common::faults::FaultRegistry;
 use tandem_proto::v1::index_node_server::IndexNode;
 use tandem_proto::v1::{
-    CreateShardRequest, IngestRequest, IngestResponse, ListShardsRequest, ListShardsResponse,
-    ReadLogRequest, ReadLogResponse, ShardHealth, ShardInfo, ShardRef, ShardRole,
-    ShardSearchRequest, ShardSearchResponse,
+    BootstrapRequest, CreateShardRequest, IngestRequest, IngestResponse, ListShardsRequest,
+    ListShardsResponse, ReadLogRequest, ReadLogResponse, ShardHealth, ShardInfo, ShardRef,
+    ShardRole, ShardSearchRequest, ShardSearchResponse, SnapshotInfo,
 };
 use tonic::{Request, Response, Status};
 
+use crate::bootstrap;
 use crate::leader;
 use crate::pool::SearchPool;
 use crate::registry::{ShardError, ShardRegistry};
 use crate::roles::{Role, Roles};
 use crate::shard::{SearchError, SearchParams, ShardKey};
+use crate::snapshot::SnapshotStore;
 use crate::writer::{Batch, WriteError};
 
 /// Limits on what one request may ask for.
@@ -69,6 +71,8 @@ pub struct IndexService {
     node_id: String,
     registry: Arc<ShardRegistry>,
     roles: Arc<Roles>,
+    /// The snapshot store and how many snapshots to keep per shard.
+    snapshots: Option<(SnapshotStore, usize)>,
     pool: SearchPool,
     faults: FaultRegistry,
     limits: Limits,
@@ -80,6 +84,7 @@ impl IndexService {
         node_id: String,
         registry: Arc<ShardRegistry>,
         roles: Arc<Roles>,
+        snapshots: Option<(SnapshotStore, usize)>,
         pool: SearchPool,
         faults: FaultRegistry,
         limits: Limits,
@@ -88,6 +93,7 @@ impl IndexService {
             node_id,
             registry,
             roles,
+            snapshots,
             pool,
             faults,
             limits,
@@ -347,6 +353,50 @@ impl IndexNode for IndexService {
         Ok(Response::new(response))
     }
 
+    async fn create_snapshot(
+        &self,
+        request: Request<ShardRef>,
+    ) -> Result<Response<SnapshotInfo>, Status> {
+        let req = request.into_inner();
+        let key = shard_key(&req.tenant, req.shard)?;
+        let Some((store, keep)) = &self.snapshots else {
+            return Err(Status::failed_precondition(
+                "this node has no snapshot store",
+            ));
+        };
+        if !matches!(
+            self.roles.role(&key),
+            Role::Leader { .. } | Role::Standalone
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "this node does not lead shard {key}; ask its leader"
+            )));
+        }
+        let info = bootstrap::take(&self.registry, store, &key, *keep)
+            .await
+            .map_err(|e| Status::internal(format!("snapshot of {key} failed: {e:#}")))?;
+        Ok(Response::new(info))
+    }
+
+    async fn bootstrap(
+        &self,
+        request: Request<BootstrapRequest>,
+    ) -> Result<Response<ShardInfo>, Status> {
+        let req = request.into_inner();
+        let key = shard_key(&req.tenant, req.shard)?;
+        self.roles
+            .adopt(&key, &req.language, &req.leader, req.epoch)
+            .await
+            .map_err(Status::failed_precondition)?;
+        let info = ShardInfo {
+            tenant: key.tenant.clone(),
+            shard: key.shard,
+            health: ShardHealth::Bootstrapping as i32,
+            ..Default::default()
+        };
+        Ok(Response::new(self.with_replication(info)))
+    }
+
     async fn create_shard(
         &self,
         request: Request<CreateShardRequest>,
@@ -383,6 +433,9 @@ impl IndexNode for IndexService {
     ) -> Result<Response<ShardInfo>, Status> {
         let req = request.into_inner();
         let key = shard_key(&req.tenant, req.shard)?;
+        if req.digest && req.digest_at_seq > 0 {
+            return self.digest_at(key, req.digest_at_seq).await;
+        }
         let registry = self.registry.clone();
         let digest = req.digest;
         let info = tokio::task::spawn_blocking(move || match registry.get(&key) {
@@ -442,6 +495,27 @@ impl IndexNode for IndexService {
 }
 
 impl IndexService {
+    /// `GetShardInfo` with the digest taken exactly at `seq` (see
+    /// `WriterHandle::digest_at`), waiting up to 30 s for the shard to get
+    /// there.
+    async fn digest_at(&self, key: ShardKey, seq: u64) -> Result<Response<ShardInfo>, Status> {
+        let writer = self.registry.writer_async(&key).await?;
+        let wait = std::time::Duration::from_secs(30);
+        let (seq, digest) = match tokio::time::timeout(wait, writer.digest_at(seq)).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Err(Status::failed_precondition(format!("shard {key}: {e:#}"))),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "shard {key} did not reach {seq} within {wait:?}"
+                )))
+            }
+        };
+        let mut info = self.with_replication(info_of(&key, Some(&writer.shard), None));
+        info.applied_seq = seq;
+        info.digest = digest;
+        Ok(Response::new(info))
+    }
+
     /// Adds role, epoch, log position, lag and the lag-derived health.
     fn with_replication(&self, mut info: ShardInfo) -> ShardInfo {
         let key = ShardKey {
@@ -470,6 +544,13 @@ impl IndexService {
         }
         if info.health == ShardHealth::Serving as i32 {
             info.health = self.roles.health(&key, info.applied_seq) as i32;
+        }
+        if let Some((done, total, installing)) = self.roles.bootstrap_progress(&key) {
+            if installing {
+                info.health = ShardHealth::Bootstrapping as i32;
+            }
+            info.bootstrap_bytes = done;
+            info.bootstrap_total_bytes = total;
         }
         info
     }

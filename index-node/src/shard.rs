@@ -37,7 +37,7 @@ use crate::schema::{build_schema, register_tokenizers, Fields};
 const WRITER_MEMORY_BYTES: usize = 32 * 1024 * 1024;
 /// Characters of body text in a snippet.
 const SNIPPET_CHARS: usize = 160;
-const META_FILE: &str = "tandem-shard.json";
+const META_FILE: &str = ShardMeta::FILE;
 
 /// Identifies a shard on a node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,6 +67,11 @@ impl std::fmt::Display for ShardKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.tenant, self.shard)
     }
+}
+
+impl ShardMeta {
+    /// Its file name in the shard's directory.
+    pub const FILE: &'static str = "tandem-shard.json";
 }
 
 /// What tandem keeps beside the tantivy files.
@@ -229,6 +234,11 @@ impl Shard {
     /// on it).
     pub fn watch_applied(&self) -> watch::Receiver<u64> {
         self.visible.subscribe()
+    }
+
+    /// The tantivy index.
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     /// The shard's directory.

@@ -119,6 +119,26 @@ enum Job {
     Write(Batch, WriteReply),
     Replicate(Vec<LogRecord>, oneshot::Sender<Result<Tip, WriteError>>),
     Flush,
+    Stage(oneshot::Sender<anyhow::Result<Staged>>),
+    Close(oneshot::Sender<()>),
+    DigestAt(u64, DigestReply),
+}
+
+/// Where a digest's answer goes: `(sequence, digest)`.
+type DigestReply = oneshot::Sender<anyhow::Result<(u64, String)>>;
+
+/// The files of one commit, hard-linked aside for a snapshot (see
+/// [`crate::snapshot`]); the directory is the caller's to delete.
+#[derive(Debug)]
+pub struct Staged {
+    /// Where the links are.
+    pub dir: std::path::PathBuf,
+    /// The commit's sequence number.
+    pub seq: u64,
+    /// Leader epoch of that sequence number's record (0 if unknown).
+    pub epoch: u64,
+    /// File name -> size.
+    pub files: std::collections::BTreeMap<String, u64>,
 }
 
 /// The handle of a running shard writer; cheap to clone.
@@ -152,6 +172,32 @@ impl WriterHandle {
         let _ = self.tx.try_send(Job::Flush);
     }
 
+    /// Commits what is pending and links that commit's files aside.
+    pub async fn stage_snapshot(&self) -> anyhow::Result<Staged> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Stage(tx)).await?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// The shard's content digest exactly at `seq`: the writer commits at
+    /// `seq` when its records reach it (waiting for them if needed), and
+    /// computes the digest before it applies anything later. An error if the
+    /// shard is already past `seq`.
+    pub async fn digest_at(&self, seq: u64) -> anyhow::Result<(u64, String)> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::DigestAt(seq, tx)).await?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Stops the writer (nothing pending is committed: the shard is about
+    /// to be replaced); returns once its index writer is gone.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Job::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     async fn send(&self, job: Job) -> Result<(), WriteError> {
         self.tx.send(job).await.map_err(|_| gone())
     }
@@ -180,6 +226,7 @@ pub fn start(
         last_commit: Instant::now(),
         last_activity: Instant::now(),
         seen: HashMap::new(),
+        digests: Vec::new(),
         seen_order: VecDeque::new(),
         config,
     };
@@ -205,6 +252,8 @@ struct State {
     last_commit: Instant,
     last_activity: Instant,
     seen: HashMap<String, Seen>,
+    /// Digests asked at a sequence number not reached yet.
+    digests: Vec<(u64, DigestReply)>,
     /// `(unix ms, request id)` in log order, to forget old ids.
     seen_order: VecDeque<(u64, String)>,
     config: WriterConfig,
@@ -221,6 +270,11 @@ async fn run(mut state: State, mut rx: mpsc::Receiver<Job>) {
             _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => None,
         };
         let mut jobs = Vec::new();
+        if let Some(Job::Close(done)) = first {
+            drop(state);
+            let _ = done.send(());
+            return;
+        }
         if let Some(job) = first {
             jobs.push(job);
             while jobs.len() < MAX_GROUP {
@@ -266,6 +320,7 @@ impl State {
         let mut records = Vec::new();
         let mut acks: Vec<(WriteReply, Written, bool)> = Vec::new();
         let mut tips = Vec::new();
+        let mut stages = Vec::new();
         let mut flush = jobs.is_empty();
         for job in jobs {
             match job {
@@ -295,11 +350,17 @@ impl State {
                     tips.push(reply);
                 }
                 Job::Flush => flush = true,
+                Job::Stage(reply) => stages.push(reply),
+                Job::DigestAt(seq, reply) => self.digests.push((seq, reply)),
+                // Only as a group's first job; later it waits for the next.
+                Job::Close(done) => drop(done),
             }
         }
         if !records.is_empty() {
             self.last_activity = Instant::now();
         }
+        // Digests due now (or never) before this group's records go in.
+        self.answer_digests();
         if let Err(e) = self.log.append(&records) {
             tracing::error!(shard = %self.shard.key(), error = %format!("{e:#}"), "log append failed");
             for r in &records {
@@ -337,6 +398,12 @@ impl State {
         }
         for (reply, written) in wait_visible {
             let _ = reply.send(Ok(written));
+        }
+        if !stages.is_empty() {
+            self.commit();
+            for reply in stages {
+                let _ = reply.send(self.stage());
+            }
         }
         if flush
             && self.pending_seq <= self.shard.applied_seq()
@@ -443,14 +510,42 @@ impl State {
                 }
             },
         };
-        let mut writer = writer;
+        self.writer = Some(writer);
         for r in records {
-            if let Err(e) = self.shard.apply(&mut writer, &r.upserts, &r.deletes) {
+            let writer = self.writer.as_mut().expect("just set");
+            if let Err(e) = self.shard.apply(writer, &r.upserts, &r.deletes) {
                 tracing::error!(shard = %self.shard.key(), seq = r.seq, error = %e, "batch not applied to the index");
             }
             self.pending_seq = r.seq;
+            if !self.digests.is_empty() {
+                self.answer_digests();
+            }
         }
-        self.writer = Some(writer);
+    }
+
+    /// Answers the digests asked at the sequence number the index writer
+    /// holds now (committing first), and refuses those already passed.
+    fn answer_digests(&mut self) {
+        let at = self.pending_seq.max(self.shard.applied_seq());
+        if !self.digests.iter().any(|(seq, _)| *seq <= at) {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.digests)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= at);
+        self.digests = waiting;
+        self.commit();
+        let digest = self.shard.digest().map_err(anyhow::Error::from);
+        for (seq, reply) in due {
+            let answer = match &digest {
+                Ok((applied, d)) if *applied == seq => Ok((seq, d.clone())),
+                Ok((applied, _)) => Err(anyhow::anyhow!(
+                    "the shard is at {applied}, past the asked {seq}"
+                )),
+                Err(e) => Err(anyhow::anyhow!("digest failed: {e:#}")),
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     /// Commits what the index writer holds.
@@ -472,6 +567,74 @@ impl State {
         if let Err(e) = self.log.trim(self.shard.applied_seq(), keep_after) {
             tracing::warn!(shard = %self.shard.key(), error = %format!("{e:#}"), "log trim failed");
         }
+    }
+
+    /// Links the files of the last commit into a staging directory. A merge
+    /// that finishes meanwhile changes the commit's segments (and may delete
+    /// files of the old ones); then the commit is read again.
+    fn stage(&self) -> anyhow::Result<Staged> {
+        let index = self.shard.index();
+        let index_dir = self.shard.dir().join("index");
+        let segment_ids = |m: &tantivy::IndexMeta| -> Vec<String> {
+            m.segments.iter().map(|s| s.id().uuid_string()).collect()
+        };
+        for _attempt in 0..5 {
+            let metas = index.load_metas()?;
+            let seq = metas
+                .payload
+                .as_deref()
+                .and_then(|p| p.parse::<u64>().ok())
+                .unwrap_or(0);
+            let dir = self
+                .shard
+                .dir()
+                .join("snapshot-staging")
+                .join(format!("{seq:020}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            let on_disk: Vec<String> = std::fs::read_dir(&index_dir)?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            let mut files = std::collections::BTreeMap::new();
+            let mut complete = true;
+            for segment in &metas.segments {
+                let id = segment.id().uuid_string();
+                let deletes = segment
+                    .has_deletes()
+                    .then(|| segment.relative_path(tantivy::index::SegmentComponent::Delete));
+                let wanted = on_disk.iter().filter(|name| {
+                    name.starts_with(&id)
+                        && !name.ends_with(".temp")
+                        && (!name.ends_with(".del")
+                            || deletes.as_deref() == Some(std::path::Path::new(name.as_str())))
+                });
+                for name in wanted {
+                    match std::fs::hard_link(index_dir.join(name), dir.join(name)) {
+                        Ok(()) => {
+                            files.insert(name.clone(), std::fs::metadata(dir.join(name))?.len());
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => complete = false,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            // Linked files cannot vanish; if the commit is still the same,
+            // nothing of it was deleted before it was linked.
+            if !complete || segment_ids(&index.load_metas()?) != segment_ids(&metas) {
+                continue;
+            }
+            let meta_json = serde_json::to_vec_pretty(&metas)?;
+            std::fs::write(dir.join("meta.json"), &meta_json)?;
+            files.insert("meta.json".to_string(), meta_json.len() as u64);
+            let epoch = self.log.epoch_at(seq).ok().flatten().unwrap_or(0);
+            return Ok(Staged {
+                dir,
+                seq,
+                epoch,
+                files,
+            });
+        }
+        anyhow::bail!("the index kept changing under the snapshot; try again")
     }
 
     fn close_writer(&mut self) {

@@ -168,6 +168,7 @@ impl DocumentsService {
 /// what is about the batch, a plain sentence (no node names or addresses)
 /// for the rest.
 fn public_status(shard: u32, status: Status) -> Status {
+    tracing::warn!(shard, code = ?status.code(), error = %status.message(), "a leader refused a write");
     match status.code() {
         Code::InvalidArgument | Code::AlreadyExists => Status::new(status.code(), status.message()),
         Code::FailedPrecondition => Status::unavailable(format!(

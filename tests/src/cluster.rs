@@ -79,6 +79,8 @@ pub struct Cluster {
     pub tenants: Vec<TenantSpec>,
     /// The catalog file the routers watch.
     pub catalog_path: PathBuf,
+    /// Extra flags of every index-node.
+    pub index_flags: Vec<String>,
     /// Keeps every data directory alive; declared last so that it is
     /// removed after the processes using it are gone.
     pub dir: tempfile::TempDir,
@@ -130,13 +132,34 @@ impl Cluster {
         tenants: Vec<TenantSpec>,
         docs_per_shard: usize,
     ) -> Cluster {
+        Self::start_full(index_nodes, model_nodes, tenants, docs_per_shard, &[]).await
+    }
+
+    /// Like [`Cluster::start_with_models`], with `index_flags` added to
+    /// every index-node's command line (kept for restarts).
+    pub async fn start_full(
+        index_nodes: &[(&str, &str)],
+        model_nodes: &[(&str, &str)],
+        tenants: Vec<TenantSpec>,
+        docs_per_shard: usize,
+        index_flags: &[String],
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        // One snapshot store for all nodes (as `tandem dev` has), unless
+        // the flags bring their own configuration.
+        let shared_store = format!("file://{}", dir.path().join("snapshots").display());
+        let index_flags: Vec<String> = match index_flags {
+            [] => vec!["--snapshot-store".into(), shared_store],
+            given => given.to_vec(),
+        };
+        let index_flags = index_flags.as_slice();
         let catalog_path = dir.path().join("catalog.toml");
         let catalog_arg = catalog_path.display().to_string();
         let mut nodes = Vec::new();
         for (id, region) in index_nodes {
             let data_dir = dir.path().join(id);
-            let flags = ["--catalog", &catalog_arg, "--catalog-poll-ms", "100"];
+            let mut flags = vec!["--catalog", &catalog_arg, "--catalog-poll-ms", "100"];
+            flags.extend(index_flags.iter().map(String::as_str));
             let proc = start_index_node(id, &data_dir, &flags).expect("index node");
             nodes.push(NodeProc {
                 id: id.to_string(),
@@ -163,6 +186,7 @@ impl Cluster {
             }
         }
         let mut cluster = Cluster {
+            index_flags: index_flags.to_vec(),
             nodes,
             routers: Vec::new(),
             tenants,
@@ -332,6 +356,7 @@ impl Cluster {
                     tenant: tenant.into(),
                     shard,
                     digest: false,
+                    digest_at_seq: 0,
                 })
                 .await;
             if info.is_ok_and(|i| i.into_inner().applied_seq >= seq) {
@@ -353,6 +378,7 @@ impl Cluster {
     /// (e.g. a stale copy).
     pub fn restart_index_node_with(&mut self, id: &str, catalog: &std::path::Path) {
         let catalog = catalog.display().to_string();
+        let extra = self.index_flags.clone();
         let node = self.node_mut(id);
         // Quietly: it may be dead already.
         let _ = std::process::Command::new("kill")
@@ -380,6 +406,7 @@ impl Cluster {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(extra)
         .collect();
         node.proc = Proc::spawn("tandem-index-node", &args).expect("restart index node");
     }

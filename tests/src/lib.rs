@@ -18,6 +18,7 @@ use tandem_proto::v1::Document;
 use tonic::transport::Channel;
 
 pub mod cluster;
+pub mod s3;
 
 /// Admin token given to every node the harness starts with faults enabled.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";

@@ -212,6 +212,7 @@ async fn shard_info(topology: &Topology, node: &str, tenant: &str) -> (u64, u64)
             tenant: tenant.into(),
             shard: 0,
             digest: false,
+            digest_at_seq: 0,
         })
         .await
         .expect("shard info")

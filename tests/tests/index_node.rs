@@ -185,6 +185,7 @@ async fn tandem_load_shard_fills_one_shard() {
             tenant: "t".into(),
             shard: 0,
             digest: false,
+            digest_at_seq: 0,
         })
         .await
         .unwrap()
@@ -249,6 +250,7 @@ async fn title_weighs_more_and_upsert_replaces_and_boosts_reorder() {
             tenant: "t".into(),
             shard: 0,
             digest: false,
+            digest_at_seq: 0,
         })
         .await
         .unwrap()
@@ -299,6 +301,7 @@ async fn kill_9_after_ack_loses_nothing() {
             tenant: "t".into(),
             shard: 0,
             digest: false,
+            digest_at_seq: 0,
         })
         .await
         .unwrap()
@@ -359,6 +362,7 @@ async fn a_broken_shard_is_isolated() {
             tenant: "bad".into(),
             shard: 0,
             digest: false,
+            digest_at_seq: 0,
         })
         .await
         .unwrap()
@@ -628,6 +632,7 @@ async fn bad_input_gets_clear_statuses_and_changes_nothing() {
             tenant: "t".into(),
             shard: 0,
             digest: false,
+            digest_at_seq: 0,
         })
         .await
         .unwrap()

@@ -63,6 +63,7 @@ async fn info(cluster: &Cluster, node: &str, shard: u32, digest: bool) -> ShardI
         tenant: "t".into(),
         shard,
         digest,
+        digest_at_seq: 0,
     })
     .await
     .expect("shard info")

@@ -62,6 +62,7 @@ pub async fn load(
             tenant: plan.tenant.clone(),
             shard: plan.shard,
             digest: false,
+            digest_at_seq: 0,
         })
         .await
         .with_context(|| format!("cannot read shard {}/{}", plan.tenant, plan.shard))?

@@ -233,6 +233,7 @@ async fn leader_has_writes(addr: &str, tenant: &str) -> anyhow::Result<bool> {
                 tenant: tenant.into(),
                 shard: 0,
                 digest: false,
+                digest_at_seq: 0,
             })
             .await;
         match info {

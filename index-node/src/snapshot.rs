@@ -1,0 +1,274 @@
+//! Snapshots of shards in an object store: how a new or far-behind replica
+//! is built while the leader keeps taking writes, and the shards' backups.
+//!
+//! A snapshot is the tantivy files of one commit at sequence number S, hard
+//! linked aside by the shard's writer (so merges and commits that follow
+//! cannot change or delete them), then uploaded:
+//!
+//! ```text
+//! <store>/<tenant>/<shard>/<S, 20 digits>/files/<tantivy file>
+//! <store>/<tenant>/<shard>/<S, 20 digits>/manifest.json   written last
+//! ```
+//!
+//! A snapshot without its manifest is unfinished and never used. A replica
+//! installs a snapshot and then follows the leader from S + 1. The store is
+//! any `object_store` URL: `file:///path` (the default: `snapshots/` under
+//! the node's data directory; `tandem dev` gives all its nodes one shared
+//! directory) or `s3://bucket/prefix` with options such as `aws_endpoint`
+//! for an S3-compatible server. Manifests carry a format version; this
+//! version reads format 1.
+
+use std::collections::BTreeMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::shard::ShardKey;
+
+/// The manifest format this version writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// Bytes read from a file per upload part.
+const CHUNK: usize = 8 * 1024 * 1024;
+
+/// What a snapshot holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT`] of the writer.
+    pub format: u32,
+    /// Tenant.
+    pub tenant: String,
+    /// Shard number.
+    pub shard: u32,
+    /// Every write up to this sequence number is in it.
+    pub seq: u64,
+    /// Leader epoch of the snapshot's last write (0 if unknown).
+    pub epoch: u64,
+    /// The shard's language.
+    pub language: String,
+    /// The tantivy files, by name, with their sizes.
+    pub files: BTreeMap<String, u64>,
+    /// When it was taken (ms since the Unix epoch).
+    pub created_unix_ms: u64,
+}
+
+impl Manifest {
+    /// Total bytes of its files.
+    pub fn bytes(&self) -> u64 {
+        self.files.values().sum()
+    }
+}
+
+/// Progress of a download, for `ShardInfo` while bootstrapping.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes written so far.
+    pub done: AtomicU64,
+    /// Bytes in all.
+    pub total: AtomicU64,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct SnapshotStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    url: String,
+}
+
+impl SnapshotStore {
+    /// The store at `url` (`file:///abs/dir`, `s3://bucket/prefix`, ...),
+    /// with `options` (e.g. `aws_endpoint`, `aws_allow_http`) and, for S3,
+    /// the standard `AWS_*` environment variables. A `file://` directory is
+    /// created if missing.
+    pub fn open(url: &str, options: &BTreeMap<String, String>) -> anyhow::Result<SnapshotStore> {
+        let parsed =
+            url::Url::parse(url).with_context(|| format!("snapshot store {url:?} is not a URL"))?;
+        if parsed.scheme() == "file" {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|_| anyhow::anyhow!("snapshot store {url:?} is not an absolute path"))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let mut opts: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        opts.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (store, root) = object_store::parse_url_opts(&parsed, opts)
+            .with_context(|| format!("cannot open snapshot store {url:?}"))?;
+        Ok(SnapshotStore {
+            store: Arc::from(store),
+            root,
+            url: url.to_string(),
+        })
+    }
+
+    /// The store's URL (for logs).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn shard_root(&self, key: &ShardKey) -> Path {
+        self.root
+            .child(key.tenant.as_str())
+            .child(key.shard.to_string())
+    }
+
+    fn snapshot_root(&self, key: &ShardKey, seq: u64) -> Path {
+        self.shard_root(key).child(format!("{seq:020}"))
+    }
+
+    /// Uploads the files in `dir` as the snapshot `manifest` describes; the
+    /// manifest goes last. Returns its location.
+    pub async fn upload(&self, dir: &FsPath, manifest: &Manifest) -> anyhow::Result<String> {
+        let key = ShardKey {
+            tenant: manifest.tenant.clone(),
+            shard: manifest.shard,
+        };
+        let root = self.snapshot_root(&key, manifest.seq);
+        for name in manifest.files.keys() {
+            let target = root.child("files").child(name.as_str());
+            let mut file = tokio::fs::File::open(dir.join(name))
+                .await
+                .with_context(|| format!("cannot open staged file {name}"))?;
+            let mut upload = object_store::buffered::BufWriter::new(self.store.clone(), target);
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                upload.write_all(&buf[..n]).await?;
+            }
+            upload
+                .shutdown()
+                .await
+                .with_context(|| format!("cannot upload {name}"))?;
+        }
+        let manifest_bytes = serde_json::to_vec_pretty(manifest)?;
+        self.store
+            .put(
+                &root.child("manifest.json"),
+                PutPayload::from(manifest_bytes),
+            )
+            .await
+            .context("cannot upload the snapshot manifest")?;
+        Ok(root.to_string())
+    }
+
+    /// Sequence numbers of the shard's finished snapshots, oldest first.
+    pub async fn list(&self, key: &ShardKey) -> anyhow::Result<Vec<u64>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.shard_root(key)))
+            .await
+            .context("cannot list snapshots")?;
+        let mut seqs = Vec::new();
+        for prefix in listing.common_prefixes {
+            let Some(seq) = prefix.filename().and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            if self
+                .store
+                .head(&prefix.child("manifest.json"))
+                .await
+                .is_ok()
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// The manifest of the shard's newest finished snapshot.
+    pub async fn latest(&self, key: &ShardKey) -> anyhow::Result<Option<Manifest>> {
+        match self.list(key).await?.last() {
+            None => Ok(None),
+            Some(seq) => Ok(Some(self.manifest(key, *seq).await?)),
+        }
+    }
+
+    /// The manifest of the shard's snapshot at `seq`.
+    pub async fn manifest(&self, key: &ShardKey, seq: u64) -> anyhow::Result<Manifest> {
+        let bytes = self
+            .store
+            .get(&self.snapshot_root(key, seq).child("manifest.json"))
+            .await?
+            .bytes()
+            .await?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).context("corrupt snapshot manifest")?;
+        anyhow::ensure!(
+            manifest.format <= MANIFEST_FORMAT,
+            "snapshot format {} is newer than this node reads ({MANIFEST_FORMAT})",
+            manifest.format
+        );
+        Ok(manifest)
+    }
+
+    /// Downloads the snapshot's files into `dir`, counting bytes in
+    /// `progress`; checks every file's size.
+    pub async fn download(
+        &self,
+        manifest: &Manifest,
+        dir: &FsPath,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        let key = ShardKey {
+            tenant: manifest.tenant.clone(),
+            shard: manifest.shard,
+        };
+        let root = self.snapshot_root(&key, manifest.seq).child("files");
+        tokio::fs::create_dir_all(dir).await?;
+        progress.total.store(manifest.bytes(), Ordering::Relaxed);
+        for (name, size) in &manifest.files {
+            let mut stream = self
+                .store
+                .get(&root.child(name.as_str()))
+                .await?
+                .into_stream();
+            let path: PathBuf = dir.join(name);
+            let mut out = tokio::fs::File::create(&path).await?;
+            let mut written = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                out.write_all(&chunk).await?;
+                written += chunk.len() as u64;
+                progress
+                    .done
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            out.sync_all().await?;
+            anyhow::ensure!(
+                written == *size,
+                "snapshot file {name}: {written} bytes, expected {size}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes all but the newest `keep` snapshots of the shard.
+    pub async fn collect_garbage(&self, key: &ShardKey, keep: usize) -> anyhow::Result<usize> {
+        let seqs = self.list(key).await?;
+        let doomed = seqs.len().saturating_sub(keep.max(1));
+        for seq in &seqs[..doomed] {
+            let root = self.snapshot_root(key, *seq);
+            // The manifest first: a half-deleted snapshot is then unfinished.
+            let _ = self.store.delete(&root.child("manifest.json")).await;
+            let mut files = self.store.list(Some(&root));
+            while let Some(meta) = files.next().await {
+                self.store.delete(&meta?.location).await?;
+            }
+        }
+        Ok(doomed)
+    }
+}
