@@ -11,7 +11,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use tandem_catalog::Catalog;
+use std::sync::Arc;
+
+use tandem_catalog::{Catalog, Shard, Tenant};
 use toml_edit::{value, DocumentMut, InlineTable, Item, Table};
 
 /// The catalog file, parsed for editing.
@@ -102,6 +104,27 @@ impl CatalogFile {
             .with_context(|| format!("cannot replace {}", path.display()))?;
         Ok(catalog)
     }
+}
+
+/// `tenant` of `catalog`, or an error naming it.
+pub fn tenant<'a>(catalog: &'a Catalog, tenant: &str) -> anyhow::Result<&'a Arc<Tenant>> {
+    catalog
+        .tenant(tenant)
+        .with_context(|| format!("tenant {tenant:?} is not in the catalog"))
+}
+
+/// `tenant`'s shard `shard` in `catalog` (with the tenant), or an error.
+pub fn shard<'a>(
+    catalog: &'a Catalog,
+    tenant_id: &str,
+    shard: u32,
+) -> anyhow::Result<(&'a Arc<Tenant>, &'a Shard)> {
+    let t = tenant(catalog, tenant_id)?;
+    let s = t
+        .shards
+        .get(shard as usize)
+        .with_context(|| format!("tenant {tenant_id:?} has no shard {shard}"))?;
+    Ok((t, s))
 }
 
 #[cfg(test)]

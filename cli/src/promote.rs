@@ -45,13 +45,7 @@ pub async fn promote(
     force: bool,
 ) -> anyhow::Result<Promoted> {
     let (mut file, catalog) = CatalogFile::load(path)?;
-    let t = catalog
-        .tenant(tenant)
-        .with_context(|| format!("tenant {tenant:?} is not in the catalog"))?;
-    let s = t
-        .shards
-        .get(shard as usize)
-        .with_context(|| format!("tenant {tenant:?} has no shard {shard}"))?;
+    let (_, s) = crate::catalog_edit::shard(&catalog, tenant, shard)?;
     if !s.replicas.iter().any(|n| &*n.id == node) {
         bail!("{node} holds no replica of {tenant}/{shard}");
     }

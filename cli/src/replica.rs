@@ -41,13 +41,7 @@ pub async fn add(
 ) -> anyhow::Result<Added> {
     let started = Instant::now();
     let (mut file, catalog) = CatalogFile::load(path)?;
-    let t = catalog
-        .tenant(tenant)
-        .with_context(|| format!("tenant {tenant:?} is not in the catalog"))?;
-    let s = t
-        .shards
-        .get(shard as usize)
-        .with_context(|| format!("tenant {tenant:?} has no shard {shard}"))?;
+    let (t, s) = crate::catalog_edit::shard(&catalog, tenant, shard)?;
     let target = catalog
         .node(node)
         .filter(|n| n.kind == NodeKind::Index)
@@ -141,13 +135,7 @@ pub async fn add(
 /// Removes follower `node` from `tenant`'s `shard` in the catalog at `path`.
 pub fn remove(path: &Path, tenant: &str, shard: u32, node: &str) -> anyhow::Result<()> {
     let (mut file, catalog) = CatalogFile::load(path)?;
-    let t = catalog
-        .tenant(tenant)
-        .with_context(|| format!("tenant {tenant:?} is not in the catalog"))?;
-    let s = t
-        .shards
-        .get(shard as usize)
-        .with_context(|| format!("tenant {tenant:?} has no shard {shard}"))?;
+    let (_, s) = crate::catalog_edit::shard(&catalog, tenant, shard)?;
     if &*s.leader.node.id == node {
         bail!("{node} leads {tenant}/{shard}; promote another replica first");
     }

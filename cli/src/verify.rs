@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tandem_catalog::{Catalog, Node};
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::{ShardInfo, ShardRef};
@@ -28,13 +27,7 @@ pub async fn shard_states(
     shard: u32,
     digest: bool,
 ) -> anyhow::Result<Vec<ReplicaState>> {
-    let t = catalog
-        .tenant(tenant)
-        .with_context(|| format!("tenant {tenant:?} is not in the catalog"))?;
-    let s = t
-        .shards
-        .get(shard as usize)
-        .with_context(|| format!("tenant {tenant:?} has no shard {shard}"))?;
+    let (_, s) = crate::catalog_edit::shard(catalog, tenant, shard)?;
     let asks = s.replicas.iter().map(|node| async move {
         ReplicaState {
             node: node.id.to_string(),
@@ -107,9 +100,7 @@ pub async fn verify(
     tenant: &str,
     wait: Duration,
 ) -> anyhow::Result<Vec<ShardVerdict>> {
-    let t = catalog
-        .tenant(tenant)
-        .with_context(|| format!("tenant {tenant:?} is not in the catalog"))?;
+    let t = crate::catalog_edit::tenant(catalog, tenant)?;
     let mut verdicts = Vec::new();
     for shard in &t.shards {
         verdicts.push(meet(&shard.replicas, tenant, shard.number, wait).await);
