@@ -202,6 +202,8 @@ pub struct Server {
     child: Child,
     /// Its gRPC address.
     pub grpc: SocketAddr,
+    /// Its Prometheus address.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Server {
@@ -235,13 +237,36 @@ impl Server {
         #[derive(Deserialize)]
         struct Ready {
             grpc: SocketAddr,
+            metrics: Option<SocketAddr>,
         }
         let ready: Ready = serde_json::from_str(&line)
             .with_context(|| format!("{bin} did not become ready: {line:?}"))?;
         Ok(Server {
             child,
             grpc: ready.grpc,
+            metrics: ready.metrics,
         })
+    }
+
+    /// The value of a Prometheus counter or gauge (summed over its label
+    /// sets that contain `labels`), 0 if absent.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        use std::io::{Read, Write};
+        let Some(addr) = self.metrics else { return 0.0 };
+        let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+            return 0.0;
+        };
+        let _ = write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        let mut body = String::new();
+        let _ = stream.read_to_string(&mut body);
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Its process id.

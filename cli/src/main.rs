@@ -189,6 +189,9 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// `replica-bootstrap`: single-document writes per second.
+        #[arg(long, default_value_t = 125.0)]
+        write_rate: f64,
     },
 }
 
@@ -370,6 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             timeline_csv,
             timeline_svg,
             json,
+            write_rate,
         } => {
             let duration = Duration::try_from_secs_f64(duration)
                 .context("--duration must be a number of seconds")?;
@@ -387,6 +391,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.stop_on_ctrl_c = true;
             if let Some(path) = &queries {
                 opts.queries = Some(tandem_loadgen::read_queries(path)?);
+            }
+            if scenario == Scenario::ReplicaBootstrap {
+                let report = drill::bootstrap::run(&opts, write_rate).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.to_text());
+                }
+                return Ok(if report.clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
             }
             let report = drill::run_drill(&opts).await?;
             if json {

@@ -77,6 +77,7 @@ pub async fn add(
     // Once installed, caught up means: applied what the leader had logged
     // when the installation ended.
     let mut goal_seq = None;
+    let mut failing_since: Option<Instant> = None;
     loop {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -90,6 +91,18 @@ pub async fn add(
             .map_err(anyhow::Error::msg)?;
         snapshot_bytes = snapshot_bytes.max(mine.bootstrap_total_bytes);
         let bootstrapping = mine.health == ShardHealth::Bootstrapping as i32;
+        // A bootstrap that keeps failing (no snapshot store shared with
+        // the leader, for one) is reported rather than waited out.
+        if bootstrapping && !mine.error.is_empty() {
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            anyhow::ensure!(
+                since.elapsed() < Duration::from_secs(30),
+                "{node} cannot bootstrap: {}",
+                mine.error
+            );
+        } else {
+            failing_since = None;
+        }
         if let Some(bar) = &bar {
             if bootstrapping {
                 bar.set_message("snapshot");

@@ -47,8 +47,7 @@ pub async fn take(
         tracing::warn!(shard = %key, error = %format!("{e:#}"), "old snapshots not deleted");
     }
     metrics::counter!("index_snapshots_taken_total").increment(1);
-    metrics::gauge!("index_snapshot_bytes", "tenant" => key.tenant.clone(), "shard" => key.shard.to_string())
-        .set(manifest.bytes() as f64);
+    metrics::counter!("index_snapshot_bytes_total").increment(manifest.bytes());
     tracing::info!(shard = %key, seq = manifest.seq, bytes = manifest.bytes(), "snapshot taken");
     Ok(SnapshotInfo {
         tenant: key.tenant.clone(),

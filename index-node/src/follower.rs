@@ -50,6 +50,8 @@ struct StatusInner {
     contact_unix_ms: u64,
     /// Set when the history diverged or fell out of the leader's log.
     bootstrap_reason: Option<String>,
+    /// Why the last bootstrap attempt failed.
+    bootstrap_error: Option<String>,
 }
 
 /// How far behind a follower is.
@@ -109,7 +111,18 @@ impl FollowerStatus {
     }
 
     fn bootstrapped(&self) {
-        self.inner.lock().expect("status lock").bootstrap_reason = None;
+        let mut s = self.inner.lock().expect("status lock");
+        s.bootstrap_reason = None;
+        s.bootstrap_error = None;
+    }
+
+    /// Why the last bootstrap attempt failed (while bootstrapping).
+    pub fn bootstrap_error(&self) -> Option<String> {
+        self.inner
+            .lock()
+            .expect("status lock")
+            .bootstrap_error
+            .clone()
     }
 }
 
@@ -144,10 +157,10 @@ pub async fn run(follow: Follow) {
     let mut client = IndexNodeClient::new(channel).max_decoding_message_size(MAX_PULL_BYTES);
     let mut backoff = Duration::from_millis(50);
     let mut writer = open_writer(&follow).await;
-    if writer.log.tip().seq == 0 {
-        // A brand-new (or wiped) replica starts from the newest snapshot in
-        // the store if there is one: no leader needed, and no replay of the
-        // whole history.
+    if writer.log.tip().seq == 0 && follow.status.bootstrap_reason().is_none() {
+        // A wiped replica (empty, not asked to bootstrap from a fresh
+        // snapshot) starts from the newest snapshot in the store if there
+        // is one: no leader needed, and no replay of the whole history.
         if let Err(e) = restore_from_store(&follow).await {
             tracing::warn!(shard = %follow.key, error = %format!("{e:#}"), "no restore from the store");
         }
@@ -164,6 +177,12 @@ pub async fn run(follow: Follow) {
                 }
                 Err(e) => {
                     tracing::error!(shard = %follow.key, error = %format!("{e:#}"), "bootstrap failed; retrying");
+                    follow
+                        .status
+                        .inner
+                        .lock()
+                        .expect("status lock")
+                        .bootstrap_error = Some(format!("{e:#}"));
                     tokio::time::sleep(MAX_BACKOFF * 2).await;
                 }
             }

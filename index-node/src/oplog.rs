@@ -210,9 +210,10 @@ impl OpLog {
             *file = OpenOptions::new().append(true).open(&next.path)?;
             segments.insert(next.first_seq, next);
         }
-        let tip = *tip;
+        // Published before the lock is released: whoever reads the new
+        // records (under the lock) also sees the tip that includes them.
+        self.tip.send_replace(*tip);
         drop(inner);
-        self.tip.send_replace(tip);
         Ok(())
     }
 
@@ -521,6 +522,20 @@ mod tests {
         assert_eq!(log.tip().seq, 42);
         log.append(&[record(43)]).unwrap();
         assert_eq!(log.read(42, 10, u64::MAX).unwrap().len(), 2);
+    }
+
+    /// A node reads the log format it writes and older ones; a segment of
+    /// a newer format is refused with a clear error, never misread.
+    #[test]
+    fn a_segment_of_a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(OpLog::open(dir.path(), 0).unwrap());
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[7] = HEADER[7] + 1;
+        std::fs::write(&path, bytes).unwrap();
+        let err = OpLog::open(dir.path(), 0).unwrap_err().to_string();
+        assert!(err.contains("log format 2"), "{err}");
     }
 
     #[test]

@@ -275,6 +275,11 @@ impl ShardRegistry {
         Ok(())
     }
 
+    /// Bytes of the operation logs of the shards with a writer.
+    pub fn log_bytes(&self) -> u64 {
+        self.writers.iter().map(|w| w.log.bytes()).sum()
+    }
+
     /// The shard's writer if it runs.
     pub fn writer_if_started(&self, key: &ShardKey) -> Option<WriterHandle> {
         self.writers.get(key).map(|w| w.clone())

@@ -329,6 +329,11 @@ impl Roles {
             .collect()
     }
 
+    /// Why a follower's last bootstrap attempt failed, if it is failing.
+    pub fn bootstrap_error(&self, key: &ShardKey) -> Option<String> {
+        self.status(key)?.bootstrap_error()
+    }
+
     /// Bytes of the snapshot a follower is installing or last installed:
     /// (done, total, still installing).
     pub fn bootstrap_progress(&self, key: &ShardKey) -> Option<(u64, u64, bool)> {
@@ -433,7 +438,11 @@ impl Roles {
         }
     }
 
+    /// Sets each follower's health from its lag, and the node's gauges:
+    /// the largest lag among its followers (no tenant labels: per shard,
+    /// `ListShards` has it), log bytes, bootstraps running.
     fn report_health(&self, assigned: &HashMap<ShardKey, (Role, String)>) {
+        let (mut worst_ops, mut worst_millis, mut bootstrapping) = (0u64, 0u64, 0usize);
         for (key, (role, _)) in assigned {
             if !matches!(role, Role::Follower { .. }) {
                 continue;
@@ -443,17 +452,18 @@ impl Roles {
             };
             let applied = shard.applied_seq();
             if let Some(lag) = self.lag(key, applied) {
-                let labels = [
-                    ("tenant", key.tenant.clone()),
-                    ("shard", key.shard.to_string()),
-                ];
-                metrics::gauge!("index_replication_lag_ops", &labels).set(lag.ops as f64);
-                metrics::gauge!("index_replication_lag_seconds", &labels)
-                    .set(lag.millis as f64 / 1000.0);
+                worst_ops = worst_ops.max(lag.ops);
+                worst_millis = worst_millis.max(lag.millis);
             }
-            let serving = self.health(key, applied) == ShardHealth::Serving;
-            self.registry.set_serving(key, serving);
+            let health = self.health(key, applied);
+            bootstrapping += usize::from(health == ShardHealth::Bootstrapping);
+            self.registry
+                .set_serving(key, health == ShardHealth::Serving);
         }
+        metrics::gauge!("index_replication_lag_ops").set(worst_ops as f64);
+        metrics::gauge!("index_replication_lag_seconds").set(worst_millis as f64 / 1000.0);
+        metrics::gauge!("index_bootstraps_in_progress").set(bootstrapping as f64);
+        metrics::gauge!("index_oplog_bytes").set(self.registry.log_bytes() as f64);
     }
 }
 

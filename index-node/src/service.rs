@@ -548,6 +548,7 @@ impl IndexService {
         if let Some((done, total, installing)) = self.roles.bootstrap_progress(&key) {
             if installing {
                 info.health = ShardHealth::Bootstrapping as i32;
+                info.error = self.roles.bootstrap_error(&key).unwrap_or_default();
             }
             info.bootstrap_bytes = done;
             info.bootstrap_total_bytes = total;

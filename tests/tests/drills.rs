@@ -284,3 +284,30 @@ async fn region_index_down_serves_active_active_remotely_and_fails_single_region
     assert!(es.last.ok > 0 && es.last.failed == 0);
     stop(cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_bootstrap_builds_a_replica_under_searches_and_writes() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let mut opts = DrillOptions::new(Scenario::ReplicaBootstrap, cluster.topology_path());
+    opts.rate = 50.0;
+    opts.duration = Duration::from_secs(3);
+    // Scaled down: 40 writes/s on a debug build (docs/benchmarks.md has
+    // the full 125/s run).
+    let report = tandem_cli::drill::bootstrap::run(&opts, 40.0)
+        .await
+        .expect("the drill runs");
+    println!("{}", report.to_text());
+    assert_eq!(report.node, "use2-index-2");
+    assert_eq!(report.searches.failed, 0, "{:?}", report.searches.errors);
+    assert_eq!(report.writes.failed, 0, "{:?}", report.writes.errors);
+    assert!(report.writes.ok > 0 && report.searches.ok > 0);
+    assert!(report.snapshot_bytes > 0);
+    assert!(report.digests_equal);
+    // Taken out of the catalog again: the drill can run again.
+    let again = tandem_cli::drill::bootstrap::run(&opts, 40.0)
+        .await
+        .expect("again");
+    assert!(again.clean(), "{}", again.to_text());
+    stop(cluster).await;
+}

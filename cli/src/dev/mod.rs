@@ -136,6 +136,9 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     let catalog_path = dir.join("catalog.toml");
     let _ = std::fs::remove_file(&catalog_path);
     let catalog_arg = catalog_path.display().to_string();
+    // One snapshot store for every index-node, so followers can install
+    // what leaders snapshot (a fleet shares an S3 bucket the same way).
+    let store_arg = format!("file://{}", dir.join("snapshots").display());
     let mut starts = Vec::new();
     for (region, _, short) in REGIONS {
         for i in 1..=2 {
@@ -153,6 +156,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
                     &catalog_arg,
                     "--catalog-poll-ms",
                     "200",
+                    "--snapshot-store",
+                    &store_arg,
                 ],
             ));
         }

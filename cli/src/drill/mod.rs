@@ -10,6 +10,7 @@
 //! the way back too. Whatever happens (an error, Ctrl-C) what was broken is
 //! healed before the drill returns.
 
+pub mod bootstrap;
 mod faults;
 pub mod report;
 pub mod restart;

@@ -40,6 +40,11 @@ pub enum Scenario {
     /// A whole region's index-nodes down: every index-node of the home
     /// region killed.
     RegionIndexDown,
+    /// Not an outage: a new replica of the tenant's shard 0 is built in the
+    /// paired region from a snapshot while searches and 125 writes/s run
+    /// (`--write-rate`); reports failed searches and writes, time to caught
+    /// up, and whether every replica's digest is equal.
+    ReplicaBootstrap,
 }
 
 impl Scenario {
@@ -66,6 +71,7 @@ impl Scenario {
             Scenario::ModelsDownAll => "models-down-all",
             Scenario::TenantIndexFailing => "tenant-index-failing",
             Scenario::RegionIndexDown => "region-index-down",
+            Scenario::ReplicaBootstrap => "replica-bootstrap",
         }
     }
 }
@@ -132,6 +138,11 @@ pub fn plan(
             first(of(NodeInfo::KIND_INDEX, Some(home))),
         ),
         Scenario::RegionIndexDown => (Action::Kill, of(NodeInfo::KIND_INDEX, Some(home))),
+        Scenario::ReplicaBootstrap => {
+            anyhow::bail!(
+                "replica-bootstrap breaks nothing; it runs as its own drill (drill::bootstrap)"
+            )
+        }
     };
     anyhow::ensure!(
         !targets.is_empty(),
