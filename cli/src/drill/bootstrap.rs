@@ -82,21 +82,12 @@ impl BootstrapReport {
 
 /// Runs the drill (see the module documentation).
 pub async fn run(opts: &DrillOptions, write_rate: f64) -> anyhow::Result<BootstrapReport> {
-    let topology = Topology::load(&opts.topology)
-        .with_context(|| format!("cannot read the topology {}", opts.topology.display()))?;
+    let (topology, home) = super::topology_and_home(opts)?;
     let catalog_path: std::path::PathBuf = topology
         .catalog
         .clone()
         .context("the topology names no catalog file")?
         .into();
-    let home = match &opts.home_region {
-        Some(r) => r.clone(),
-        None => topology
-            .regions
-            .first()
-            .map(|r| r.name.clone())
-            .context("no regions")?,
-    };
     let info = topology
         .tenant(&opts.tenant)
         .context("the tenant is not in the topology")?;

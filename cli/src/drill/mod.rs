@@ -96,16 +96,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
         opts.duration >= Duration::from_millis(300),
         "a drill needs at least 0.3 s of load"
     );
-    let topology = Topology::load(&opts.topology)
-        .with_context(|| format!("cannot read the topology {}", opts.topology.display()))?;
-    let home = match &opts.home_region {
-        Some(r) => r.clone(),
-        None => topology
-            .regions
-            .first()
-            .map(|r| r.name.clone())
-            .context("the topology lists no regions")?,
-    };
+    let (topology, home) = topology_and_home(opts)?;
     let plan = scenarios::plan(opts.scenario, &topology, &home, &opts.tenant)?;
     preflight(&topology)?;
     let site = Site {
@@ -216,6 +207,22 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
         report.tenants.push(tenant);
     }
     Ok(report)
+}
+
+/// The drill's topology and the region its load is homed in (`--region`,
+/// else the topology's first).
+fn topology_and_home(opts: &DrillOptions) -> anyhow::Result<(Topology, String)> {
+    let topology = Topology::load(&opts.topology)
+        .with_context(|| format!("cannot read the topology {}", opts.topology.display()))?;
+    let home = match &opts.home_region {
+        Some(r) => r.clone(),
+        None => topology
+            .regions
+            .first()
+            .map(|r| r.name.clone())
+            .context("the topology lists no regions")?,
+    };
+    Ok((topology, home))
 }
 
 /// One sentence on what `scenario` does, for the report.
