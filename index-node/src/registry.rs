@@ -77,6 +77,8 @@ pub struct ShardRegistry {
     writer_config: WriterConfig,
     /// Shards reported NOT_SERVING for lag or bootstrap (not failures).
     held_back: DashMap<ShardKey, ()>,
+    /// Set on shutdown: health only goes NOT_SERVING from then on.
+    draining: Arc<std::sync::atomic::AtomicBool>,
     health: HealthReporter,
     runtime: tokio::runtime::Handle,
 }
@@ -99,6 +101,7 @@ impl ShardRegistry {
             writer_start: std::sync::Mutex::new(()),
             writer_config,
             held_back: DashMap::new(),
+            draining: Arc::default(),
             health,
             runtime: tokio::runtime::Handle::current(),
         }
@@ -371,6 +374,8 @@ impl ShardRegistry {
 
     /// Reports every shard NOT_SERVING (graceful shutdown).
     pub async fn report_all_not_serving(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         for (key, _) in self.known() {
             self.health
                 .set_service_status(key.health_service(), ServingStatus::NotServing)
@@ -381,7 +386,15 @@ impl ShardRegistry {
     fn set_health(&self, key: &ShardKey, status: ServingStatus) {
         let health = self.health.clone();
         let name = key.health_service();
+        let draining = self.draining.clone();
         self.runtime.spawn(async move {
+            // Once draining, nothing reports SERVING again (a shard created
+            // or recovered just before SIGTERM must not undo the drain).
+            if status == ServingStatus::Serving
+                && draining.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return;
+            }
             health.set_service_status(name, status).await;
         });
     }
