@@ -15,6 +15,7 @@
 //! The index-node knows nothing of regions or routing: a router decides
 //! which node to ask.
 
+pub mod adopted;
 pub mod bootstrap;
 pub mod config;
 pub mod follower;

@@ -65,6 +65,8 @@ struct Segment {
     index: Vec<(u64, u64)>,
     /// Wall clock of its newest record (0: none).
     last_unix_ms: u64,
+    /// Wall clock of its oldest record (0: none).
+    first_unix_ms: u64,
 }
 
 struct Inner {
@@ -77,6 +79,9 @@ struct Inner {
 /// See the module documentation.
 pub struct OpLog {
     dir: PathBuf,
+    /// The newest segment is closed once its oldest record is this old
+    /// (ms), so that a slowly written shard's log can age out too.
+    roll_after_ms: u64,
     inner: Mutex<Inner>,
     tip: watch::Sender<Tip>,
 }
@@ -91,6 +96,16 @@ impl OpLog {
     /// Opens the log in `dir`, creating it (continuing after `base_seq`, the
     /// sequence number the index already holds) if there is none. Blocking.
     pub fn open(dir: &Path, base_seq: u64) -> anyhow::Result<OpLog> {
+        Self::open_rolling(dir, base_seq, std::time::Duration::from_secs(1800))
+    }
+
+    /// [`OpLog::open`], closing the newest segment once its oldest record
+    /// is `roll_after` old (besides at 64 MiB).
+    pub fn open_rolling(
+        dir: &Path,
+        base_seq: u64,
+        roll_after: std::time::Duration,
+    ) -> anyhow::Result<OpLog> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut segments = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
@@ -126,6 +141,7 @@ impl OpLog {
         }
         Ok(OpLog {
             dir: dir.to_path_buf(),
+            roll_after_ms: roll_after.as_millis() as u64,
             inner: Mutex::new(Inner {
                 segments,
                 active,
@@ -168,6 +184,7 @@ impl OpLog {
             return Ok(());
         }
         let mut inner = self.inner.lock().expect("log lock");
+        self.roll_if_old(&mut inner, records[0].unix_ms)?;
         let mut buf = Vec::new();
         let mut offsets = Vec::with_capacity(records.len());
         let mut expected_above = inner.tip.seq;
@@ -198,6 +215,9 @@ impl OpLog {
         }
         let last = records.last().expect("not empty");
         segment.end = base + buf.len() as u64;
+        if segment.last_seq < segment.first_seq {
+            segment.first_unix_ms = records[0].unix_ms;
+        }
         segment.last_seq = last.seq;
         segment.last_unix_ms = last.unix_ms;
         *tip = Tip {
@@ -214,6 +234,20 @@ impl OpLog {
         // records (under the lock) also sees the tip that includes them.
         self.tip.send_replace(*tip);
         drop(inner);
+        Ok(())
+    }
+
+    /// Closes the newest segment if its oldest record is older than the
+    /// roll age at `now_ms`, and starts the next one.
+    fn roll_if_old(&self, inner: &mut Inner, now_ms: u64) -> anyhow::Result<()> {
+        let newest = inner.segments.values().next_back().expect("a segment");
+        let empty = newest.last_seq < newest.first_seq;
+        if empty || newest.first_unix_ms.saturating_add(self.roll_after_ms) > now_ms {
+            return Ok(());
+        }
+        let next = create_segment(&self.dir, newest.last_seq + 1)?;
+        inner.active = OpenOptions::new().append(true).open(&next.path)?;
+        inner.segments.insert(next.first_seq, next);
         Ok(())
     }
 
@@ -399,6 +433,7 @@ fn create_segment(dir: &Path, first_seq: u64) -> anyhow::Result<Segment> {
         end: HEADER.len() as u64,
         index: Vec::new(),
         last_unix_ms: 0,
+        first_unix_ms: 0,
     })
 }
 
@@ -432,6 +467,7 @@ fn scan(path: &Path, first_seq: u64) -> anyhow::Result<Segment> {
         end: HEADER.len() as u64,
         index: Vec::new(),
         last_unix_ms: 0,
+        first_unix_ms: 0,
     };
     let mut reader = BufReader::with_capacity(1024 * 1024, &mut file);
     loop {
@@ -445,6 +481,9 @@ fn scan(path: &Path, first_seq: u64) -> anyhow::Result<Segment> {
                 segment.end = offset + (RECORD_HEADER + payload.len()) as u64;
                 if let Ok(r) = LogRecord::decode(payload.as_slice()) {
                     segment.last_unix_ms = r.unix_ms;
+                    if segment.first_unix_ms == 0 {
+                        segment.first_unix_ms = r.unix_ms;
+                    }
                 }
             }
             Ok(None) => break,
@@ -522,6 +561,25 @@ mod tests {
         assert_eq!(log.tip().seq, 42);
         log.append(&[record(43)]).unwrap();
         assert_eq!(log.read(42, 10, u64::MAX).unwrap().len(), 2);
+    }
+
+    /// A slowly written log rolls by age, so old records can be trimmed.
+    #[test]
+    fn an_old_segment_is_rolled_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = OpLog::open_rolling(dir.path(), 0, std::time::Duration::ZERO).unwrap();
+        log.append(&[record(1)]).unwrap();
+        log.append(&[record(2)]).unwrap();
+        assert_eq!(
+            log.trim(2, 15).unwrap(),
+            1,
+            "segment of record 1 (10 ms) is closed and old"
+        );
+        assert_eq!(log.first_seq(), 2);
+        assert_eq!(log.read(1, 10, u64::MAX).unwrap().len(), 1);
+        drop(log);
+        let log = OpLog::open(dir.path(), 0).unwrap();
+        assert_eq!((log.first_seq(), log.tip().seq), (2, 2));
     }
 
     /// A node reads the log format it writes and older ones; a segment of

@@ -25,6 +25,7 @@ use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::{ShardHealth, ShardRef};
 use tokio::task::AbortHandle;
 
+use crate::adopted;
 use crate::follower::{self, Follow, FollowerStatus, Lag};
 use crate::registry::ShardRegistry;
 use crate::shard::ShardKey;
@@ -74,6 +75,8 @@ pub struct Roles {
     store: Option<SnapshotStore>,
     /// Held by a reconciliation round.
     round: tokio::sync::Mutex<()>,
+    /// The adoption markers on disk were read.
+    markers_loaded: std::sync::atomic::AtomicBool,
     registry: Arc<ShardRegistry>,
     max_lag: Duration,
 }
@@ -109,6 +112,7 @@ impl Roles {
             adopted: Mutex::default(),
             store,
             round: tokio::sync::Mutex::new(()),
+            markers_loaded: Default::default(),
             registry,
             max_lag,
         }))
@@ -193,9 +197,16 @@ impl Roles {
         }
         let catalog = handle.current();
         let mut assigned = self.assigned(&catalog);
+        self.load_markers(&catalog);
         {
             let mut adopted = self.adopted.lock().expect("adopted lock");
-            adopted.retain(|key, _| !assigned.contains_key(key));
+            adopted.retain(|key, _| {
+                let listed = assigned.contains_key(key);
+                if listed {
+                    adopted::remove(&key.dir(self.registry.data_dir()));
+                }
+                !listed
+            });
             for (key, entry) in adopted.iter() {
                 assigned.insert(key.clone(), entry.clone());
             }
@@ -305,18 +316,65 @@ impl Roles {
         if *leader.id == *self.node_id {
             return Err("a node cannot follow itself".into());
         }
+        let role = Role::Follower {
+            leader: leader.clone(),
+            epoch,
+        };
+        let again = self
+            .adopted
+            .lock()
+            .expect("adopted lock")
+            .get(key)
+            .is_some_and(|(r, _)| *r == role);
+        if again {
+            return Ok(());
+        }
         if self.role(key) != Role::Standalone {
             return Err(format!("this node already holds {key} as a replica"));
         }
         if self.store.is_none() {
             return Err("this node has no snapshot store".into());
         }
-        let role = Role::Follower { leader, epoch };
         self.adopted
             .lock()
             .expect("adopted lock")
             .insert(key.clone(), (role, language.to_string()));
-        self.clone().reconcile().await.map_err(|e| format!("{e:#}"))
+        self.clone()
+            .reconcile()
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let marker = adopted::Marker {
+            leader: leader.id.to_string(),
+            epoch,
+            language: language.to_string(),
+        };
+        adopted::save(&key.dir(self.registry.data_dir()), &marker).map_err(|e| e.to_string())
+    }
+
+    /// Once, after a start: the followers being built (markers on disk)
+    /// are adopted again.
+    fn load_markers(&self, catalog: &Catalog) {
+        if self
+            .markers_loaded
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let mut adopted = self.adopted.lock().expect("adopted lock");
+        for (key, _) in self.registry.known() {
+            let Some(marker) = adopted::load(&key.dir(self.registry.data_dir())) else {
+                continue;
+            };
+            let Some(leader) = catalog.node(&marker.leader).cloned() else {
+                continue;
+            };
+            tracing::info!(shard = %key, leader = %leader.id, "resuming a replica being added");
+            let role = Role::Follower {
+                leader,
+                epoch: marker.epoch,
+            };
+            adopted.insert(key, (role, marker.language));
+        }
     }
 
     /// Shards this node leads.

@@ -214,9 +214,10 @@ pub fn start(
     config: WriterConfig,
     runtime: &tokio::runtime::Handle,
 ) -> anyhow::Result<WriterHandle> {
-    let log = Arc::new(OpLog::open(
+    let log = Arc::new(OpLog::open_rolling(
         &shard.dir().join("oplog"),
         shard.applied_seq(),
+        config.log_retention / 2,
     )?);
     let mut state = State {
         shard: shard.clone(),

@@ -12,7 +12,7 @@ use tandem_e2e::s3::Moto;
 use tandem_e2e::with_bearer;
 use tandem_proto::v1::documents_client::DocumentsClient;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
-use tandem_proto::v1::{Document, ShardInfo, ShardRef, WriteRequest};
+use tandem_proto::v1::{BootstrapRequest, Document, ShardInfo, ShardRef, ShardRole, WriteRequest};
 
 fn spec() -> TenantSpec {
     TenantSpec {
@@ -49,7 +49,23 @@ async fn info(cluster: &Cluster, node: &str, digest: bool) -> ShardInfo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_is_added_live_from_a_snapshot_and_removed() {
     let nodes = [("a1", "r1"), ("b1", "r2"), ("b2", "r2")];
-    let cluster = Cluster::start(&nodes, vec![spec()], 200).await;
+    let mut cluster = Cluster::start(&nodes, vec![spec()], 200).await;
+    // A node asked to build the replica remembers it across a restart.
+    let mut b2 = IndexNodeClient::new(cluster.node("b2").proc.channel().await);
+    b2.bootstrap(BootstrapRequest {
+        tenant: "t".into(),
+        shard: 0,
+        language: "en".into(),
+        leader: "a1".into(),
+        epoch: 1,
+    })
+    .await
+    .expect("bootstrap");
+    cluster.restart_index_node("b2");
+    assert_eq!(
+        info(&cluster, "b2", false).await.role,
+        ShardRole::Follower as i32
+    );
     let (stop, written) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicUsize::new(0)),
