@@ -30,7 +30,8 @@ use object_store::{ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::shard::ShardKey;
+use crate::oplog::OpLog;
+use crate::shard::{Shard, ShardKey};
 
 /// The manifest format this version writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -307,4 +308,85 @@ impl SnapshotStore {
         }
         Ok(doomed)
     }
+}
+
+/// The files of one commit, hard-linked aside for a snapshot; the
+/// directory is the caller's to delete.
+#[derive(Debug)]
+pub struct Staged {
+    /// Where the links are.
+    pub dir: std::path::PathBuf,
+    /// The commit's sequence number.
+    pub seq: u64,
+    /// Leader epoch of that sequence number's record (0 if unknown).
+    pub epoch: u64,
+    /// File name -> size.
+    pub files: std::collections::BTreeMap<String, u64>,
+}
+
+/// Links the files of the last commit into a staging directory. A merge
+/// that finishes meanwhile changes the commit's segments (and may delete
+/// files of the old ones); then the commit is read again.
+pub fn stage(shard: &Shard, log: &OpLog) -> anyhow::Result<Staged> {
+    let index = shard.index();
+    let index_dir = shard.dir().join("index");
+    let segment_ids = |m: &tantivy::IndexMeta| -> Vec<String> {
+        m.segments.iter().map(|s| s.id().uuid_string()).collect()
+    };
+    for _attempt in 0..5 {
+        let metas = index.load_metas()?;
+        let seq = metas
+            .payload
+            .as_deref()
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0);
+        let dir = shard
+            .dir()
+            .join("snapshot-staging")
+            .join(format!("{seq:020}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let on_disk: Vec<String> = std::fs::read_dir(&index_dir)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        let mut files = std::collections::BTreeMap::new();
+        let mut complete = true;
+        for segment in &metas.segments {
+            let id = segment.id().uuid_string();
+            let deletes = segment
+                .has_deletes()
+                .then(|| segment.relative_path(tantivy::index::SegmentComponent::Delete));
+            let wanted = on_disk.iter().filter(|name| {
+                name.starts_with(&id)
+                    && !name.ends_with(".temp")
+                    && (!name.ends_with(".del")
+                        || deletes.as_deref() == Some(std::path::Path::new(name.as_str())))
+            });
+            for name in wanted {
+                match std::fs::hard_link(index_dir.join(name), dir.join(name)) {
+                    Ok(()) => {
+                        files.insert(name.clone(), std::fs::metadata(dir.join(name))?.len());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => complete = false,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // Linked files cannot vanish; if the commit is still the same,
+        // nothing of it was deleted before it was linked.
+        if !complete || segment_ids(&index.load_metas()?) != segment_ids(&metas) {
+            continue;
+        }
+        let meta_json = serde_json::to_vec_pretty(&metas)?;
+        std::fs::write(dir.join("meta.json"), &meta_json)?;
+        files.insert("meta.json".to_string(), meta_json.len() as u64);
+        let epoch = log.epoch_at(seq).ok().flatten().unwrap_or(0);
+        return Ok(Staged {
+            dir,
+            seq,
+            epoch,
+            files,
+        });
+    }
+    anyhow::bail!("the index kept changing under the snapshot; try again")
 }

@@ -119,27 +119,13 @@ enum Job {
     Write(Batch, WriteReply),
     Replicate(Vec<LogRecord>, oneshot::Sender<Result<Tip, WriteError>>),
     Flush,
-    Stage(oneshot::Sender<anyhow::Result<Staged>>),
+    Stage(oneshot::Sender<anyhow::Result<crate::snapshot::Staged>>),
     Close(oneshot::Sender<()>),
     DigestAt(u64, DigestReply),
 }
 
 /// Where a digest's answer goes: `(sequence, digest)`.
 type DigestReply = oneshot::Sender<anyhow::Result<(u64, String)>>;
-
-/// The files of one commit, hard-linked aside for a snapshot (see
-/// [`crate::snapshot`]); the directory is the caller's to delete.
-#[derive(Debug)]
-pub struct Staged {
-    /// Where the links are.
-    pub dir: std::path::PathBuf,
-    /// The commit's sequence number.
-    pub seq: u64,
-    /// Leader epoch of that sequence number's record (0 if unknown).
-    pub epoch: u64,
-    /// File name -> size.
-    pub files: std::collections::BTreeMap<String, u64>,
-}
 
 /// The handle of a running shard writer; cheap to clone.
 #[derive(Clone, Debug)]
@@ -173,7 +159,7 @@ impl WriterHandle {
     }
 
     /// Commits what is pending and links that commit's files aside.
-    pub async fn stage_snapshot(&self) -> anyhow::Result<Staged> {
+    pub async fn stage_snapshot(&self) -> anyhow::Result<crate::snapshot::Staged> {
         let (tx, rx) = oneshot::channel();
         self.send(Job::Stage(tx)).await?;
         rx.await.map_err(|_| gone())?
@@ -403,7 +389,7 @@ impl State {
         if !stages.is_empty() {
             self.commit();
             for reply in stages {
-                let _ = reply.send(self.stage());
+                let _ = reply.send(crate::snapshot::stage(&self.shard, &self.log));
             }
         }
         if flush
@@ -568,74 +554,6 @@ impl State {
         if let Err(e) = self.log.trim(self.shard.applied_seq(), keep_after) {
             tracing::warn!(shard = %self.shard.key(), error = %format!("{e:#}"), "log trim failed");
         }
-    }
-
-    /// Links the files of the last commit into a staging directory. A merge
-    /// that finishes meanwhile changes the commit's segments (and may delete
-    /// files of the old ones); then the commit is read again.
-    fn stage(&self) -> anyhow::Result<Staged> {
-        let index = self.shard.index();
-        let index_dir = self.shard.dir().join("index");
-        let segment_ids = |m: &tantivy::IndexMeta| -> Vec<String> {
-            m.segments.iter().map(|s| s.id().uuid_string()).collect()
-        };
-        for _attempt in 0..5 {
-            let metas = index.load_metas()?;
-            let seq = metas
-                .payload
-                .as_deref()
-                .and_then(|p| p.parse::<u64>().ok())
-                .unwrap_or(0);
-            let dir = self
-                .shard
-                .dir()
-                .join("snapshot-staging")
-                .join(format!("{seq:020}"));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir)?;
-            let on_disk: Vec<String> = std::fs::read_dir(&index_dir)?
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect();
-            let mut files = std::collections::BTreeMap::new();
-            let mut complete = true;
-            for segment in &metas.segments {
-                let id = segment.id().uuid_string();
-                let deletes = segment
-                    .has_deletes()
-                    .then(|| segment.relative_path(tantivy::index::SegmentComponent::Delete));
-                let wanted = on_disk.iter().filter(|name| {
-                    name.starts_with(&id)
-                        && !name.ends_with(".temp")
-                        && (!name.ends_with(".del")
-                            || deletes.as_deref() == Some(std::path::Path::new(name.as_str())))
-                });
-                for name in wanted {
-                    match std::fs::hard_link(index_dir.join(name), dir.join(name)) {
-                        Ok(()) => {
-                            files.insert(name.clone(), std::fs::metadata(dir.join(name))?.len());
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => complete = false,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            // Linked files cannot vanish; if the commit is still the same,
-            // nothing of it was deleted before it was linked.
-            if !complete || segment_ids(&index.load_metas()?) != segment_ids(&metas) {
-                continue;
-            }
-            let meta_json = serde_json::to_vec_pretty(&metas)?;
-            std::fs::write(dir.join("meta.json"), &meta_json)?;
-            files.insert("meta.json".to_string(), meta_json.len() as u64);
-            let epoch = self.log.epoch_at(seq).ok().flatten().unwrap_or(0);
-            return Ok(Staged {
-                dir,
-                seq,
-                epoch,
-                files,
-            });
-        }
-        anyhow::bail!("the index kept changing under the snapshot; try again")
     }
 
     fn close_writer(&mut self) {
