@@ -200,16 +200,7 @@ async fn throughput(
             while started.elapsed() < secs {
                 let upserts = batch(&pages, &counter, size);
                 let ok = if via_router {
-                    let mut req = tonic::Request::new(WriteRequest {
-                        tenant: "bench".into(),
-                        upserts,
-                        ..Default::default()
-                    });
-                    req.metadata_mut().insert(
-                        "authorization",
-                        format!("Bearer {WRITE_KEY}").parse().expect("ascii"),
-                    );
-                    docs_client.write(req).await.is_ok()
+                    docs_client.write(write_request(upserts)).await.is_ok()
                 } else {
                     node.ingest(IngestRequest {
                         tenant: "bench".into(),
@@ -267,16 +258,7 @@ async fn lag(
                 let mut client = DocumentsClient::new(router.clone());
                 let upserts = batch(&pages, &counter, 1);
                 inflight.push(tokio::spawn(async move {
-                    let mut req = tonic::Request::new(WriteRequest {
-                        tenant: "bench".into(),
-                        upserts,
-                        ..Default::default()
-                    });
-                    req.metadata_mut().insert(
-                        "authorization",
-                        format!("Bearer {WRITE_KEY}").parse().expect("ascii"),
-                    );
-                    match client.write(req).await {
+                    match client.write(write_request(upserts)).await {
                         Ok(r) => {
                             let seq = token_seq(&r.into_inner().consistency_token);
                             acks.lock().expect("acks").push((seq, Instant::now()));
@@ -321,29 +303,23 @@ async fn lag(
     ))
 }
 
-/// The sequence number inside a one-shard consistency token (the router's
-/// own decoding is private: this reads protobuf field 3.3 by hand).
+/// A `Documents.Write` of `upserts` with the write key.
+fn write_request(upserts: Vec<Document>) -> tonic::Request<WriteRequest> {
+    let mut request = tonic::Request::new(WriteRequest {
+        tenant: "bench".into(),
+        upserts,
+        ..Default::default()
+    });
+    let key = format!("Bearer {WRITE_KEY}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", key);
+    request
+}
+
+/// The sequence number inside a one-shard consistency token.
 fn token_seq(token: &str) -> u64 {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Pos {
-        #[prost(uint32, tag = "1")]
-        shard: u32,
-        #[prost(uint64, tag = "2")]
-        epoch: u64,
-        #[prost(uint64, tag = "3")]
-        seq: u64,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Token {
-        #[prost(message, repeated, tag = "3")]
-        shards: Vec<Pos>,
-    }
-    let bytes: Vec<u8> = (0..token.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&token[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    <Token as prost::Message>::decode(bytes.as_slice())
+    tandem_router::token::positions(token)
         .ok()
-        .and_then(|t| t.shards.first().map(|p| p.seq))
+        .and_then(|p| p.first().map(|p| p.seq))
         .unwrap_or(0)
 }
 

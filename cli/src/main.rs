@@ -101,20 +101,13 @@ enum Command {
     /// Make a follower the leader of a shard, at a higher epoch (edits the
     /// catalog; routers and nodes pick it up at their next poll).
     Promote {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        shard: u32,
-        /// The index-node to lead the shard (one of its replicas).
-        #[arg(long)]
-        node: String,
+        /// The shard, and the index-node to lead it (one of its replicas).
+        #[command(flatten)]
+        at: ShardNode,
         /// Promote even if the node is behind another replica (loses the
         /// writes it lacks).
         #[arg(long)]
         force: bool,
-        /// Catalog file (default: the topology's).
-        #[arg(long)]
-        catalog: Option<PathBuf>,
     },
     /// Add or remove a replica of a shard while the tenant is live.
     Replica {
@@ -200,31 +193,31 @@ enum ReplicaAction {
     /// Build a new replica on NODE from a snapshot, let it catch up, check
     /// its digest against the leader's, then add it to the catalog.
     Add {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        shard: u32,
-        #[arg(long)]
-        node: String,
+        #[command(flatten)]
+        at: ShardNode,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         wait: u64,
-        /// Catalog file (default: the topology's).
-        #[arg(long)]
-        catalog: Option<PathBuf>,
     },
     /// Take a follower out of the catalog (its files stay on its disk).
     Remove {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        shard: u32,
-        #[arg(long)]
-        node: String,
-        /// Catalog file (default: the topology's).
-        #[arg(long)]
-        catalog: Option<PathBuf>,
+        #[command(flatten)]
+        at: ShardNode,
     },
+}
+
+/// A node's part in one shard, and the catalog file that says it.
+#[derive(clap::Args)]
+struct ShardNode {
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    shard: u32,
+    #[arg(long)]
+    node: String,
+    /// Catalog file (default: the topology's).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -285,11 +278,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::ingest(&cli.target, plan, &file).await?
         }
         Command::Promote {
-            tenant,
-            shard,
-            node,
+            at:
+                ShardNode {
+                    tenant,
+                    shard,
+                    node,
+                    catalog,
+                },
             force,
-            catalog,
         } => {
             let path = cli.target.catalog_path(catalog)?;
             let p = tandem_cli::promote::promote(&path, &tenant, shard, &node, force).await?;
@@ -300,11 +296,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replica { action } => match action {
             ReplicaAction::Add {
-                tenant,
-                shard,
-                node,
+                at:
+                    ShardNode {
+                        tenant,
+                        shard,
+                        node,
+                        catalog,
+                    },
                 wait,
-                catalog,
             } => {
                 let path = cli.target.catalog_path(catalog)?;
                 let added = tandem_cli::replica::add(
@@ -322,10 +321,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             ReplicaAction::Remove {
-                tenant,
-                shard,
-                node,
-                catalog,
+                at:
+                    ShardNode {
+                        tenant,
+                        shard,
+                        node,
+                        catalog,
+                    },
             } => {
                 let path = cli.target.catalog_path(catalog)?;
                 tandem_cli::replica::remove(&path, &tenant, shard, &node)?;

@@ -67,6 +67,9 @@ pub struct Roles {
     catalog: OnceLock<CatalogHandle>,
     roles: ArcSwap<HashMap<ShardKey, Role>>,
     followers: Mutex<HashMap<ShardKey, Running>>,
+    /// Shards set up for their role (created, epoch stored, leader's writer
+    /// started), so that a poll redoes nothing for them.
+    set_up: Mutex<HashMap<ShardKey, Role>>,
     /// (shard, epoch) whose leadership was confirmed with the other replicas.
     confirmed: Mutex<HashSet<(ShardKey, u64)>>,
     /// Followers started by `Bootstrap` for shards the catalog does not yet
@@ -109,6 +112,7 @@ impl Roles {
             roles: ArcSwap::default(),
             followers: Mutex::default(),
             confirmed: Mutex::default(),
+            set_up: Mutex::default(),
             adopted: Mutex::default(),
             store,
             round: tokio::sync::Mutex::new(()),
@@ -138,25 +142,25 @@ impl Roles {
         &self.region
     }
 
-    /// A follower's lag (`None` for leaders and standalone shards).
-    pub fn lag(&self, key: &ShardKey, applied: u64) -> Option<Lag> {
-        let status = self.status(key)?;
-        let writer = self.registry.writer_if_started(key)?;
-        Some(status.lag(applied, &writer.log))
-    }
-
-    /// The shard's health beyond "open": lagging or bootstrapping followers.
-    pub fn health(&self, key: &ShardKey, applied: u64) -> ShardHealth {
+    /// A follower's lag (`None` for leaders and standalone shards) and the
+    /// shard's health beyond "open" (lagging or bootstrapping followers),
+    /// from one look at the log.
+    pub fn assess(&self, key: &ShardKey, applied: u64) -> (Option<Lag>, ShardHealth) {
         let Some(status) = self.status(key) else {
-            return ShardHealth::Serving;
+            return (None, ShardHealth::Serving);
         };
-        if status.bootstrap_reason().is_some() {
-            return ShardHealth::Bootstrapping;
-        }
-        match self.lag(key, applied) {
-            Some(lag) if lag.millis > self.max_lag.as_millis() as u64 => ShardHealth::Lagging,
-            _ => ShardHealth::Serving,
-        }
+        let lag = self
+            .registry
+            .writer_if_started(key)
+            .map(|w| status.lag(applied, &w.log));
+        let health = if status.bootstrap_reason().is_some() {
+            ShardHealth::Bootstrapping
+        } else if lag.is_some_and(|l| l.millis > self.max_lag.as_millis() as u64) {
+            ShardHealth::Lagging
+        } else {
+            ShardHealth::Serving
+        };
+        (lag, health)
     }
 
     fn status(&self, key: &ShardKey) -> Option<Arc<FollowerStatus>> {
@@ -212,6 +216,10 @@ impl Roles {
             }
         }
         for (key, (role, language)) in &assigned {
+            if self.set_up.lock().expect("set-up lock").get(key) == Some(role) {
+                // Created, epoch stored, writer running: nothing to redo.
+                continue;
+            }
             let registry = self.registry.clone();
             let (key2, language, role2) = (key.clone(), language.clone(), role.clone());
             let ready = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -229,8 +237,16 @@ impl Roles {
                 Ok(())
             })
             .await?;
-            if let Err(e) = ready {
-                tracing::error!(shard = %key, error = %format!("{e:#}"), "assigned shard not ready");
+            match ready {
+                Ok(()) => {
+                    self.set_up
+                        .lock()
+                        .expect("set-up lock")
+                        .insert(key.clone(), role.clone());
+                }
+                Err(e) => {
+                    tracing::error!(shard = %key, error = %format!("{e:#}"), "assigned shard not ready")
+                }
             }
             if let Role::Leader { epoch } = role {
                 self.confirm_leadership(&catalog, key, *epoch).await;
@@ -509,11 +525,11 @@ impl Roles {
                 continue;
             };
             let applied = shard.applied_seq();
-            if let Some(lag) = self.lag(key, applied) {
+            let (lag, health) = self.assess(key, applied);
+            if let Some(lag) = lag {
                 worst_ops = worst_ops.max(lag.ops);
                 worst_millis = worst_millis.max(lag.millis);
             }
-            let health = self.health(key, applied);
             bootstrapping += usize::from(health == ShardHealth::Bootstrapping);
             self.registry
                 .set_serving(key, health == ShardHealth::Serving);

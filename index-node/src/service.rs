@@ -310,7 +310,6 @@ impl IndexNode for IndexService {
             })
             .await
             .map_err(|e| match e {
-                WriteError::Invalid(m) => Status::invalid_argument(m),
                 WriteError::Reused(_) => Status::already_exists(e.to_string()),
                 WriteError::Failed(m) => Status::internal(format!("shard {key}: {m}")),
             })?;
@@ -538,12 +537,13 @@ impl IndexService {
             info.applied_seq = writer.shard.applied_seq();
             info.epoch = info.epoch.max(writer.shard.stored_epoch());
         }
-        if let Some(lag) = self.roles.lag(&key, info.applied_seq) {
+        let (lag, health) = self.roles.assess(&key, info.applied_seq);
+        if let Some(lag) = lag {
             info.lag_ops = lag.ops;
             info.lag_millis = lag.millis;
         }
         if info.health == ShardHealth::Serving as i32 {
-            info.health = self.roles.health(&key, info.applied_seq) as i32;
+            info.health = health as i32;
         }
         if let Some((done, total, installing)) = self.roles.bootstrap_progress(&key) {
             if installing {

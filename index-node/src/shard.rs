@@ -131,6 +131,8 @@ pub struct Shard {
     reader: IndexReader,
     fields: Fields,
     meta_lock: std::sync::Mutex<()>,
+    /// The highest leader epoch seen, as on disk.
+    epoch: std::sync::atomic::AtomicU64,
     /// Held (write) while a commit becomes visible, (read) while the digest
     /// takes a searcher and its sequence number, so that the two match.
     visibility: std::sync::RwLock<()>,
@@ -178,6 +180,7 @@ impl Shard {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .with_context(|| format!("cannot open a reader on shard {key}"))?;
+        let epoch = meta.epoch;
         Ok(Self {
             shard_dir: dir.clone(),
             key,
@@ -186,15 +189,16 @@ impl Shard {
             reader,
             fields,
             meta_lock: std::sync::Mutex::new(()),
+            epoch: std::sync::atomic::AtomicU64::new(epoch),
             visibility: std::sync::RwLock::new(()),
             visible: watch::Sender::new(applied_seq),
         })
     }
 
-    /// The highest leader epoch this replica has seen, as stored.
+    /// The highest leader epoch this replica has seen (kept in memory;
+    /// [`Shard::raise_epoch`] stores it on disk first).
     pub fn stored_epoch(&self) -> u64 {
-        let _guard = self.meta_lock.lock().expect("meta lock");
-        read_meta(&self.shard_dir).map_or(self.meta.epoch, |m| m.epoch)
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Stores `epoch` if it is above the stored one (blocking; fsynced).
@@ -204,6 +208,8 @@ impl Shard {
         let dir = &self.shard_dir;
         let mut meta = read_meta(dir)?;
         if epoch <= meta.epoch {
+            self.epoch
+                .fetch_max(meta.epoch, std::sync::atomic::Ordering::AcqRel);
             return Ok(meta.epoch);
         }
         meta.epoch = epoch;
@@ -212,6 +218,8 @@ impl Shard {
         std::io::Write::write_all(&mut f, &serde_json::to_vec(&meta)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(META_FILE))?;
+        self.epoch
+            .fetch_max(epoch, std::sync::atomic::Ordering::AcqRel);
         Ok(epoch)
     }
 

@@ -101,9 +101,6 @@ pub struct Written {
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// Malformed batch (INVALID_ARGUMENT); nothing applied.
-    #[error("{0}")]
-    Invalid(String),
     /// The request id was used before for a different batch (ALREADY_EXISTS).
     #[error("request_id {0:?} was already used for a different batch")]
     Reused(String),
@@ -437,11 +434,8 @@ impl State {
             }
             s => s,
         };
-        for d in &batch.upserts {
-            self.shard
-                .to_tantivy_doc(d)
-                .map_err(|e| WriteError::Invalid(e.to_string()))?;
-        }
+        // The batch was checked before it came here
+        // (`tandem_common::documents::check_batch`, attrs included).
         *next = seq;
         let record = LogRecord {
             seq,

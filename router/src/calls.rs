@@ -1,5 +1,5 @@
 //! One attempt of each call the router makes to a node, typed: a shard
-//! search, a model's boosts or suggestions. Each carries the call's request
+//! search, a model's boosts or suggestions, a write to a shard's leader. Each carries the call's request
 //! id and tells the server how long it has left (`grpc-timeout`); a call the
 //! server never took up is sent again once
 //! (`tandem_common::channel::resend_if_refused`, which health probes use
@@ -13,8 +13,8 @@ use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::model_node_client::ModelNodeClient;
 use tandem_proto::v1::{
-    BoostsRequest, BoostsResponse, ModelSuggestRequest, ModelSuggestResponse, ShardSearchRequest,
-    ShardSearchResponse,
+    BoostsRequest, BoostsResponse, IngestRequest, IngestResponse, ModelSuggestRequest,
+    ModelSuggestResponse, ShardSearchRequest, ShardSearchResponse,
 };
 use tokio::time::Instant;
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -125,6 +125,23 @@ pub async fn search_shard(
         timeout,
         ctx,
         |channel, request| async move { IndexNodeClient::new(channel).search_shard(request).await },
+    )
+    .await
+}
+
+/// `IndexNode.Ingest` on a shard's leader (a part of a public write).
+pub async fn ingest(
+    channel: NodeChannel,
+    message: IngestRequest,
+    timeout: Duration,
+    ctx: &CallContext,
+) -> Result<IngestResponse, Status> {
+    unary(
+        channel,
+        message,
+        timeout,
+        ctx,
+        |channel, request| async move { IndexNodeClient::new(channel).ingest(request).await },
     )
     .await
 }

@@ -17,16 +17,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use tandem_common::auth::parse_bearer;
+use tandem_common::auth::bearer_token;
 use tandem_common::documents::{check_batch, MAX_WRITE_OPS};
 use tandem_proto::v1::documents_server::Documents;
-use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::{Document, IngestRequest, WriteRequest, WriteResponse};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::calls::CallContext;
+use crate::calls::{self, CallContext};
 use crate::catalog::{is_valid_id, AuthOutcome, KeyHash, KeyScope, Tenant};
 use crate::state::RouterState;
 use crate::token::{self, ShardPosition};
@@ -47,14 +46,9 @@ impl DocumentsService {
     /// unknown tenant gets the same PERMISSION_DENIED as another tenant's,
     /// so that tenant ids cannot be probed with a write key.
     fn authorize(&self, metadata: &MetadataMap, tenant: &str) -> Result<Arc<Tenant>, Status> {
-        let key = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_bearer)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("missing `authorization: Bearer <write key>`")
-            })?;
+        let key = bearer_token(metadata).ok_or_else(|| {
+            Status::unauthenticated("missing `authorization: Bearer <write key>`")
+        })?;
         if !is_valid_id(tenant) {
             return Err(Status::invalid_argument(
                 "tenant id must be 1-64 characters of [A-Za-z0-9_.-], starting with a letter or digit",
@@ -140,15 +134,8 @@ impl DocumentsService {
         let timeout = ctx
             .deadline
             .saturating_duration_since(tokio::time::Instant::now());
-        let started = tokio::time::Instant::now();
-        let answer = tandem_common::channel::resend_if_refused(|| {
-            let left = timeout.saturating_sub(started.elapsed());
-            let request = ctx.request(message.clone(), left);
-            let mut client = IndexNodeClient::new(channel.clone());
-            async move { client.ingest(request).await }
-        });
-        let answer = match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(response)) => response.into_inner(),
+        let answer = match tokio::time::timeout(timeout, calls::ingest(channel, message, timeout, ctx)).await {
+            Ok(Ok(answer)) => answer,
             Ok(Err(status)) => return Err(public_status(shard, status)),
             Err(_) => {
                 return Err(Status::deadline_exceeded(format!(

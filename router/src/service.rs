@@ -41,12 +41,7 @@ impl SearchService {
 
     /// Works out what a call's headers alone say; see [`Admission`].
     pub fn admit(&self, metadata: &MetadataMap) -> Admission {
-        let key = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(tandem_common::auth::parse_bearer)
-            .filter(|k| !k.is_empty())
-            .map(KeyHash::of_key);
+        let key = tandem_common::auth::bearer_token(metadata).map(KeyHash::of_key);
         Admission {
             ctx: self.context(metadata),
             from: forwarded_from(metadata),

@@ -63,15 +63,7 @@ pub fn encode(tenant: &str, positions: Vec<ShardPosition>) -> String {
 /// INVALID_ARGUMENT for a token that is malformed, of a newer version, or
 /// of another tenant.
 pub fn requirements(token: &str, tenant: &Tenant) -> Result<Vec<u64>, Status> {
-    let bad = || Status::invalid_argument("consistency_token is not a token this service issued");
-    let bytes = hex::decode(token).map_err(|_| bad())?;
-    let token = Token::decode(bytes.as_slice()).map_err(|_| bad())?;
-    if token.version == 0 || token.version > VERSION {
-        return Err(Status::invalid_argument(format!(
-            "consistency_token version {} is newer than this router reads ({VERSION})",
-            token.version
-        )));
-    }
+    let token = decode(token)?;
     if *token.tenant != *tenant.id {
         return Err(Status::invalid_argument(
             "consistency_token was issued for another tenant",
@@ -80,13 +72,36 @@ pub fn requirements(token: &str, tenant: &Tenant) -> Result<Vec<u64>, Status> {
     let mut min = vec![0u64; tenant.shards.len()];
     for p in token.shards {
         let Some(shard) = tenant.shards.get(p.shard as usize) else {
-            return Err(bad());
+            return Err(not_ours());
         };
         if shard.leader.epoch == p.epoch {
             min[p.shard as usize] = min[p.shard as usize].max(p.seq);
         }
     }
     Ok(min)
+}
+
+/// Where the write of `token` landed, shard by shard (for tools; a search
+/// uses [`requirements`]).
+pub fn positions(token: &str) -> Result<Vec<ShardPosition>, Status> {
+    Ok(decode(token)?.shards)
+}
+
+fn not_ours() -> Status {
+    Status::invalid_argument("consistency_token is not a token this service issued")
+}
+
+/// Decodes a token of a version this router reads.
+fn decode(token: &str) -> Result<Token, Status> {
+    let bytes = hex::decode(token).map_err(|_| not_ours())?;
+    let token = Token::decode(bytes.as_slice()).map_err(|_| not_ours())?;
+    if token.version == 0 || token.version > VERSION {
+        return Err(Status::invalid_argument(format!(
+            "consistency_token version {} is newer than this router reads ({VERSION})",
+            token.version
+        )));
+    }
+    Ok(token)
 }
 
 #[cfg(test)]

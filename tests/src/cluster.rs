@@ -18,7 +18,7 @@ use tandem_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::{sample_docs, start_index_node, with_bearer, Proc, ADMIN_TOKEN};
+use crate::{sample_docs, start_index_node, start_node_on, with_bearer, Proc, ADMIN_TOKEN};
 
 /// The two regions every test cluster has.
 pub const REGIONS: [&str; 2] = ["r1", "r2"];
@@ -154,12 +154,11 @@ impl Cluster {
         };
         let index_flags = index_flags.as_slice();
         let catalog_path = dir.path().join("catalog.toml");
-        let catalog_arg = catalog_path.display().to_string();
+        let flags = index_node_flags(&catalog_path, index_flags);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let mut nodes = Vec::new();
         for (id, region) in index_nodes {
             let data_dir = dir.path().join(id);
-            let mut flags = vec!["--catalog", &catalog_arg, "--catalog-poll-ms", "100"];
-            flags.extend(index_flags.iter().map(String::as_str));
             let proc = start_index_node(id, &data_dir, &flags).expect("index node");
             nodes.push(NodeProc {
                 id: id.to_string(),
@@ -377,8 +376,8 @@ impl Cluster {
     /// [`Cluster::restart_index_node`] reading the catalog at `catalog`
     /// (e.g. a stale copy).
     pub fn restart_index_node_with(&mut self, id: &str, catalog: &std::path::Path) {
-        let catalog = catalog.display().to_string();
-        let extra = self.index_flags.clone();
+        let flags = index_node_flags(catalog, &self.index_flags);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let node = self.node_mut(id);
         // Quietly: it may be dead already.
         let _ = std::process::Command::new("kill")
@@ -386,29 +385,16 @@ impl Cluster {
             .arg(node.proc.pid.to_string())
             .status();
         node.proc.wait();
-        let args: Vec<String> = [
-            "serve",
-            "--node-id",
+        let listen = node.proc.grpc.to_string();
+        node.proc = start_node_on(
+            "tandem-index-node",
             id,
-            "--listen",
-            &node.proc.grpc.to_string(),
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--enable-faults",
-            "--admin-token",
-            ADMIN_TOKEN,
+            &listen,
             "--data-dir",
-            &node.data_dir.display().to_string(),
-            "--catalog",
-            &catalog,
-            "--catalog-poll-ms",
-            "100",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(extra)
-        .collect();
-        node.proc = Proc::spawn("tandem-index-node", &args).expect("restart index node");
+            &node.data_dir,
+            &flags,
+        )
+        .expect("restart index node");
     }
 
     /// The node with this id.
@@ -496,4 +482,17 @@ pub fn start_model_node(id: &str, model_dir: &std::path::Path) -> anyhow::Result
 pub fn catalog_version(bytes: &[u8]) -> String {
     let hex = tandem_common::auth::sha256_hex_bytes(bytes);
     hex[..12].to_string()
+}
+
+/// Every index-node's flags beyond [`start_node`]'s: the catalog it reads,
+/// polled quickly, and the cluster's extra flags.
+fn index_node_flags(catalog: &std::path::Path, extra: &[String]) -> Vec<String> {
+    let mut flags = vec![
+        "--catalog".to_string(),
+        catalog.display().to_string(),
+        "--catalog-poll-ms".to_string(),
+        "100".to_string(),
+    ];
+    flags.extend(extra.iter().cloned());
+    flags
 }

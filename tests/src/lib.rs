@@ -176,12 +176,24 @@ pub fn start_node(
     dir: &Path,
     extra: &[&str],
 ) -> anyhow::Result<Proc> {
+    start_node_on(bin, id, "127.0.0.1:0", dir_flag, dir, extra)
+}
+
+/// [`start_node`] listening on `listen` (a restart on the old port).
+pub fn start_node_on(
+    bin: &str,
+    id: &str,
+    listen: &str,
+    dir_flag: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
     let mut args: Vec<String> = [
         "serve",
         "--node-id",
         id,
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--metrics-listen",
         "127.0.0.1:0",
         "--enable-faults",
