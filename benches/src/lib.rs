@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+pub mod ranking;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 

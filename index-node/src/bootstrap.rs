@@ -37,6 +37,7 @@ pub async fn take(
         seq: staged.seq,
         epoch: staged.epoch,
         language: writer.shard.language().to_string(),
+        schema: crate::schema::SCHEMA_VERSION,
         files: staged.files.clone(),
         created_unix_ms: unix_ms(),
     };
@@ -88,6 +89,7 @@ pub async fn install(
     let meta = ShardMeta {
         language: manifest.language.clone(),
         epoch: epoch.max(manifest.epoch),
+        schema: manifest.schema,
     };
     tokio::fs::write(staging.join(ShardMeta::FILE), serde_json::to_vec(&meta)?).await?;
     registry.replace(&key, &staging).await?;

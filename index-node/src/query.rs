@@ -17,10 +17,8 @@ use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, TermQuer
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Index, Term};
 
+use crate::ranking::Ranking;
 use crate::schema::Fields;
-
-/// Title matches count this much more than body matches.
-pub const TITLE_BOOST: f32 = 2.0;
 
 /// Why a request could not be turned into a query (INVALID_ARGUMENT).
 #[derive(Debug, thiserror::Error)]
@@ -38,17 +36,34 @@ pub enum QueryError {
     },
 }
 
-/// Builds the query for `text` and `filters` against one shard's index,
-/// restricted to the documents `ids` unless it is empty.
+/// What a search request asks of one shard, as a query.
+pub struct QuerySpec<'a> {
+    /// The text typed (query language or plain words).
+    pub text: &'a str,
+    /// `field:value` filters, all required.
+    pub filters: &'a [String],
+    /// Only these documents (empty: all).
+    pub ids: &'a [String],
+    /// Strict syntax: no features, syntax errors are the caller's.
+    pub strict: bool,
+    /// The ranking recipe.
+    pub ranking: &'a Ranking,
+}
+
+/// Builds the query for a request against one shard's index.
 pub fn build_query(
     index: &Index,
     fields: &Fields,
-    text: &str,
-    filters: &[String],
-    ids: &[String],
-    strict: bool,
+    spec: &QuerySpec<'_>,
 ) -> Result<Box<dyn Query>, QueryError> {
-    let parser = parser(index, fields);
+    let QuerySpec {
+        text,
+        filters,
+        ids,
+        strict,
+        ranking,
+    } = *spec;
+    let parser = parser(index, ranking.default_fields(fields));
     let main = if text.trim().is_empty() {
         Box::new(AllQuery) as Box<dyn Query>
     } else if strict {
@@ -56,14 +71,19 @@ pub fn build_query(
             .parse_query(text)
             .map_err(|e| QueryError::Syntax(e.to_string()))?
     } else {
-        parse_leniently(&parser, text)
+        let words: Vec<String> = plain_words(text)
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect();
+        ranking.with_features(index, fields, parse_leniently(&parser, text), &words)
     };
     if filters.is_empty() && ids.is_empty() {
         return Ok(main);
     }
     let mut clauses = vec![(Occur::Must, main)];
     for filter in filters {
-        clauses.push((Occur::Must, filter_query(&parser, fields, filter)?));
+        clauses.push((Occur::Must, filter_query(index, fields, filter)?));
     }
     if !ids.is_empty() {
         let terms = ids.iter().map(|id| Term::from_field_text(fields.id, id));
@@ -72,10 +92,26 @@ pub fn build_query(
     Ok(Box::new(BooleanQuery::new(clauses)))
 }
 
-fn parser(index: &Index, fields: &Fields) -> QueryParser {
-    let mut parser = QueryParser::for_index(index, vec![fields.title, fields.body]);
-    parser.set_field_boost(fields.title, TITLE_BOOST);
+fn parser(index: &Index, default_fields: Vec<(tantivy::schema::Field, f32)>) -> QueryParser {
+    let mut parser = QueryParser::for_index(index, default_fields.iter().map(|f| f.0).collect());
+    for (field, boost) in default_fields {
+        if boost != 1.0 {
+            parser.set_field_boost(field, boost);
+        }
+    }
     parser
+}
+
+/// The query whose body terms a snippet highlights: the plain words of
+/// `text` against the body (the ranking's fields may not include it).
+pub fn snippet_query(index: &Index, fields: &Fields, text: &str) -> Box<dyn Query> {
+    let words = plain_words(text);
+    if words.is_empty() {
+        return Box::new(BooleanQuery::new(Vec::new()));
+    }
+    parser(index, vec![(fields.body, 1.0)])
+        .parse_query(&words)
+        .unwrap_or_else(|_| Box::new(BooleanQuery::new(Vec::new())))
 }
 
 /// Search-box parsing: the query as written if it is valid, else its words.
@@ -104,7 +140,7 @@ fn plain_words(text: &str) -> String {
 
 /// One `field:value` filter as a required clause.
 fn filter_query(
-    parser: &QueryParser,
+    index: &Index,
     fields: &Fields,
     filter: &str,
 ) -> Result<Box<dyn Query>, QueryError> {
@@ -137,7 +173,7 @@ fn filter_query(
         return Err(bad("values may not contain '\"' or '\\'"));
     }
     // A phrase, so that a multi-word value must match as written.
-    parser
+    parser(index, vec![(fields.attrs, 1.0)])
         .parse_query(&format!("attrs.{key}:\"{value}\""))
         .map_err(|e| bad(&e.to_string()))
 }

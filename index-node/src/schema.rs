@@ -2,8 +2,15 @@
 //! analysis.
 //!
 //! Documents have a unique `id`, a `title` and `body` (full text, stemmed in
-//! the shard's language; title matches weigh more), a stored `url`, and
-//! `attrs`, a JSON object searchable and filterable as `attrs.<key>:<value>`.
+//! the shard's language), a stored `url`, and `attrs`, a JSON object
+//! searchable and filterable as `attrs.<key>:<value>`. One derived field,
+//! indexed and never stored, serves the ranking ([`crate::ranking`]): `text`,
+//! the title written [`crate::ranking::TITLE_REPEAT`] times and then the
+//! body, which a query without field prefixes searches.
+//!
+//! The schema has a version ([`SCHEMA_VERSION`], kept in each shard's
+//! metadata): a shard of an older version is rebuilt from its stored
+//! documents when a node opens it ([`crate::upgrade`]).
 
 use tantivy::schema::{
     Field, IndexRecordOption, JsonObjectOptions, Schema, TextFieldIndexing, TextOptions, STORED,
@@ -18,6 +25,10 @@ use tantivy::Index;
 /// Tokens longer than this are dropped (base64 blobs, hashes).
 const MAX_TOKEN_LEN: usize = 40;
 
+/// The version of the schema and of what the derived fields hold. Version
+/// 1 had no derived fields (title and body were scored apart).
+pub const SCHEMA_VERSION: u32 = 2;
+
 /// Name of the tokenizer used for `attrs` values: lower-cased, not stemmed,
 /// so that filters match values as written.
 const ATTRS_TOKENIZER: &str = "tandem_attrs";
@@ -27,10 +38,12 @@ const ATTRS_TOKENIZER: &str = "tandem_attrs";
 pub struct Fields {
     /// Unique document key (exact match).
     pub id: Field,
-    /// Full text, weighted above `body`.
+    /// Full text (searchable as `title:`).
     pub title: Field,
     /// Full text; snippets come from here.
     pub body: Field,
+    /// Derived: title, title again, body (the default search field).
+    pub text: Field,
     /// Stored, not searched.
     pub url: Field,
     /// JSON object of attributes.
@@ -45,6 +58,7 @@ impl Fields {
             id: schema.get_field("id")?,
             title: schema.get_field("title")?,
             body: schema.get_field("body")?,
+            text: schema.get_field("text")?,
             url: schema.get_field("url")?,
             attrs: schema.get_field("attrs")?,
         })
@@ -104,7 +118,13 @@ pub fn build_schema(language: &str) -> Schema {
     let mut builder = Schema::builder();
     builder.add_text_field("id", STRING | STORED);
     builder.add_text_field("title", text.clone());
-    builder.add_text_field("body", text);
+    builder.add_text_field("body", text.clone());
+    let derived = TextOptions::default().set_indexing_options(
+        text.get_indexing_options()
+            .cloned()
+            .expect("text fields are indexed"),
+    );
+    builder.add_text_field("text", derived);
     builder.add_text_field("url", STORED);
     builder.add_json_field("attrs", attrs);
     builder.build()

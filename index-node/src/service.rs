@@ -161,6 +161,7 @@ impl IndexService {
                 .collect::<HashMap<_, _>>(),
             snippets: !req.no_snippets,
             ids: req.ids.clone(),
+            ranking: crate::ranking::Ranking::DEFAULT,
         })
     }
 

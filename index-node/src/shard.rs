@@ -30,13 +30,13 @@ use tantivy::{
 use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::query::{build_query, QueryError};
-use crate::schema::{build_schema, register_tokenizers, Fields};
+use crate::query::{build_query, snippet_query, QueryError, QuerySpec};
+use crate::ranking::{Ranking, TITLE_REPEAT};
+use crate::schema::{build_schema, register_tokenizers, Fields, SCHEMA_VERSION};
+use crate::snippet;
 
 /// Memory budget of a shard's index writer.
 const WRITER_MEMORY_BYTES: usize = 32 * 1024 * 1024;
-/// Characters of body text in a snippet.
-const SNIPPET_CHARS: usize = 160;
 const META_FILE: &str = ShardMeta::FILE;
 
 /// Identifies a shard on a node.
@@ -83,6 +83,13 @@ pub struct ShardMeta {
     /// that a restarted deposed leader still refuses the old epoch.
     #[serde(default)]
     pub epoch: u64,
+    /// [`SCHEMA_VERSION`] of the index (absent: 1).
+    #[serde(default = "schema_version_1")]
+    pub schema: u32,
+}
+
+fn schema_version_1() -> u32 {
+    1
 }
 
 /// A search against one shard, already validated.
@@ -104,6 +111,8 @@ pub struct SearchParams {
     pub snippets: bool,
     /// Only these documents (empty: all).
     pub ids: Vec<String>,
+    /// The ranking recipe (shards use [`Ranking::DEFAULT`]).
+    pub ranking: Ranking,
 }
 
 /// The result of searching one shard.
@@ -156,6 +165,7 @@ impl Shard {
         let meta = ShardMeta {
             language: language.to_string(),
             epoch: 0,
+            schema: SCHEMA_VERSION,
         };
         Index::create_in_dir(&index_dir, build_schema(language))
             .with_context(|| format!("cannot create index in {}", index_dir.display()))?;
@@ -165,9 +175,12 @@ impl Shard {
         Self::open(data_dir, key)
     }
 
-    /// Opens an existing shard.
+    /// Opens an existing shard, rebuilding it first if its schema is older
+    /// than this build's ([`crate::upgrade`]).
     pub fn open(data_dir: &Path, key: ShardKey) -> anyhow::Result<Self> {
         let dir = key.dir(data_dir);
+        crate::upgrade::upgrade_if_needed(&dir)
+            .with_context(|| format!("cannot upgrade shard {key} to the current schema"))?;
         let meta = read_meta(&dir)?;
         let index = Index::open_in_dir(dir.join("index"))
             .with_context(|| format!("cannot open index of shard {key}"))?;
@@ -213,11 +226,7 @@ impl Shard {
             return Ok(meta.epoch);
         }
         meta.epoch = epoch;
-        let tmp = dir.join(format!("{META_FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, &serde_json::to_vec(&meta)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(META_FILE))?;
+        write_meta(dir, &meta)?;
         self.epoch
             .fetch_max(epoch, std::sync::atomic::Ordering::AcqRel);
         Ok(epoch)
@@ -362,14 +371,14 @@ impl Shard {
     pub fn search(&self, params: &SearchParams) -> Result<ShardHits, SearchError> {
         let searcher = self.reader.searcher();
         let applied_seq = self.applied_seq();
-        let query = build_query(
-            &self.index,
-            &self.fields,
-            &params.query,
-            &params.filters,
-            &params.ids,
-            params.strict,
-        )?;
+        let spec = QuerySpec {
+            text: &params.query,
+            filters: &params.filters,
+            ids: &params.ids,
+            strict: params.strict,
+            ranking: &params.ranking,
+        };
+        let query = build_query(&self.index, &self.fields, &spec)?;
         let top = TopDocs::with_limit(params.top_k.max(1)).and_offset(params.offset);
         let (scored, total): (Vec<(Score, DocAddress)>, usize) = if params.boosts.is_empty() {
             searcher.search(&query, &(top.order_by_score(), Count))?
@@ -386,12 +395,12 @@ impl Shard {
             searcher.search(&query, &(collector, Count))?
         };
         let snippets = if params.snippets {
-            Some(
-                SnippetGenerator::create(&searcher, &*query, self.fields.body).map(|mut g| {
-                    g.set_max_num_chars(SNIPPET_CHARS);
-                    g
-                })?,
-            )
+            let highlight = snippet_query(&self.index, &self.fields, &params.query);
+            Some(snippet::generator(
+                &searcher,
+                &*highlight,
+                self.fields.body,
+            )?)
         } else {
             None
         };
@@ -425,15 +434,7 @@ impl Shard {
                 .to_string()
         };
         let snippet = snippets
-            .map(|g| {
-                let s = g.snippet_from_doc(doc);
-                if s.fragment().is_empty() {
-                    // No query term in the body: show its beginning instead.
-                    text(self.fields.body).chars().take(SNIPPET_CHARS).collect()
-                } else {
-                    s.to_html()
-                }
-            })
+            .map(|g| snippet::render(g, &text(self.fields.body)))
             .unwrap_or_default();
         Hit {
             id: text(self.fields.id),
@@ -447,24 +448,7 @@ impl Shard {
 
     /// The tantivy document for `d`; INVALID for malformed attrs JSON.
     pub fn to_tantivy_doc(&self, d: &Document) -> Result<TantivyDocument, InvalidDocument> {
-        let mut doc = TantivyDocument::default();
-        doc.add_text(self.fields.id, &d.id);
-        doc.add_text(self.fields.title, &d.title);
-        doc.add_text(self.fields.body, &d.body);
-        doc.add_text(self.fields.url, &d.url);
-        if !d.attrs_json.trim().is_empty() {
-            let attrs: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&d.attrs_json).map_err(|e| {
-                    InvalidDocument(format!(
-                        "document {:?}: attrs_json is not a JSON object: {e}",
-                        d.id
-                    ))
-                })?;
-            let attrs: tantivy::schema::document::OwnedValue =
-                serde_json::Value::Object(attrs).into();
-            doc.add_field_value(self.fields.attrs, &attrs);
-        }
-        Ok(doc)
+        to_tantivy_doc(&self.fields, d)
     }
 }
 
@@ -517,7 +501,33 @@ fn segment_boosts(
     per_doc
 }
 
-fn read_meta(dir: &Path) -> anyhow::Result<ShardMeta> {
+/// The tantivy document for `d` (stored fields and the derived ones of
+/// [`crate::schema`]); INVALID for malformed attrs JSON.
+pub fn to_tantivy_doc(fields: &Fields, d: &Document) -> Result<TantivyDocument, InvalidDocument> {
+    let mut doc = TantivyDocument::default();
+    doc.add_text(fields.id, &d.id);
+    doc.add_text(fields.title, &d.title);
+    doc.add_text(fields.body, &d.body);
+    doc.add_text(fields.url, &d.url);
+    for _ in 0..TITLE_REPEAT {
+        doc.add_text(fields.text, &d.title);
+    }
+    doc.add_text(fields.text, &d.body);
+    if !d.attrs_json.trim().is_empty() {
+        let attrs: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&d.attrs_json)
+            .map_err(|e| {
+                InvalidDocument(format!(
+                    "document {:?}: attrs_json is not a JSON object: {e}",
+                    d.id
+                ))
+            })?;
+        let attrs: tantivy::schema::document::OwnedValue = serde_json::Value::Object(attrs).into();
+        doc.add_field_value(fields.attrs, &attrs);
+    }
+    Ok(doc)
+}
+
+pub(crate) fn read_meta(dir: &Path) -> anyhow::Result<ShardMeta> {
     let meta_path = dir.join(META_FILE);
     let bytes = std::fs::read(&meta_path)
         .with_context(|| format!("cannot read {}", meta_path.display()))?;
@@ -532,4 +542,14 @@ fn read_applied_seq(index: &Index) -> anyhow::Result<u64> {
             .parse()
             .with_context(|| format!("corrupt sequence number {p:?} in commit payload")),
     }
+}
+
+/// Stores `meta` in `dir` atomically (written aside, fsynced, renamed).
+pub(crate) fn write_meta(dir: &Path, meta: &ShardMeta) -> anyhow::Result<()> {
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, &serde_json::to_vec(meta)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(META_FILE))?;
+    Ok(())
 }

@@ -55,10 +55,17 @@ pub struct Manifest {
     pub epoch: u64,
     /// The shard's language.
     pub language: String,
+    /// [`crate::schema::SCHEMA_VERSION`] of the index (absent: 1).
+    #[serde(default = "schema_version_1")]
+    pub schema: u32,
     /// The tantivy files, by name, with their sizes.
     pub files: BTreeMap<String, u64>,
     /// When it was taken (ms since the Unix epoch).
     pub created_unix_ms: u64,
+}
+
+fn schema_version_1() -> u32 {
+    1
 }
 
 impl Manifest {
