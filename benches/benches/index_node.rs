@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
                     tokio::task::spawn_blocking(move || shard.search(&params).is_ok()).await.unwrap_or(false)
                 }
             };
-            let client = IndexNodeClient::new(channel.clone());
+            let client = IndexNodeClient::with_interceptor(channel.clone(), tandem_benches::internal());
             let grpc_call = move |q: String| {
                 let mut client = client.clone();
                 async move {

@@ -254,7 +254,10 @@ async fn over_grpc(
     queries: Arc<Vec<String>>,
 ) -> (RunStats, f64) {
     let tally = Arc::new(Tally::default());
-    let (client, counter) = (ModelNodeClient::new(channel.clone()), tally.clone());
+    let (client, counter) = (
+        ModelNodeClient::with_interceptor(channel.clone(), tandem_benches::internal()),
+        tally.clone(),
+    );
     let stats = closed_loop(concurrency, duration, queries, move |q| {
         let (mut client, counter) = (client.clone(), counter.clone());
         async move {

@@ -128,7 +128,7 @@ async fn start() -> anyhow::Result<Fleet> {
     )?;
     write(&router.grpc.to_string())?;
     // The leader creates its shard once it has read the catalog.
-    let mut c = IndexNodeClient::connect(format!("http://{}", leader.grpc)).await?;
+    let mut c = tandem_benches::index_client(leader.grpc).await?;
     for _ in 0..100 {
         let r = c.get_shard_info(shard_ref(false)).await;
         if r.is_ok() {
@@ -196,7 +196,8 @@ async fn throughput(
             (pages.clone(), counter.clone(), docs.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut docs_client = DocumentsClient::new(router).max_encoding_message_size(64 << 20);
-            let mut node = IndexNodeClient::new(leader).max_encoding_message_size(64 << 20);
+            let mut node = IndexNodeClient::with_interceptor(leader, tandem_benches::internal())
+                .max_encoding_message_size(64 << 20);
             while started.elapsed() < secs {
                 let upserts = batch(&pages, &counter, size);
                 let ok = if via_router {
@@ -240,7 +241,7 @@ async fn lag(
     let router = Channel::from_shared(format!("http://{}", fleet.router.grpc))?
         .connect()
         .await?;
-    let mut follower = IndexNodeClient::connect(format!("http://{}", fleet.follower.grpc)).await?;
+    let mut follower = tandem_benches::index_client(fleet.follower.grpc).await?;
     let acks: Arc<std::sync::Mutex<Vec<(u64, Instant)>>> = Arc::default();
     let failed = Arc::new(AtomicU64::new(0));
     let secs = Duration::from_secs(bench_seconds());
@@ -386,7 +387,7 @@ async fn run() -> anyhow::Result<()> {
     );
 
     // Bootstrap a replica of everything written so far onto the spare node.
-    let mut leader = IndexNodeClient::connect(format!("http://{}", fleet.leader.grpc)).await?;
+    let mut leader = tandem_benches::index_client(fleet.leader.grpc).await?;
     let info = leader.get_shard_info(shard_ref(false)).await?.into_inner();
     let index_bytes = dir_bytes(&fleet.dir.path().join("leader/shards/bench/0/index"));
     println!(
@@ -395,7 +396,7 @@ async fn run() -> anyhow::Result<()> {
         index_bytes as f64 / 1e6,
         index_bytes as f64 / info.num_docs.max(1) as f64
     );
-    let mut spare = IndexNodeClient::connect(format!("http://{}", fleet.spare.grpc)).await?;
+    let mut spare = tandem_benches::index_client(fleet.spare.grpc).await?;
     let started = Instant::now();
     spare
         .bootstrap(BootstrapRequest {

@@ -158,7 +158,7 @@ impl Drop for Nginx {
 }
 
 fn shard_call(channel: Channel) -> Call {
-    let client = IndexNodeClient::new(channel);
+    let client = IndexNodeClient::with_interceptor(channel, tandem_benches::internal());
     Arc::new(move |q: String| {
         let mut client = client.clone();
         Box::pin(async move {

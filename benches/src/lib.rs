@@ -23,6 +23,31 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The internal token of every process a benchmark starts.
+pub const INTERNAL_TOKEN: &str = "bench-internal-token-of-the-cluster";
+
+/// [`INTERNAL_TOKEN`], for `Client::with_interceptor(channel, internal())`.
+pub fn internal() -> tandem_common::internal::InternalToken {
+    tandem_common::internal::InternalToken::new(INTERNAL_TOKEN).expect("a valid token")
+}
+
+/// An `IndexNode` client of the node at `addr`, carrying the internal token.
+pub async fn index_client(
+    addr: impl std::fmt::Display,
+) -> anyhow::Result<
+    tandem_proto::v1::index_node_client::IndexNodeClient<
+        tonic::service::interceptor::InterceptedService<
+            tonic::transport::Channel,
+            tandem_common::internal::InternalToken,
+        >,
+    >,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(tandem_proto::v1::index_node_client::IndexNodeClient::with_interceptor(channel, internal()))
+}
+
 /// Path of the sample corpus.
 pub fn sample_corpus() -> PathBuf {
     repo_root().join("data/tldr_pages/docs.jsonl.gz")
@@ -230,6 +255,7 @@ impl Server {
             .stdout(Stdio::piped())
             // Warnings and errors only: a process that fails to start says why.
             .env("RUST_LOG", "warn")
+            .env(tandem_common::internal::INTERNAL_TOKEN_ENV, INTERNAL_TOKEN)
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("cannot start {}", path.display()))?;

@@ -70,6 +70,12 @@ impl Target {
             .context("give --catalog FILE (or --topology of a cluster that names its catalog)")
     }
 
+    /// The internal token of the topology's cluster, if it names one.
+    pub fn internal_token(&self) -> Option<tandem_common::internal::InternalToken> {
+        let topology = self.topology().ok().flatten()?;
+        tandem_common::internal::InternalToken::new(&topology.internal_token).ok()
+    }
+
     fn topology(&self) -> anyhow::Result<Option<Topology>> {
         let Some(path) = self.topology_path() else {
             return Ok(None);

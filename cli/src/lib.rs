@@ -12,6 +12,8 @@
 //! - [`catalog_edit`], [`promote`], [`replica`], [`verify`]: the control
 //!   plane (`tandem promote` and `tandem replica add/remove` edit the
 //!   catalog; `tandem verify` compares replicas);
+//! - [`operator`]: the operator's internal token and node clients that
+//!   carry it;
 //! - [`procfs`]: what the drills and shutdown know about processes.
 
 #![warn(missing_docs)]
@@ -21,6 +23,7 @@ pub mod commands;
 pub mod dev;
 pub mod drill;
 pub mod ingest;
+pub mod operator;
 pub mod procfs;
 pub mod promote;
 pub mod replica;

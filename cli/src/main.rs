@@ -236,6 +236,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Dev { .. }) {
+        // Operator commands call node APIs with the cluster's internal
+        // token (`tandem dev` makes its own).
+        if let Some(token) = cli.target.internal_token() {
+            tandem_cli::operator::use_internal_token(token);
+        }
+    }
     match cli.command {
         Command::Dev {
             data_dir,

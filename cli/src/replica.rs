@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tandem_catalog::NodeKind;
-use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::{BootstrapRequest, ShardHealth};
 
 use crate::catalog_edit::CatalogFile;
@@ -50,11 +49,9 @@ pub async fn add(
     if s.replicas.iter().any(|n| n.id == target.id) {
         bail!("{node} is already a replica of {tenant}/{shard}");
     }
-    let channel = tonic::transport::Endpoint::from_shared(target.addr.to_string())?
-        .connect()
+    crate::operator::index_node(&target.addr)
         .await
-        .with_context(|| format!("cannot reach {node}"))?;
-    IndexNodeClient::new(channel)
+        .with_context(|| format!("cannot reach {node}"))?
         .bootstrap(BootstrapRequest {
             tenant: tenant.into(),
             shard,

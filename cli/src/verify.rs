@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use tandem_catalog::{Catalog, Node};
-use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::{ShardInfo, ShardRef};
 
 /// One replica's answer.
@@ -56,12 +55,10 @@ pub async fn shard_info_at(
     seq: u64,
 ) -> Result<ShardInfo, String> {
     let ask = async {
-        let channel = tonic::transport::Endpoint::from_shared(node.addr.to_string())
-            .map_err(|e| e.to_string())?
-            .connect()
+        let mut client = crate::operator::index_node(&node.addr)
             .await
-            .map_err(|e| format!("unreachable: {e}"))?;
-        IndexNodeClient::new(channel)
+            .map_err(|e| format!("unreachable: {e:#}"))?;
+        client
             .get_shard_info(ShardRef {
                 tenant: tenant.into(),
                 shard,

@@ -27,6 +27,10 @@ pub struct Topology {
     /// Token for the routers' admin API.
     #[serde(default)]
     pub admin_token: String,
+    /// The cluster's internal token, which node APIs require: for the
+    /// operator's commands (`tandem verify`, `promote`, `replica`, drills).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub internal_token: String,
     /// The catalog file routers and index-nodes read (the control-plane
     /// source `tandem promote` and `tandem verify` use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,7 +156,14 @@ impl Topology {
         text.push('\n');
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
-        std::fs::write(&tmp, text).map_err(io)?;
+        let _ = std::fs::remove_file(&tmp);
+        // It holds keys and tokens: readable by its owner only.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
 

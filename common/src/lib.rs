@@ -13,6 +13,8 @@
 //! - [`channel`]: tonic channels to other tandem processes (shared connect
 //!   failures, keepalive, a call refused by a GOAWAY sent again);
 //! - [`auth`]: bearer-token checks for admin APIs;
+//! - [`internal`]: the internal token that node APIs require;
+//! - [`secret_file`]: writing files that hold secrets (mode 0600);
 //! - [`faults`]: fault injection for outage drills.
 
 pub mod auth;
@@ -22,5 +24,7 @@ pub mod documents;
 pub mod faults;
 pub mod grpc_deadline;
 pub mod grpc_metrics;
+pub mod internal;
+pub mod secret_file;
 pub mod server;
 pub mod telemetry;

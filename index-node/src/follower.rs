@@ -13,8 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_catalog::Node;
+use tandem_common::internal::InternalToken;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::ReadLogRequest;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -142,7 +144,12 @@ pub struct Follow {
     pub status: Arc<FollowerStatus>,
     /// Where snapshots are (none: a replica that must bootstrap waits).
     pub store: Option<SnapshotStore>,
+    /// Carried by the pulls (the leader's API is internal).
+    pub internal: InternalToken,
 }
+
+/// A client of the leader's API, carrying the internal token.
+type LeaderClient = IndexNodeClient<InterceptedService<Channel, InternalToken>>;
 
 /// Runs until aborted.
 pub async fn run(follow: Follow) {
@@ -154,7 +161,8 @@ pub async fn run(follow: Follow) {
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .connect_lazy();
-    let mut client = IndexNodeClient::new(channel).max_decoding_message_size(MAX_PULL_BYTES);
+    let mut client = IndexNodeClient::with_interceptor(channel, follow.internal.clone())
+        .max_decoding_message_size(MAX_PULL_BYTES);
     let mut backoff = Duration::from_millis(50);
     let mut writer = open_writer(&follow).await;
     if writer.log.tip().seq == 0 && follow.status.bootstrap_reason().is_none() {
@@ -271,7 +279,7 @@ async fn restore_from_store(follow: &Follow) -> anyhow::Result<()> {
 /// Installs a snapshot: a fresh one the leader takes now, or the newest in
 /// the store if the leader cannot take one (it is down: the replica is then
 /// restored from the store alone, and follows once a leader answers).
-async fn rebuild(follow: &Follow, client: &mut IndexNodeClient<Channel>) -> anyhow::Result<()> {
+async fn rebuild(follow: &Follow, client: &mut LeaderClient) -> anyhow::Result<()> {
     let store = follow
         .store
         .as_ref()

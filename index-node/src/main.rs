@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use tandem_common::config::load_with_flags;
+use tandem_common::internal::InternalToken;
 use tandem_index_node::config::NodeConfig;
 
 #[derive(Parser)]
@@ -63,6 +64,11 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
     #[serde(skip)]
     admin_token: Option<String>,
+    /// File holding the cluster's internal token (else the
+    /// `TANDEM_INTERNAL_TOKEN` environment variable); required.
+    #[arg(long)]
+    #[serde(skip)]
+    internal_token_file: Option<PathBuf>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_grace_ms: Option<u64>,
@@ -97,9 +103,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Serve(args) => {
+            let internal = InternalToken::resolve(args.internal_token_file.as_deref())?;
             let (config, token) = serve_config(args)?;
             tandem_common::telemetry::init_tracing(config.json_logs);
-            runtime.block_on(tandem_index_node::node::run(config, token))
+            runtime.block_on(tandem_index_node::node::run(config, token, internal))
         }
     }
 }

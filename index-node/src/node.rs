@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tandem_common::faults::{add_fault_service, admin_token_for_faults, FaultRegistry};
+use tandem_common::internal::InternalToken;
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
 use tandem_proto::v1::index_node_server::IndexNodeServer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::RoutesBuilder;
 
 use crate::bootstrap;
@@ -24,7 +26,11 @@ use crate::writer::WriterConfig;
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Runs the node until SIGTERM / Ctrl-C, then drains.
-pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    admin_token: Option<String>,
+    internal: InternalToken,
+) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
     let admin_token = admin_token_for_faults(config.enable_faults, admin_token)?;
@@ -56,6 +62,7 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
         registry.clone(),
         Duration::from_millis(config.max_lag_ms),
         Some(store.clone()),
+        internal.clone(),
     )?;
     // Leaders replay their logs before the node listens.
     roles.clone().reconcile().await?;
@@ -86,11 +93,12 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
     );
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
-    routes.add_service(
+    routes.add_service(InterceptedService::new(
         IndexNodeServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
-    );
+        internal.require(),
+    ));
     add_fault_service(&mut routes, faults, admin_token);
     let options = ServeOptions {
         listen: config.listen,

@@ -30,6 +30,7 @@ use crate::follower::{self, Follow, FollowerStatus, Lag};
 use crate::registry::ShardRegistry;
 use crate::shard::ShardKey;
 use crate::snapshot::SnapshotStore;
+use tandem_common::internal::InternalToken;
 
 /// This node's part in one shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +83,8 @@ pub struct Roles {
     markers_loaded: std::sync::atomic::AtomicBool,
     registry: Arc<ShardRegistry>,
     max_lag: Duration,
+    /// Carried by this node's calls to other index-nodes.
+    internal: InternalToken,
 }
 
 impl Roles {
@@ -95,6 +98,7 @@ impl Roles {
         registry: Arc<ShardRegistry>,
         max_lag: Duration,
         store: Option<SnapshotStore>,
+        internal: InternalToken,
     ) -> anyhow::Result<Arc<Roles>> {
         let catalog = OnceLock::new();
         if let Some(path) = catalog_path.as_ref().filter(|p| p.exists()) {
@@ -119,6 +123,7 @@ impl Roles {
             markers_loaded: Default::default(),
             registry,
             max_lag,
+            internal,
         }))
     }
 
@@ -289,7 +294,9 @@ impl Roles {
                     .collect()
             })
             .unwrap_or_default();
-        let asks = others.iter().map(|node| epoch_of(node, key));
+        let asks = others
+            .iter()
+            .map(|node| epoch_of(node, key, &self.internal));
         let seen = futures::future::join_all(asks)
             .await
             .into_iter()
@@ -498,6 +505,7 @@ impl Roles {
                 registry: self.registry.clone(),
                 status: status.clone(),
                 store: self.store.clone(),
+                internal: self.internal.clone(),
             }));
             tracing::info!(shard = %key, leader = %leader.id, epoch, "following");
             followers.insert(
@@ -542,11 +550,11 @@ impl Roles {
 }
 
 /// The highest epoch `node` has seen for the shard, if it answers in time.
-async fn epoch_of(node: &Node, key: &ShardKey) -> Option<u64> {
+async fn epoch_of(node: &Node, key: &ShardKey, internal: &InternalToken) -> Option<u64> {
     let endpoint = tonic::transport::Endpoint::from_shared(node.addr.to_string()).ok()?;
     let ask = async {
         let channel = endpoint.connect().await.ok()?;
-        let mut client = IndexNodeClient::new(channel);
+        let mut client = IndexNodeClient::with_interceptor(channel, internal.clone());
         let info = client
             .get_shard_info(ShardRef {
                 tenant: key.tenant.clone(),

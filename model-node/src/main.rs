@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use serde::Serialize;
 use tandem_common::config::load_with_flags;
+use tandem_common::internal::InternalToken;
 use tandem_model_node::config::NodeConfig;
 use tandem_model_node::eval::evaluate;
 use tandem_model_node::events::read_events_file;
@@ -112,6 +113,11 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
     #[serde(skip)]
     admin_token: Option<String>,
+    /// File holding the cluster's internal token (else the
+    /// `TANDEM_INTERNAL_TOKEN` environment variable); required.
+    #[arg(long)]
+    #[serde(skip)]
+    internal_token_file: Option<PathBuf>,
     /// On shutdown, report NOT_SERVING for this long before closing the listener.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,10 +135,11 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<(NodeConfig, Option<String>)>
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let internal = InternalToken::resolve(args.internal_token_file.as_deref())?;
     let (config, token) = serve_config(args)?;
     tandem_common::telemetry::init_tracing(config.json_logs);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    runtime.block_on(tandem_model_node::node::run(config, token))
+    runtime.block_on(tandem_model_node::node::run(config, token, internal))
 }
 
 fn main() -> ExitCode {

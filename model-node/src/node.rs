@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tandem_common::faults::{add_fault_service, admin_token_for_faults, FaultRegistry};
+use tandem_common::internal::InternalToken;
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
 use tandem_proto::v1::model_node_server::ModelNodeServer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::RoutesBuilder;
 
 use crate::config::NodeConfig;
@@ -21,7 +23,11 @@ use crate::store::ModelStore;
 /// Runs the node until SIGTERM / Ctrl-C, then drains. Models are loaded
 /// before the readiness line is printed, so "ready" means "serving the
 /// models found in the model directory".
-pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    admin_token: Option<String>,
+    internal: InternalToken,
+) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
     let admin_token = admin_token_for_faults(config.enable_faults, admin_token)?;
@@ -49,7 +55,10 @@ pub async fn run(config: NodeConfig, admin_token: Option<String>) -> anyhow::Res
     let service = ModelService::new(config.node_id.clone(), reloader.clone(), faults.clone());
     let mut routes = RoutesBuilder::default();
     routes.add_service(health_service);
-    routes.add_service(ModelNodeServer::new(service));
+    routes.add_service(InterceptedService::new(
+        ModelNodeServer::new(service),
+        internal.require(),
+    ));
     add_fault_service(&mut routes, faults, admin_token);
     let watcher = config.watch_interval().map(|every| {
         tracing::info!(every_ms = config.watch_ms, "watching the model directory");

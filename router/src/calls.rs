@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tandem_common::channel::resend_if_refused;
 use tandem_common::grpc_metrics::REQUEST_ID_HEADER;
+use tandem_common::internal::InternalToken;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::model_node_client::ModelNodeClient;
 use tandem_proto::v1::{
@@ -29,21 +30,26 @@ pub struct CallContext {
     pub deadline: Instant,
     /// The request id, propagated as `x-request-id`.
     pub request_id: String,
+    /// The cluster's internal token, which every downstream call carries
+    /// (node APIs and forwarded calls require it).
+    pub internal: InternalToken,
 }
 
 impl CallContext {
     /// The context of a call that must end by `deadline`.
-    pub fn new(deadline: Instant, request_id: String) -> Self {
+    pub fn new(deadline: Instant, request_id: String, internal: InternalToken) -> Self {
         Self {
             deadline,
             request_id,
+            internal,
         }
     }
 
     /// The context of a public call: its deadline (`grpc-timeout`, else the
     /// configured default, capped) and its request id (`x-request-id`).
-    pub fn of_call(metadata: &MetadataMap, config: &crate::config::RouterConfig) -> Self {
+    pub fn of_call(metadata: &MetadataMap, state: &crate::state::RouterState) -> Self {
         use crate::config::ms;
+        let config = &state.config;
         Self::new(
             crate::deadline::deadline_for(
                 metadata,
@@ -55,14 +61,16 @@ impl CallContext {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),
+            state.internal.clone(),
         )
     }
 
-    /// A downstream request carrying `message`, this call's request id, and
-    /// `timeout` as its `grpc-timeout`.
+    /// A downstream request carrying `message`, this call's request id, the
+    /// internal token, and `timeout` as its `grpc-timeout`.
     pub fn request<T>(&self, message: T, timeout: Duration) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(timeout);
+        self.internal.attach(request.metadata_mut());
         if let Ok(id) = MetadataValue::try_from(self.request_id.as_str()) {
             request.metadata_mut().insert(REQUEST_ID_HEADER, id);
         }

@@ -218,7 +218,7 @@ impl Documents for DocumentsService {
     ) -> Result<Response<WriteResponse>, Status> {
         let started = StdInstant::now();
         let (metadata, _, req) = request.into_parts();
-        let ctx = CallContext::of_call(&metadata, &self.state.config);
+        let ctx = CallContext::of_call(&metadata, &self.state);
         let ops = req.upserts.len() + req.deletes.len();
         let result = async {
             let tenant = self.authorize(&metadata, &req.tenant)?;

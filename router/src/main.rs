@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Serialize;
 use tandem_common::config::load_with_flags;
+use tandem_common::internal::InternalToken;
 use tandem_router::config::RouterConfig;
 
 /// mimalloc instead of the system allocator: a call through the router
@@ -47,6 +48,11 @@ struct Cli {
     #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
     #[serde(skip)]
     admin_token: Option<String>,
+    /// File holding the cluster's internal token (else the
+    /// `TANDEM_INTERNAL_TOKEN` environment variable); required.
+    #[arg(long)]
+    #[serde(skip)]
+    internal_token_file: Option<PathBuf>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     default_timeout_ms: Option<u64>,
@@ -83,7 +89,12 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let internal = InternalToken::resolve(cli.internal_token_file.as_deref())?;
     let config: RouterConfig = load_with_flags(cli.config.as_deref(), &cli)?;
     tandem_common::telemetry::init_tracing(config.json_logs);
-    tokio::runtime::Runtime::new()?.block_on(tandem_router::node::run(config, cli.admin_token))
+    tokio::runtime::Runtime::new()?.block_on(tandem_router::node::run(
+        config,
+        cli.admin_token,
+        internal,
+    ))
 }

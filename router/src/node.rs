@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tandem_common::internal::InternalToken;
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
 use tandem_proto::v1::documents_server::DocumentsServer;
 use tandem_proto::v1::router_admin_server::RouterAdminServer;
@@ -21,7 +22,11 @@ use crate::state::RouterState;
 use crate::watch::watch_catalog;
 
 /// Runs the router until SIGTERM / Ctrl-C, then drains.
-pub async fn run(config: RouterConfig, admin_token: Option<String>) -> anyhow::Result<()> {
+pub async fn run(
+    config: RouterConfig,
+    admin_token: Option<String>,
+    internal: InternalToken,
+) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
     let catalog = match &config.catalog {
@@ -30,7 +35,7 @@ pub async fn run(config: RouterConfig, admin_token: Option<String>) -> anyhow::R
         None => Catalog::embedded_default().context("the embedded default catalog is invalid")?,
     };
     tracing::info!(version = %catalog.version(), tenants = catalog.tenant_count(), "catalog loaded");
-    let state = Arc::new(RouterState::new(config.clone(), catalog)?);
+    let state = Arc::new(RouterState::new(config.clone(), catalog, internal)?);
 
     tokio::spawn(watch_catalog(state.clone()));
     tokio::spawn(probe_loop(state.clone()));
@@ -74,6 +79,7 @@ async fn probe_loop(state: Arc<RouterState>) {
             &state.resilience,
             &state.routers,
             timeout,
+            &state.internal,
         )
         .await;
     }

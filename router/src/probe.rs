@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::IdMap;
 use tandem_common::channel::resend_if_refused;
+use tandem_common::internal::InternalToken;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::ListShardsRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -72,6 +73,7 @@ pub async fn probe_round(
     resilience: &Resilience,
     routers: &RouterHealth,
     timeout: Duration,
+    internal: &InternalToken,
 ) {
     // (node, the pair being re-checked if any, its channel, service name)
     let mut targets = Vec::new();
@@ -111,7 +113,9 @@ pub async fn probe_round(
         .nodes()
         .filter(|n| n.kind == NodeKind::Index && &*n.id != own_id)
         .filter_map(|n| Some((n.clone(), resilience.channels.get(n).ok()?)))
-        .map(|(node, channel)| async move { (node, not_serving(channel, timeout).await) });
+        .map(
+            |(node, channel)| async move { (node, not_serving(channel, timeout, internal).await) },
+        );
     for (node, shards) in futures::future::join_all(held_back).await {
         for (tenant, shard) in shards {
             let key = ShardKey {
@@ -145,11 +149,13 @@ pub async fn probe_round(
 async fn not_serving(
     channel: crate::channels::NodeChannel,
     timeout: Duration,
+    internal: &InternalToken,
 ) -> Vec<(String, u32)> {
     let mut request = tonic::Request::new(ListShardsRequest {
         not_serving_only: true,
     });
     request.set_timeout(timeout);
+    internal.attach(request.metadata_mut());
     let mut client = IndexNodeClient::new(channel);
     match tokio::time::timeout(timeout, client.list_shards(request)).await {
         Ok(Ok(response)) => response

@@ -9,6 +9,7 @@ use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
+use tandem_common::internal::InternalToken;
 use tandem_proto::v1::search_server::Search;
 use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
 use tonic::metadata::MetadataMap;
@@ -44,7 +45,7 @@ impl SearchService {
         let key = tandem_common::auth::bearer_token(metadata).map(KeyHash::of_key);
         Admission {
             ctx: self.context(metadata),
-            from: forwarded_from(metadata),
+            from: forwarded_from(metadata, &self.state.internal),
             key,
         }
     }
@@ -104,7 +105,7 @@ impl SearchService {
     }
 
     fn context(&self, metadata: &MetadataMap) -> CallContext {
-        CallContext::of_call(metadata, &self.state.config)
+        CallContext::of_call(metadata, &self.state)
     }
 
     /// Serves one call of the public API: `metadata` are the caller's
@@ -220,9 +221,34 @@ impl DialFacts for LiveDialFacts<'_> {
     }
 }
 
-fn forwarded_from(metadata: &MetadataMap) -> Option<String> {
+/// The region a call was forwarded from: believed only of a call that
+/// carries the internal token (another tandem router), so a client cannot
+/// use the mark to get past this region's dial.
+fn forwarded_from(metadata: &MetadataMap, internal: &InternalToken) -> Option<String> {
+    if !internal.carried_by(metadata) {
+        return None;
+    }
     metadata
         .get(FORWARDED_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_router_with_the_internal_token_may_say_it_forwarded() {
+        let internal = InternalToken::new("the-cluster-internal-token").unwrap();
+        let mut md = MetadataMap::new();
+        md.insert(FORWARDED_HEADER, "us-east-2".parse().unwrap());
+        assert_eq!(forwarded_from(&md, &internal), None, "a client's claim");
+        InternalToken::new("another-internal-token-x")
+            .unwrap()
+            .attach(&mut md);
+        assert_eq!(forwarded_from(&md, &internal), None, "a wrong token");
+        internal.attach(&mut md);
+        assert_eq!(forwarded_from(&md, &internal).as_deref(), Some("us-east-2"));
+    }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tandem_common::internal::InternalToken;
 
 use crate::budget::{RetryBudget, RetryBudgetConfig};
 use crate::cache::ReplicaMapCache;
@@ -36,11 +37,18 @@ pub struct RouterState {
     pub dials: Dials,
     /// Probe results of routers.
     pub routers: RouterHealth,
+    /// The cluster's internal token (carried by every call to a node or to
+    /// the paired router).
+    pub internal: InternalToken,
 }
 
 impl RouterState {
     /// Builds the state from a config and a validated catalog.
-    pub fn new(config: RouterConfig, catalog: Catalog) -> anyhow::Result<Self> {
+    pub fn new(
+        config: RouterConfig,
+        catalog: Catalog,
+        internal: InternalToken,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             catalog.region(&config.region).is_some(),
             "region {:?} is not in the catalog (regions: {})",
@@ -91,6 +99,7 @@ impl RouterState {
             catalog: CatalogHandle::new(catalog),
             catalog_error: ArcSwap::from_pointee(String::new()),
             routers: RouterHealth::default(),
+            internal,
             config,
         })
     }

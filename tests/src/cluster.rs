@@ -325,7 +325,10 @@ impl Cluster {
         docs: Vec<Document>,
     ) -> u64 {
         let leader = tenant.leader(shard as usize);
-        let mut c = IndexNodeClient::new(self.node(leader).proc.channel().await);
+        let mut c = IndexNodeClient::with_interceptor(
+            self.node(leader).proc.channel().await,
+            crate::internal(),
+        );
         for _ in 0..300 {
             let request = IngestRequest {
                 tenant: tenant.id.into(),
@@ -348,7 +351,10 @@ impl Cluster {
 
     /// Waits until `node` shows `seq` applied for the shard.
     pub async fn wait_applied(&self, node: &str, tenant: &str, shard: u32, seq: u64) {
-        let mut c = IndexNodeClient::new(self.node(node).proc.channel().await);
+        let mut c = IndexNodeClient::with_interceptor(
+            self.node(node).proc.channel().await,
+            crate::internal(),
+        );
         for _ in 0..600 {
             let info = c
                 .get_shard_info(ShardRef {

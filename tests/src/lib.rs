@@ -23,6 +23,15 @@ pub mod s3;
 /// Admin token given to every node the harness starts with faults enabled.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
+/// The internal token every process the harness starts holds (through
+/// `TANDEM_INTERNAL_TOKEN`), and that the tests' node clients carry.
+pub const INTERNAL_TOKEN: &str = "e2e-internal-token-of-the-test-cluster";
+
+/// [`INTERNAL_TOKEN`], for `Client::with_interceptor(channel, internal())`.
+pub fn internal() -> tandem_common::internal::InternalToken {
+    tandem_common::internal::InternalToken::new(INTERNAL_TOKEN).expect("a valid token")
+}
+
 /// The workspace's target directory for the profile the tests were built in.
 pub fn target_dir() -> PathBuf {
     // .../target/<profile>/deps/<test-binary>
@@ -82,6 +91,7 @@ impl Proc {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .env(tandem_common::internal::INTERNAL_TOKEN_ENV, INTERNAL_TOKEN)
             .spawn()
             .with_context(|| format!("cannot start {bin}"))?;
         let stdout = child.stdout.take().context("no stdout")?;

@@ -34,7 +34,10 @@ fn doc(id: String) -> Document {
 }
 
 async fn info(cluster: &Cluster, node: &str, digest: bool) -> ShardInfo {
-    let mut c = IndexNodeClient::new(cluster.node(node).proc.channel().await);
+    let mut c = IndexNodeClient::with_interceptor(
+        cluster.node(node).proc.channel().await,
+        tandem_e2e::internal(),
+    );
     c.get_shard_info(ShardRef {
         tenant: "t".into(),
         shard: 0,
@@ -51,7 +54,10 @@ async fn a_replica_is_added_live_from_a_snapshot_and_removed() {
     let nodes = [("a1", "r1"), ("b1", "r2"), ("b2", "r2")];
     let mut cluster = Cluster::start(&nodes, vec![spec()], 200).await;
     // A node asked to build the replica remembers it across a restart.
-    let mut b2 = IndexNodeClient::new(cluster.node("b2").proc.channel().await);
+    let mut b2 = IndexNodeClient::with_interceptor(
+        cluster.node("b2").proc.channel().await,
+        tandem_e2e::internal(),
+    );
     b2.bootstrap(BootstrapRequest {
         tenant: "t".into(),
         shard: 0,
@@ -93,6 +99,8 @@ async fn a_replica_is_added_live_from_a_snapshot_and_removed() {
             }
         })
     };
+    // The operator's commands carry the cluster's internal token.
+    tandem_cli::operator::use_internal_token(tandem_e2e::internal());
     let added = tandem_cli::replica::add(
         &cluster.catalog_path,
         "t",
@@ -157,7 +165,10 @@ async fn a_wiped_replica_is_restored_from_an_s3_store_alone() {
     )
     .await;
     // The leader snapshots its shard into S3, then goes down.
-    let mut leader = IndexNodeClient::new(cluster.node("a1").proc.channel().await);
+    let mut leader = IndexNodeClient::with_interceptor(
+        cluster.node("a1").proc.channel().await,
+        tandem_e2e::internal(),
+    );
     let snapshot = leader
         .create_snapshot(ShardRef {
             tenant: "t".into(),

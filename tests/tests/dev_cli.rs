@@ -16,6 +16,7 @@ use serde_json::Value;
 use tandem_cli::dev::{start_cluster, Cluster, DevOptions};
 use tandem_cli::procfs::{self, Signal};
 use tandem_client::Topology;
+use tandem_common::internal::InternalToken;
 use tandem_e2e::cluster::SLOW_HEDGE_FLAGS;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::search_client::SearchClient;
@@ -202,11 +203,46 @@ async fn search_via(topology: &Topology, region: &str, tenant: &str) -> (String,
     (route.entry_region, route.served_region, response.total_hits)
 }
 
-async fn shard_info(topology: &Topology, node: &str, tenant: &str) -> (u64, u64) {
-    let addr = &topology.node(node).expect("node").addr;
-    let mut client = IndexNodeClient::connect(format!("http://{addr}"))
+/// Node APIs need the cluster's internal token even in `tandem dev`; the
+/// files that hold it and the keys are readable by their owner only.
+async fn assert_node_apis_closed(cluster: &Cluster, topology: &Topology) {
+    let index = topology
+        .nodes
+        .iter()
+        .find(|n| n.kind == "index")
+        .expect("an index-node");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", index.addr))
+        .expect("address")
+        .connect()
         .await
         .expect("index node");
+    let refused = IndexNodeClient::new(channel)
+        .list_shards(tandem_proto::v1::ListShardsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    assert!(InternalToken::new(&topology.internal_token).is_ok());
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["topology.json", "secrets.json", "internal-token"] {
+        let path = cluster.data_dir.join(file);
+        let mode = std::fs::metadata(&path)
+            .expect("secret file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+    }
+}
+
+async fn shard_info(topology: &Topology, node: &str, tenant: &str) -> (u64, u64) {
+    let addr = &topology.node(node).expect("node").addr;
+    let token =
+        InternalToken::new(&topology.internal_token).expect("the topology's internal token");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("address")
+        .connect()
+        .await
+        .expect("index node");
+    let mut client = IndexNodeClient::with_interceptor(channel, token);
     let info = client
         .get_shard_info(ShardRef {
             tenant: tenant.into(),
@@ -256,6 +292,7 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
     assert_eq!(topology, cluster.topology);
     assert_all_serving(&topology).await;
     assert_documented_format(&cluster.topology_path());
+    assert_node_apis_closed(&cluster, &topology).await;
 
     // Both routers answer both tenants: tldr-en from local replicas,
     // tldr-es (single-region) from its home region's.

@@ -4,24 +4,30 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tandem_common::internal::InternalToken;
 use tandem_e2e::{sample_docs, start_index_node, with_bearer, Proc, ADMIN_TOKEN};
 use tandem_proto::v1::fault_injection_client::FaultInjectionClient;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::{
     ClearFaultRequest, CreateShardRequest, Document, Fault, FaultAction, IngestRequest,
-    ShardHealth, ShardRef, ShardSearchRequest, ShardSearchResponse,
+    ListShardsRequest, ShardHealth, ShardRef, ShardSearchRequest, ShardSearchResponse,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-async fn client(node: &Proc) -> IndexNodeClient<Channel> {
-    IndexNodeClient::new(node.channel().await).max_encoding_message_size(64 << 20)
+/// An `IndexNode` client carrying the cluster's internal token.
+type NodeClient = IndexNodeClient<InterceptedService<Channel, InternalToken>>;
+
+async fn client(node: &Proc) -> NodeClient {
+    IndexNodeClient::with_interceptor(node.channel().await, tandem_e2e::internal())
+        .max_encoding_message_size(64 << 20)
 }
 
-async fn create(c: &mut IndexNodeClient<Channel>, tenant: &str, shard: u32, lang: &str) {
+async fn create(c: &mut NodeClient, tenant: &str, shard: u32, lang: &str) {
     c.create_shard(CreateShardRequest {
         tenant: tenant.into(),
         shard,
@@ -32,7 +38,7 @@ async fn create(c: &mut IndexNodeClient<Channel>, tenant: &str, shard: u32, lang
 }
 
 async fn ingest(
-    c: &mut IndexNodeClient<Channel>,
+    c: &mut NodeClient,
     tenant: &str,
     shard: u32,
     seq: u64,
@@ -60,7 +66,7 @@ fn search_req(tenant: &str, query: &str) -> ShardSearchRequest {
 }
 
 async fn search(
-    c: &mut IndexNodeClient<Channel>,
+    c: &mut NodeClient,
     req: ShardSearchRequest,
 ) -> Result<ShardSearchResponse, tonic::Status> {
     c.search_shard(req).await.map(|r| r.into_inner())
@@ -158,6 +164,10 @@ async fn tandem_load_shard_fills_one_shard() {
     .unwrap();
     let load = || {
         std::process::Command::new(tandem_e2e::bin_path("tandem"))
+            .env(
+                tandem_common::internal::INTERNAL_TOKEN_ENV,
+                tandem_e2e::INTERNAL_TOKEN,
+            )
             .args([
                 "load-shard",
                 "--node",
@@ -712,4 +722,68 @@ async fn metrics_and_reflection_are_served() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+}
+
+/// The node API answers only tandem's own processes: a call without the
+/// internal token, or with another one, is UNAUTHENTICATED and changes
+/// nothing (an anonymous ingest at a huge sequence number once made the
+/// shard drop every later write as a duplicate); health stays open.
+#[tokio::test]
+async fn node_api_calls_without_the_internal_token_are_unauthenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    create(&mut c, "t", 0, "en").await;
+
+    let mut anonymous = IndexNodeClient::new(node.channel().await);
+    let listed = anonymous
+        .list_shards(ListShardsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::Unauthenticated, "{listed:?}");
+    assert!(!listed.message().contains(tandem_e2e::INTERNAL_TOKEN));
+    let forged = InternalToken::new("not-the-cluster-internal-token").unwrap();
+    let mut impostor = IndexNodeClient::with_interceptor(node.channel().await, forged);
+    let evil = || IngestRequest {
+        tenant: "t".into(),
+        shard: 0,
+        seq: 1_000_000_000_000,
+        upserts: vec![doc("evil", "evil", "evil")],
+        ..Default::default()
+    };
+    for result in [
+        anonymous.ingest(evil()).await,
+        impostor.ingest(evil()).await,
+    ] {
+        assert_eq!(result.unwrap_err().code(), Code::Unauthenticated);
+    }
+
+    // Nothing was applied: the next real write is sequence number 1.
+    let ack = ingest(&mut c, "t", 0, 1, vec![doc("a", "kettle", "kettle")])
+        .await
+        .unwrap();
+    assert_eq!((ack.applied_seq, ack.upserted), (1, 1));
+    assert_eq!(
+        shard_health(&node, "").await.unwrap(),
+        ServingStatus::Serving as i32
+    );
+}
+
+/// A node without an internal token refuses to start rather than serve an
+/// open API.
+#[test]
+fn a_node_without_an_internal_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(tandem_e2e::bin_path("tandem-index-node"))
+        .args(["serve", "--node-id", "n1", "--listen", "127.0.0.1:0"])
+        .arg("--metrics-listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove(tandem_common::internal::INTERNAL_TOKEN_ENV)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no internal token"), "{stderr}");
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tandem_common::internal::InternalToken;
 use tandem_e2e::{bin_path, repo_root, with_bearer, Proc, ADMIN_TOKEN};
 use tandem_proto::v1::fault_injection_client::FaultInjectionClient;
 use tandem_proto::v1::model_node_client::ModelNodeClient;
@@ -23,6 +24,7 @@ use tandem_proto::v1::{
     ListModelsRequest, LoadModelRequest, ModelInfo, ModelSuggestRequest, ModelSuggestResponse,
     Suggestion,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -85,7 +87,7 @@ fn trained_dir() -> (tempfile::TempDir, PathBuf, String) {
     (dir, models, version)
 }
 
-type Client = ModelNodeClient<Channel>;
+type Client = ModelNodeClient<InterceptedService<Channel, InternalToken>>;
 
 /// A running model-node and a client to it (the client's calls through
 /// `Deref`).
@@ -106,7 +108,10 @@ impl Node {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(BIN, &args).expect("model-node starts");
-        let api = Api(ModelNodeClient::new(proc.channel().await));
+        let api = Api(ModelNodeClient::with_interceptor(
+            proc.channel().await,
+            tandem_e2e::internal(),
+        ));
         Node { proc, api }
     }
 
@@ -198,6 +203,18 @@ async fn synth_train_serve_suggest_boosts_list_and_metrics() {
     assert!(run_bin(&words(&synth)).contains("synthetic events"));
     let version = train(&models, "en", &log);
     let mut node = Node::start(&models, false, &[]).await;
+
+    // The model API is internal: no token, no answer.
+    let mut anonymous = ModelNodeClient::new(node.proc.channel().await);
+    let refused = anonymous
+        .boosts(BoostsRequest {
+            tenant: "en".into(),
+            query: "extract tar".into(),
+            max: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 
     let s = node.suggest("en", "Ext", 5).await.expect("suggest");
     let (v, n) = (s.model_version.as_str(), s.node.as_str());
@@ -477,6 +494,10 @@ async fn faults_are_off_unless_enabled_and_need_a_token() {
     let flags = "serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --enable-faults";
     let mut cmd = Command::new(bin_path(BIN));
     cmd.args(words(flags)).arg("--model-dir").arg(&models);
+    cmd.env(
+        tandem_common::internal::INTERNAL_TOKEN_ENV,
+        tandem_e2e::INTERNAL_TOKEN,
+    );
     let out = cmd.env_remove("TANDEM_ADMIN_TOKEN").output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("needs an admin token"));

@@ -70,7 +70,10 @@ async fn hits(cluster: &Cluster, region: usize, query: &str, token: &str) -> u64
 }
 
 async fn info(cluster: &Cluster, node: &str, shard: u32, digest: bool) -> ShardInfo {
-    let mut c = IndexNodeClient::new(cluster.node(node).proc.channel().await);
+    let mut c = IndexNodeClient::with_interceptor(
+        cluster.node(node).proc.channel().await,
+        tandem_e2e::internal(),
+    );
     c.get_shard_info(ShardRef {
         tenant: "t".into(),
         shard,
@@ -384,6 +387,8 @@ async fn a_promoted_follower_takes_writes_and_the_old_leader_is_fenced() {
     assert!(!status.message().contains("127.0.0.1"));
     assert_eq!(hits(&cluster, 1, "plum", "").await, 1);
 
+    // The operator's commands carry the cluster's internal token.
+    tandem_cli::operator::use_internal_token(tandem_e2e::internal());
     let promoted = tandem_cli::promote::promote(&cluster.catalog_path, "t", 0, "b1", false)
         .await
         .expect("promote");
@@ -403,7 +408,10 @@ async fn a_promoted_follower_takes_writes_and_the_old_leader_is_fenced() {
     // The old leader comes back with the catalog it had: it learns the new
     // epoch from its peer and refuses a write of the old one.
     cluster.restart_index_node_with("a1", &stale);
-    let mut c = IndexNodeClient::new(cluster.node("a1").proc.channel().await);
+    let mut c = IndexNodeClient::with_interceptor(
+        cluster.node("a1").proc.channel().await,
+        tandem_e2e::internal(),
+    );
     let stale_write = tandem_proto::v1::IngestRequest {
         tenant: "t".into(),
         shard: 0,

@@ -310,7 +310,10 @@ async fn offsets_page_alike_whether_one_shard_or_merged() {
         assert_eq!(page(tenant, 11, 1).await, whole[11..], "{tenant}");
     }
 
-    let mut node = IndexNodeClient::new(c.node("r1-a").proc.channel().await);
+    let mut node = IndexNodeClient::with_interceptor(
+        c.node("r1-a").proc.channel().await,
+        tandem_e2e::internal(),
+    );
     let from_node = node
         .search_shard(ShardSearchRequest {
             tenant: "aa".into(),
@@ -331,7 +334,10 @@ async fn offsets_page_alike_whether_one_shard_or_merged() {
     // The merged page is the shards' own hits in the merge's order.
     let mut merged = Vec::new();
     for (node, shard) in [("r1-a", 0), ("r1-b", 1)] {
-        let mut node = IndexNodeClient::new(c.node(node).proc.channel().await);
+        let mut node = IndexNodeClient::with_interceptor(
+            c.node(node).proc.channel().await,
+            tandem_e2e::internal(),
+        );
         let request = ShardSearchRequest {
             tenant: "multi".into(),
             shard,

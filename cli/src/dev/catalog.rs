@@ -109,6 +109,7 @@ pub(crate) fn topology(
             })
             .collect(),
         admin_token: secrets.admin_token.clone(),
+        internal_token: secrets.internal_token.clone(),
         catalog: Some(catalog_path.display().to_string()),
     }
 }

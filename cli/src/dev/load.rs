@@ -12,9 +12,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_proto::v1::index_node_client::IndexNodeClient;
+
+use crate::operator::IndexClient;
 use tandem_proto::v1::{CreateShardRequest, Document, IngestRequest, ShardRef};
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// What to load where.
@@ -43,7 +43,7 @@ pub struct LoadReport {
 
 /// Sends `docs` to the shard named in `plan` over `client`.
 pub async fn load(
-    client: &mut IndexNodeClient<Channel>,
+    client: &mut IndexClient,
     plan: &LoadPlan,
     docs: Vec<Document>,
 ) -> anyhow::Result<LoadReport> {
@@ -91,10 +91,7 @@ pub async fn load(
     Ok(report)
 }
 
-async fn send_with_retry(
-    client: &mut IndexNodeClient<Channel>,
-    request: IngestRequest,
-) -> anyhow::Result<u64> {
+async fn send_with_retry(client: &mut IndexClient, request: IngestRequest) -> anyhow::Result<u64> {
     let mut delay = Duration::from_millis(100);
     let mut attempt = 0;
     loop {
@@ -139,9 +136,8 @@ pub async fn load_file(
     } else {
         format!("http://{node}")
     };
-    let mut client = IndexNodeClient::connect(addr.clone())
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?
+    let mut client = crate::operator::index_node(&addr)
+        .await?
         .max_encoding_message_size(64 * 1024 * 1024);
     let started = std::time::Instant::now();
     let report = load(&mut client, plan, docs).await?;

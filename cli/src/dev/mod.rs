@@ -106,6 +106,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         .with_context(|| format!("cannot resolve {}", opts.data_dir.display()))?;
     stop_leftovers(&dir).await;
     let secrets = Secrets::of(&dir)?;
+    let internal_token_file = secrets.install_internal_token(&dir)?.display().to_string();
     let bin_dir = match &opts.bin_dir {
         Some(d) => d.clone(),
         None => exe_dir()?,
@@ -127,7 +128,13 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     // `logs/<id>.log`.
     let spawn_node =
         |id: String, kind: &'static str, region: &'static str, bin: &PathBuf, extra: &[&str]| {
-            let args = node_args(&id, region, &secrets.admin_token, extra);
+            let args = node_args(
+                &id,
+                region,
+                &secrets.admin_token,
+                &internal_token_file,
+                extra,
+            );
             let (bin, log) = (bin.clone(), dir.join("logs").join(format!("{id}.log")));
             tokio::spawn(async move { start(&id, kind, region, &bin, &args, &log).await })
         };
@@ -206,6 +213,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             "200",
             "--admin-token",
             &secrets.admin_token,
+            "--internal-token-file",
+            &internal_token_file,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -239,7 +248,13 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     })
 }
 
-fn node_args(id: &str, region: &str, admin_token: &str, extra: &[&str]) -> Vec<String> {
+fn node_args(
+    id: &str,
+    region: &str,
+    admin_token: &str,
+    internal_token_file: &str,
+    extra: &[&str],
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "serve",
         "--node-id",
@@ -253,6 +268,8 @@ fn node_args(id: &str, region: &str, admin_token: &str, extra: &[&str]) -> Vec<S
         "--enable-faults",
         "--admin-token",
         admin_token,
+        "--internal-token-file",
+        internal_token_file,
     ]
     .iter()
     .map(|s| s.to_string())

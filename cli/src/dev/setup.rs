@@ -8,7 +8,8 @@ use anyhow::Context;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tandem_client::corpus::{read_documents_up_to, Where};
-use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_common::internal::InternalToken;
+use tandem_common::secret_file;
 use tandem_proto::v1::ShardRef;
 
 use crate::supervise::Process;
@@ -70,6 +71,9 @@ pub(crate) struct Secrets {
     /// Keys with the write scope (made on first use by this version).
     #[serde(default)]
     pub write_keys: Vec<(String, String)>,
+    /// The cluster's internal token (made on first use by this version).
+    #[serde(default)]
+    pub internal_token: String,
 }
 
 fn random_secret(prefix: &str) -> String {
@@ -87,14 +91,23 @@ impl Secrets {
                 .map(|t| (t.id.to_string(), random_secret(&format!("{}-write", t.id))))
                 .collect()
         };
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Ok(mut s) = serde_json::from_str::<Secrets>(&text) {
+        if path.exists() {
+            // An unreadable secrets file is an error, never a reason to
+            // mint new keys that the cluster's users do not have.
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut s = serde_json::from_str::<Secrets>(&text)
+                .with_context(|| format!("{} is not a secrets file", path.display()))?;
+            if s.write_keys.is_empty() || s.internal_token.is_empty() {
                 if s.write_keys.is_empty() {
                     s.write_keys = write_keys();
-                    std::fs::write(&path, serde_json::to_vec_pretty(&s)?)?;
                 }
-                return Ok(s);
+                if s.internal_token.is_empty() {
+                    s.internal_token = InternalToken::generate().as_str().to_string();
+                }
+                secret_file::write(&path, &serde_json::to_vec_pretty(&s)?)?;
             }
+            return Ok(s);
         }
         let s = Secrets {
             admin_token: random_secret("admin"),
@@ -103,10 +116,21 @@ impl Secrets {
                 .map(|t| (t.id.to_string(), random_secret(t.id)))
                 .collect(),
             write_keys: write_keys(),
+            internal_token: InternalToken::generate().as_str().to_string(),
         };
-        std::fs::write(&path, serde_json::to_vec_pretty(&s)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        secret_file::write(&path, &serde_json::to_vec_pretty(&s)?)?;
         Ok(s)
+    }
+
+    /// Writes the internal token to `internal-token` in `dir` (mode 0600)
+    /// for the processes' `--internal-token-file`, and makes it this
+    /// invocation's operator token; returns the file's path.
+    pub fn install_internal_token(&self, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+        let token = InternalToken::new(&self.internal_token)?;
+        let path = dir.join("internal-token");
+        token.write_file(&path)?;
+        crate::operator::use_internal_token(token);
+        Ok(path)
     }
 
     /// The search key of `tenant` (empty for a tenant it does not know).
@@ -226,7 +250,7 @@ pub(crate) async fn load_corpus(
 /// shard is created by the node itself once the catalog names it, so wait
 /// for that).
 async fn leader_has_writes(addr: &str, tenant: &str) -> anyhow::Result<bool> {
-    let mut client = IndexNodeClient::connect(format!("http://{addr}")).await?;
+    let mut client = crate::operator::index_node(addr).await?;
     for _ in 0..100 {
         let info = client
             .get_shard_info(ShardRef {
