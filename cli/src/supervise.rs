@@ -63,19 +63,22 @@ pub fn binary(bin_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Starts `bin args...`, logging to `log`, and waits for its readiness line.
+/// Starts `bin args...` with `env` added to its environment (secrets go
+/// there, never into the arguments, which any local user can read),
+/// logging to `log`, and waits for its readiness line.
 pub async fn start(
     id: &str,
     kind: &'static str,
     region: &str,
     bin: &Path,
-    args: &[String],
+    (args, env): (&[String], &[(String, String)]),
     log: &Path,
 ) -> anyhow::Result<Process> {
     let stderr =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut child = Command::new(bin)
         .args(args)
+        .envs(env.iter().cloned())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)

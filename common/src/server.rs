@@ -1,7 +1,8 @@
 //! Serving a process's gRPC services the same way in every tandem binary.
 //!
 //! [`serve`] runs tonic's server with what every tandem server must have:
-//! `grpc.health.v1`, server reflection in both versions (so `grpcurl`
+//! `grpc.health.v1` (also alone on a plaintext health-only port when asked,
+//! for kubelet probes), server reflection in both versions (so `grpcurl`
 //! and GUI clients work), the [`GrpcMetricsLayer`], the
 //! [`GrpcDeadlineLayer`] and TCP_NODELAY. It binds the gRPC and metrics
 //! listeners, prints one JSON readiness line on stdout for supervisors (the
@@ -20,6 +21,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -34,6 +36,10 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Prometheus `/metrics` listen address (port 0 picks a free port).
     pub metrics_listen: SocketAddr,
+    /// A plaintext listener serving `grpc.health.v1` alone (for kubelet
+    /// probes, which cannot present credentials); none: health is served
+    /// on `listen` only.
+    pub health_listen: Option<SocketAddr>,
     /// Time between reporting NOT_SERVING and closing the listener.
     pub drain_grace: Duration,
     /// Upper bound on waiting for in-flight calls after the listener closed.
@@ -52,6 +58,8 @@ struct Ready<'a> {
     id: &'a str,
     grpc: SocketAddr,
     metrics: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<SocketAddr>,
     pid: u32,
 }
 
@@ -86,24 +94,29 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Serves `routes` (plus health and reflection) until `shutdown` resolves,
-/// then drains. `health` must be the reporter whose server is in `routes`
-/// (see [`tonic_health::server::health_reporter`]).
-pub async fn serve(
+/// Serves `routes` plus health (the pair from
+/// [`tonic_health::server::health_reporter`]) and reflection until
+/// `shutdown` resolves, then drains.
+pub async fn serve<H: Health>(
     opts: ServeOptions,
     mut routes: RoutesBuilder,
-    health: HealthReporter,
+    (health, health_service): (HealthReporter, HealthServer<H>),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     add_reflection(&mut routes)?;
+    routes.add_service(health_service.clone());
     let metrics_addr = telemetry::serve_metrics(opts.metrics_listen).await?;
     let listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot bind gRPC listener on {}", opts.listen))?;
     let grpc_addr = listener.local_addr()?;
+    let health_addr = match opts.health_listen {
+        Some(addr) => Some(serve_health_only(addr, health_service).await?),
+        None => None,
+    };
 
     health.set_service_status("", ServingStatus::Serving).await;
-    announce_ready(&opts, grpc_addr, metrics_addr)?;
+    announce_ready(&opts, grpc_addr, metrics_addr, health_addr)?;
     tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, kind = opts.kind, id = %opts.id, "serving");
 
     // Shutdown reports NOT_SERVING first, then keeps accepting for the grace
@@ -156,6 +169,29 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves `grpc.health.v1` alone on `addr`, in the background, for as long
+/// as the process lives (it reports what the main listener's health
+/// service reports, NOT_SERVING while draining included). Returns the bound
+/// address.
+async fn serve_health_only<H: Health>(
+    addr: SocketAddr,
+    health_service: HealthServer<H>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the health listener on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let server = Server::builder()
+        .add_service(health_service)
+        .serve_with_incoming(accepted(listener));
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "the health listener failed");
+        }
+    });
+    Ok(bound)
+}
+
 /// The connections `listener` accepts, with TCP_NODELAY. An accept error
 /// (out of file descriptors, typically) is logged and retried after a
 /// pause, keeping the connections already open, instead of spinning.
@@ -204,6 +240,7 @@ fn announce_ready(
     opts: &ServeOptions,
     grpc: SocketAddr,
     metrics: SocketAddr,
+    health: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let line = serde_json::to_string(&Ready {
         ready: true,
@@ -211,6 +248,7 @@ fn announce_ready(
         id: &opts.id,
         grpc,
         metrics,
+        health,
         pid: std::process::id(),
     })?;
     let mut out = std::io::stdout().lock();

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Prometheus listen address.
     pub metrics_listen: SocketAddr,
+    /// A plaintext listener serving `grpc.health.v1` alone, for kubelet
+    /// probes (none: health is only on `listen`).
+    pub health_listen: Option<SocketAddr>,
     /// Root of the shards' directories.
     pub data_dir: PathBuf,
     /// Searches running at once (0 = number of CPUs).
@@ -89,6 +92,7 @@ impl Default for NodeConfig {
             region: "local".to_string(),
             listen: ([127, 0, 0, 1], 7101).into(),
             metrics_listen: ([127, 0, 0, 1], 9101).into(),
+            health_listen: None,
             data_dir: PathBuf::from("./data/index"),
             search_workers: 0,
             search_queue: 256,

@@ -45,6 +45,11 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve `grpc.health.v1` alone on this plaintext address too (for
+    /// kubelet probes).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_listen: Option<SocketAddr>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,

@@ -92,7 +92,6 @@ pub async fn run(
         Limits::default(),
     );
     let mut routes = RoutesBuilder::default();
-    routes.add_service(health_service);
     routes.add_service(InterceptedService::new(
         IndexNodeServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -103,6 +102,7 @@ pub async fn run(
     let options = ServeOptions {
         listen: config.listen,
         metrics_listen: config.metrics_listen,
+        health_listen: config.health_listen,
         drain_grace: Duration::from_millis(config.drain_grace_ms),
         drain_timeout: Duration::from_secs(10),
         kind: "index",
@@ -113,5 +113,5 @@ pub async fn run(
         signal.await;
         registry.report_all_not_serving().await;
     };
-    serve(options, routes, health, shutdown).await
+    serve(options, routes, (health, health_service), shutdown).await
 }

@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Prometheus listen address (port 0: any free port).
     pub metrics_listen: SocketAddr,
+    /// A plaintext listener serving `grpc.health.v1` alone, for kubelet
+    /// probes (none: health is only on `listen`).
+    pub health_listen: Option<SocketAddr>,
     /// Root of the tenants' artifact directories
     /// (`<model_dir>/<tenant>/v<n>.tmodel`).
     pub model_dir: PathBuf,
@@ -54,6 +57,7 @@ impl Default for NodeConfig {
             region: "local".to_string(),
             listen: ([127, 0, 0, 1], 7201).into(),
             metrics_listen: ([127, 0, 0, 1], 9201).into(),
+            health_listen: None,
             model_dir: PathBuf::from("./data/models"),
             watch_ms: 1000,
             enable_faults: false,

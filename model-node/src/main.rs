@@ -97,6 +97,11 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve `grpc.health.v1` alone on this plaintext address too (for
+    /// kubelet probes).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_listen: Option<SocketAddr>,
     /// Where tenants' artifacts live (<model-dir>/<tenant>/v<n>.tmodel).
     #[arg(long, env = "TANDEM_MODEL_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -54,7 +54,6 @@ pub async fn run(
     let faults = FaultRegistry::new();
     let service = ModelService::new(config.node_id.clone(), reloader.clone(), faults.clone());
     let mut routes = RoutesBuilder::default();
-    routes.add_service(health_service);
     routes.add_service(InterceptedService::new(
         ModelNodeServer::new(service),
         internal.require(),
@@ -67,6 +66,7 @@ pub async fn run(
     let options = ServeOptions {
         listen: config.listen,
         metrics_listen: config.metrics_listen,
+        health_listen: config.health_listen,
         drain_grace: Duration::from_millis(config.drain_grace_ms),
         drain_timeout: Duration::from_secs(10),
         kind: "model",
@@ -80,5 +80,5 @@ pub async fn run(
         }
         reloader.health().report_all_not_serving().await;
     };
-    serve(options, routes, health, shutdown).await
+    serve(options, routes, (health, health_service), shutdown).await
 }

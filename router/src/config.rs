@@ -33,6 +33,9 @@ pub struct RouterConfig {
     pub listen: SocketAddr,
     /// Prometheus listen address.
     pub metrics_listen: SocketAddr,
+    /// A plaintext listener serving `grpc.health.v1` alone, for kubelet
+    /// probes (none: health is only on `listen`).
+    pub health_listen: Option<SocketAddr>,
     /// Catalog file (watched); `None`: the embedded default catalog.
     pub catalog: Option<PathBuf>,
     /// How often the catalog file is checked for changes.
@@ -85,6 +88,7 @@ impl Default for RouterConfig {
             region: "us-east".to_string(),
             listen: ([127, 0, 0, 1], 7000).into(),
             metrics_listen: ([127, 0, 0, 1], 9000).into(),
+            health_listen: None,
             catalog: None,
             catalog_poll_ms: 500,
             default_timeout_ms: 2000,

@@ -40,6 +40,11 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve `grpc.health.v1` alone on this plaintext address too (for
+    /// kubelet probes).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_listen: Option<SocketAddr>,
     /// Catalog file (watched and hot-reloaded); default: the embedded one.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

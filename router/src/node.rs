@@ -42,7 +42,6 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut routes = RoutesBuilder::default();
-    routes.add_service(health_service);
     routes.add_service(SearchServer::new(SearchService::new(state.clone())));
     routes.add_service(DocumentsServer::new(DocumentsService::new(state.clone())));
     match admin_token.filter(|t| !t.is_empty()) {
@@ -57,12 +56,13 @@ pub async fn run(
     let options = ServeOptions {
         listen: config.listen,
         metrics_listen: config.metrics_listen,
+        health_listen: config.health_listen,
         drain_grace: ms(config.drain_grace_ms),
         drain_timeout: Duration::from_secs(10),
         kind: "router",
         id: config.router_id.clone(),
     };
-    serve(options, routes, health, shutdown_signal()).await
+    serve(options, routes, (health, health_service), shutdown_signal()).await
 }
 
 /// Probes every node each `probe_interval`, forever.

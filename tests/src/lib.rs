@@ -65,6 +65,8 @@ pub fn repo_root() -> PathBuf {
 struct Ready {
     grpc: SocketAddr,
     metrics: SocketAddr,
+    #[serde(default)]
+    health: Option<SocketAddr>,
     pid: u32,
 }
 
@@ -75,6 +77,8 @@ pub struct Proc {
     pub grpc: SocketAddr,
     /// Its `/metrics` address.
     pub metrics: SocketAddr,
+    /// Its health-only address, when started with `--health-listen`.
+    pub health: Option<SocketAddr>,
     /// Its process id.
     pub pid: u32,
 }
@@ -116,6 +120,7 @@ impl Proc {
             child,
             grpc: ready.grpc,
             metrics: ready.metrics,
+            health: ready.health,
             pid: ready.pid,
         })
     }

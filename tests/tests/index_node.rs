@@ -787,3 +787,34 @@ fn a_node_without_an_internal_token_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no internal token"), "{stderr}");
 }
+
+/// `--health-listen` serves `grpc.health.v1` alone, without credentials
+/// (kubelet probes): the node's status is there, its API is not.
+#[tokio::test]
+async fn the_health_only_listener_answers_health_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &["--health-listen", "127.0.0.1:0"]).unwrap();
+    let addr = node
+        .health
+        .expect("the readiness line names the health address");
+    assert_ne!(addr, node.grpc);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let api = IndexNodeClient::with_interceptor(channel, tandem_e2e::internal())
+        .list_shards(ListShardsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(api.code(), Code::Unimplemented, "{api:?}");
+}

@@ -107,6 +107,11 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     stop_leftovers(&dir).await;
     let secrets = Secrets::of(&dir)?;
     let internal_token_file = secrets.install_internal_token(&dir)?.display().to_string();
+    // The admin token reaches the processes through their environment.
+    let secret_env = vec![(
+        "TANDEM_ADMIN_TOKEN".to_string(),
+        secrets.admin_token.clone(),
+    )];
     let bin_dir = match &opts.bin_dir {
         Some(d) => d.clone(),
         None => exe_dir()?,
@@ -128,15 +133,10 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     // `logs/<id>.log`.
     let spawn_node =
         |id: String, kind: &'static str, region: &'static str, bin: &PathBuf, extra: &[&str]| {
-            let args = node_args(
-                &id,
-                region,
-                &secrets.admin_token,
-                &internal_token_file,
-                extra,
-            );
+            let args = node_args(&id, region, &internal_token_file, extra);
             let (bin, log) = (bin.clone(), dir.join("logs").join(format!("{id}.log")));
-            tokio::spawn(async move { start(&id, kind, region, &bin, &args, &log).await })
+            let env = secret_env.clone();
+            tokio::spawn(async move { start(&id, kind, region, &bin, (&args, &env), &log).await })
         };
     // Index-nodes read the catalog (written once every port is known) for
     // their shards' leaders and followers.
@@ -211,8 +211,6 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             &catalog_path.display().to_string(),
             "--catalog-poll-ms",
             "200",
-            "--admin-token",
-            &secrets.admin_token,
             "--internal-token-file",
             &internal_token_file,
         ]
@@ -221,7 +219,18 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         .collect();
         args.extend(opts.router_args.iter().cloned());
         let log = dir.join("logs").join(format!("{id}.log"));
-        routers.push(start(&id, NodeInfo::KIND_ROUTER, region, &router_bin, &args, &log).await?);
+        let launch = (args.as_slice(), secret_env.as_slice());
+        routers.push(
+            start(
+                &id,
+                NodeInfo::KIND_ROUTER,
+                region,
+                &router_bin,
+                launch,
+                &log,
+            )
+            .await?,
+        );
     }
     catalog::write_catalog(&catalog_path, &processes, &routers, &secrets)?;
     processes.extend(routers);
@@ -248,13 +257,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     })
 }
 
-fn node_args(
-    id: &str,
-    region: &str,
-    admin_token: &str,
-    internal_token_file: &str,
-    extra: &[&str],
-) -> Vec<String> {
+fn node_args(id: &str, region: &str, internal_token_file: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "serve",
         "--node-id",
@@ -266,8 +269,6 @@ fn node_args(
         "--metrics-listen",
         "127.0.0.1:0",
         "--enable-faults",
-        "--admin-token",
-        admin_token,
         "--internal-token-file",
         internal_token_file,
     ]
