@@ -28,6 +28,10 @@ pub struct Target {
     /// Tenant API key (default: the topology's key of the tenant).
     #[arg(long, global = true, env = "TANDEM_API_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// A router's admin API address (`host:port`, its `--admin-listen`),
+    /// instead of the topology's routers, for `status` and `dial`.
+    #[arg(long, global = true)]
+    pub admin: Option<String>,
     /// Admin token (default: the topology's).
     #[arg(
         long,
@@ -111,7 +115,7 @@ impl Target {
     /// Admin channels to every router, with the admin token.
     async fn admin(&self) -> anyhow::Result<(Vec<(String, Channel)>, String)> {
         let topology = self.topology()?;
-        let routers: Vec<(String, String)> = match (&self.router, &topology) {
+        let routers: Vec<(String, String)> = match (&self.admin, &topology) {
             (Some(addr), _) => vec![(
                 self.region.clone().unwrap_or_else(|| "router".into()),
                 addr.clone(),
@@ -119,9 +123,9 @@ impl Target {
             (None, Some(t)) => t
                 .regions
                 .iter()
-                .map(|r| (r.name.clone(), r.router.clone()))
+                .map(|r| (r.name.clone(), r.admin.clone().unwrap_or(r.router.clone())))
                 .collect(),
-            (None, None) => bail!("no router: pass --router HOST:PORT or --topology FILE"),
+            (None, None) => bail!("no router: pass --admin HOST:PORT or --topology FILE"),
         };
         let token = self
             .admin_token

@@ -29,6 +29,9 @@ pub struct Process {
     pub grpc: String,
     /// Metrics address, `host:port`.
     pub metrics: String,
+    /// The admin API's address, `host:port` (routers started with
+    /// `--admin-listen`).
+    pub admin: Option<String>,
     /// OS process id.
     pub pid: u32,
     child: Child,
@@ -38,6 +41,8 @@ pub struct Process {
 struct Ready {
     grpc: String,
     metrics: String,
+    #[serde(default)]
+    admin: Option<String>,
     pid: u32,
 }
 
@@ -112,6 +117,7 @@ pub async fn start(
         region: region.to_string(),
         grpc: ready.grpc,
         metrics: ready.metrics,
+        admin: ready.admin,
         pid: ready.pid,
         child,
     })

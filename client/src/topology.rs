@@ -50,6 +50,10 @@ pub struct RegionInfo {
     /// The router's Prometheus metrics address, `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// The router's admin API address, `host:port` (its own listener,
+    /// never the public one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
 /// One process of the cluster.

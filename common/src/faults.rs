@@ -23,7 +23,7 @@ use tandem_proto::v1::{ClearFaultRequest, Fault, FaultAction, FaultList, ListFau
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::auth::require_admin;
+use crate::admin_guard::AdminGuard;
 use tandem_catalog::ids::validate_tenant_id;
 
 /// The longest delay a fault may inject.
@@ -243,7 +243,7 @@ pub fn add_fault_service(
 #[derive(Clone, Debug)]
 pub struct FaultService {
     registry: FaultRegistry,
-    admin_token: String,
+    guard: std::sync::Arc<AdminGuard>,
 }
 
 impl FaultService {
@@ -251,7 +251,7 @@ impl FaultService {
     pub fn new(registry: FaultRegistry, admin_token: String) -> Self {
         Self {
             registry,
-            admin_token,
+            guard: std::sync::Arc::new(AdminGuard::new(admin_token)),
         }
     }
 
@@ -265,7 +265,7 @@ impl FaultService {
 #[tonic::async_trait]
 impl FaultInjection for FaultService {
     async fn set_fault(&self, request: Request<Fault>) -> Result<Response<FaultList>, Status> {
-        require_admin(request.metadata(), &self.admin_token)?;
+        self.guard.check(request.metadata())?;
         self.registry
             .set(request.into_inner())
             .map_err(Status::invalid_argument)?;
@@ -276,7 +276,7 @@ impl FaultInjection for FaultService {
         &self,
         request: Request<ClearFaultRequest>,
     ) -> Result<Response<FaultList>, Status> {
-        require_admin(request.metadata(), &self.admin_token)?;
+        self.guard.check(request.metadata())?;
         let req = request.into_inner();
         if req.all {
             self.registry.clear_all();
@@ -291,7 +291,7 @@ impl FaultInjection for FaultService {
         &self,
         request: Request<ListFaultsRequest>,
     ) -> Result<Response<FaultList>, Status> {
-        require_admin(request.metadata(), &self.admin_token)?;
+        self.guard.check(request.metadata())?;
         Ok(self.list())
     }
 }

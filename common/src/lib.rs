@@ -13,10 +13,12 @@
 //! - [`channel`]: tonic channels to other tandem processes (shared connect
 //!   failures, keepalive, a call refused by a GOAWAY sent again);
 //! - [`auth`]: bearer-token checks for admin APIs;
+//! - [`admin_guard`]: the admin token check with a brake on guessing;
 //! - [`internal`]: the internal token that node APIs require;
 //! - [`secret_file`]: writing files that hold secrets (mode 0600);
 //! - [`faults`]: fault injection for outage drills.
 
+pub mod admin_guard;
 pub mod auth;
 pub mod channel;
 pub mod config;

@@ -40,6 +40,9 @@ pub struct ServeOptions {
     /// probes, which cannot present credentials); none: health is served
     /// on `listen` only.
     pub health_listen: Option<SocketAddr>,
+    /// Services served on a listener of their own instead of `listen`
+    /// (the router's admin API), and its address.
+    pub admin: Option<(SocketAddr, RoutesBuilder)>,
     /// Time between reporting NOT_SERVING and closing the listener.
     pub drain_grace: Duration,
     /// Upper bound on waiting for in-flight calls after the listener closed.
@@ -60,6 +63,8 @@ struct Ready<'a> {
     metrics: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     health: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin: Option<SocketAddr>,
     pid: u32,
 }
 
@@ -111,12 +116,26 @@ pub async fn serve<H: Health>(
         .with_context(|| format!("cannot bind gRPC listener on {}", opts.listen))?;
     let grpc_addr = listener.local_addr()?;
     let health_addr = match opts.health_listen {
-        Some(addr) => Some(serve_health_only(addr, health_service).await?),
+        Some(addr) => {
+            let mut only_health = RoutesBuilder::default();
+            only_health.add_service(health_service);
+            Some(serve_beside(addr, only_health, "health").await?)
+        }
+        None => None,
+    };
+    let admin_addr = match &opts.admin {
+        Some((addr, routes)) => Some(serve_beside(*addr, routes.clone(), "admin").await?),
         None => None,
     };
 
     health.set_service_status("", ServingStatus::Serving).await;
-    announce_ready(&opts, grpc_addr, metrics_addr, health_addr)?;
+    let addrs = Listening {
+        grpc: grpc_addr,
+        metrics: metrics_addr,
+        health: health_addr,
+        admin: admin_addr,
+    };
+    announce_ready(&opts, &addrs)?;
     tracing::info!(grpc = %grpc_addr, metrics = %metrics_addr, kind = opts.kind, id = %opts.id, "serving");
 
     // Shutdown reports NOT_SERVING first, then keeps accepting for the grace
@@ -169,24 +188,36 @@ pub async fn serve<H: Health>(
     Ok(())
 }
 
-/// Serves `grpc.health.v1` alone on `addr`, in the background, for as long
-/// as the process lives (it reports what the main listener's health
-/// service reports, NOT_SERVING while draining included). Returns the bound
-/// address.
-async fn serve_health_only<H: Health>(
+/// Where a process listens, as its readiness line says.
+struct Listening {
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    health: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+}
+
+/// Serves `routes` on a listener of their own at `addr` (`what` names it in
+/// errors), in the background, for as long as the process lives: the
+/// health-only port (which reports what the main listener's health service
+/// reports, NOT_SERVING while draining included) and the admin API.
+/// Returns the bound address.
+async fn serve_beside(
     addr: SocketAddr,
-    health_service: HealthServer<H>,
+    routes: RoutesBuilder,
+    what: &'static str,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot bind the health listener on {addr}"))?;
+        .with_context(|| format!("cannot bind the {what} listener on {addr}"))?;
     let bound = listener.local_addr()?;
     let server = Server::builder()
-        .add_service(health_service)
+        .layer(GrpcMetricsLayer)
+        .layer(GrpcDeadlineLayer)
+        .add_routes(routes.routes())
         .serve_with_incoming(accepted(listener));
     tokio::spawn(async move {
         if let Err(error) = server.await {
-            tracing::error!(%error, "the health listener failed");
+            tracing::error!(%error, listener = what, "a listener failed");
         }
     });
     Ok(bound)
@@ -236,19 +267,15 @@ fn add_reflection(routes: &mut RoutesBuilder) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn announce_ready(
-    opts: &ServeOptions,
-    grpc: SocketAddr,
-    metrics: SocketAddr,
-    health: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+fn announce_ready(opts: &ServeOptions, at: &Listening) -> anyhow::Result<()> {
     let line = serde_json::to_string(&Ready {
         ready: true,
         kind: opts.kind,
         id: &opts.id,
-        grpc,
-        metrics,
-        health,
+        grpc: at.grpc,
+        metrics: at.metrics,
+        health: at.health,
+        admin: at.admin,
         pid: std::process::id(),
     })?;
     let mut out = std::io::stdout().lock();

@@ -103,6 +103,7 @@ pub async fn run(
         listen: config.listen,
         metrics_listen: config.metrics_listen,
         health_listen: config.health_listen,
+        admin: None,
         drain_grace: Duration::from_millis(config.drain_grace_ms),
         drain_timeout: Duration::from_secs(10),
         kind: "index",

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tandem_common::auth::require_admin;
+use tandem_common::admin_guard::AdminGuard;
 use tandem_proto::v1::router_admin_server::RouterAdmin;
 use tandem_proto::v1::{
     CacheStats, EndpointStatus, RegionStatus, ReloadCatalogRequest, ReloadCatalogResponse,
@@ -19,13 +19,16 @@ use crate::watch::reload_now;
 /// See the module documentation.
 pub struct AdminService {
     state: Arc<RouterState>,
-    admin_token: String,
+    guard: AdminGuard,
 }
 
 impl AdminService {
     /// The admin API over a router's state, accepting `admin_token`.
     pub fn new(state: Arc<RouterState>, admin_token: String) -> Self {
-        Self { state, admin_token }
+        Self {
+            state,
+            guard: AdminGuard::new(admin_token),
+        }
     }
 }
 
@@ -124,7 +127,7 @@ impl RouterAdmin for AdminService {
         &self,
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        require_admin(request.metadata(), &self.admin_token)?;
+        self.guard.check(request.metadata())?;
         Ok(Response::new(status(&self.state)))
     }
 
@@ -132,7 +135,7 @@ impl RouterAdmin for AdminService {
         &self,
         request: Request<SetDialRequest>,
     ) -> Result<Response<SetDialResponse>, Status> {
-        require_admin(request.metadata(), &self.admin_token)?;
+        self.guard.check(request.metadata())?;
         let req = request.into_inner();
         let previous = self
             .state
@@ -152,7 +155,7 @@ impl RouterAdmin for AdminService {
         &self,
         request: Request<ReloadCatalogRequest>,
     ) -> Result<Response<ReloadCatalogResponse>, Status> {
-        require_admin(request.metadata(), &self.admin_token)?;
+        self.guard.check(request.metadata())?;
         match reload_now(&self.state) {
             Ok(Reload::Unchanged { version }) => Ok(Response::new(ReloadCatalogResponse {
                 version: version.to_string(),

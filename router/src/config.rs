@@ -36,6 +36,9 @@ pub struct RouterConfig {
     /// A plaintext listener serving `grpc.health.v1` alone, for kubelet
     /// probes (none: health is only on `listen`).
     pub health_listen: Option<SocketAddr>,
+    /// The admin API's own listener (none: the admin API is off; it is
+    /// never served on the public `listen`).
+    pub admin_listen: Option<SocketAddr>,
     /// Catalog file (watched); `None`: the embedded default catalog.
     pub catalog: Option<PathBuf>,
     /// How often the catalog file is checked for changes.
@@ -89,6 +92,7 @@ impl Default for RouterConfig {
             listen: ([127, 0, 0, 1], 7000).into(),
             metrics_listen: ([127, 0, 0, 1], 9000).into(),
             health_listen: None,
+            admin_listen: None,
             catalog: None,
             catalog_poll_ms: 500,
             default_timeout_ms: 2000,

@@ -45,6 +45,10 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     health_listen: Option<SocketAddr>,
+    /// Serve the admin API on this address (and only there).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_listen: Option<SocketAddr>,
     /// Catalog file (watched and hot-reloaded); default: the embedded one.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

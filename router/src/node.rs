@@ -44,19 +44,29 @@ pub async fn run(
     let mut routes = RoutesBuilder::default();
     routes.add_service(SearchServer::new(SearchService::new(state.clone())));
     routes.add_service(DocumentsServer::new(DocumentsService::new(state.clone())));
-    match admin_token.filter(|t| !t.is_empty()) {
-        Some(token) => {
-            routes.add_service(RouterAdminServer::new(AdminService::new(
+    let admin = match (admin_token.filter(|t| !t.is_empty()), config.admin_listen) {
+        (Some(token), Some(addr)) => {
+            let mut admin = RoutesBuilder::default();
+            admin.add_service(RouterAdminServer::new(AdminService::new(
                 state.clone(),
                 token,
             )));
+            Some((addr, admin))
         }
-        None => tracing::warn!("no admin token: the admin API is disabled"),
-    }
+        (None, _) => {
+            tracing::warn!("no admin token: the admin API is disabled");
+            None
+        }
+        (Some(_), None) => {
+            tracing::warn!("no --admin-listen: the admin API is disabled");
+            None
+        }
+    };
     let options = ServeOptions {
         listen: config.listen,
         metrics_listen: config.metrics_listen,
         health_listen: config.health_listen,
+        admin,
         drain_grace: ms(config.drain_grace_ms),
         drain_timeout: Duration::from_secs(10),
         kind: "router",

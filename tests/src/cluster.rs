@@ -207,6 +207,8 @@ impl Cluster {
                 cluster.catalog_path.display().to_string(),
                 "--admin-token".into(),
                 ADMIN_TOKEN.into(),
+                "--admin-listen".into(),
+                "127.0.0.1:0".into(),
             ];
             args.extend(
                 FAST_ROUTER_FLAGS
@@ -457,7 +459,7 @@ impl Cluster {
 
     /// Router `r`'s admin status.
     pub async fn status(&self, r: usize) -> tandem_proto::v1::StatusResponse {
-        RouterAdminClient::new(self.routers[r].channel().await)
+        RouterAdminClient::new(self.routers[r].admin_channel().await)
             .status(with_bearer(StatusRequest {}, ADMIN_TOKEN))
             .await
             .expect("status")

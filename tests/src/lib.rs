@@ -67,6 +67,8 @@ struct Ready {
     metrics: SocketAddr,
     #[serde(default)]
     health: Option<SocketAddr>,
+    #[serde(default)]
+    admin: Option<SocketAddr>,
     pid: u32,
 }
 
@@ -79,6 +81,8 @@ pub struct Proc {
     pub metrics: SocketAddr,
     /// Its health-only address, when started with `--health-listen`.
     pub health: Option<SocketAddr>,
+    /// Its admin API address (a router started with `--admin-listen`).
+    pub admin: Option<SocketAddr>,
     /// Its process id.
     pub pid: u32,
 }
@@ -121,8 +125,19 @@ impl Proc {
             grpc: ready.grpc,
             metrics: ready.metrics,
             health: ready.health,
+            admin: ready.admin,
             pid: ready.pid,
         })
+    }
+
+    /// A channel to its admin API (a router started with `--admin-listen`).
+    pub async fn admin_channel(&self) -> Channel {
+        let addr = self.admin.expect("started with --admin-listen");
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to the admin listener")
     }
 
     /// `http://addr` for tonic clients.

@@ -131,6 +131,8 @@ fn assert_documented_format(path: &Path) {
     for r in regions {
         assert!(str_of(r, "router").starts_with("127.0.0.1:"));
         assert!(str_of(r, "metrics").starts_with("127.0.0.1:"));
+        assert!(str_of(r, "admin").starts_with("127.0.0.1:"));
+        assert_ne!(str_of(r, "admin"), str_of(r, "router"));
     }
     let nodes = json["nodes"].as_array().expect("nodes");
     let mut ids: Vec<String> = nodes.iter().map(|n| str_of(n, "id")).collect();

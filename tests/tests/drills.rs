@@ -159,6 +159,20 @@ async fn router_down_fails_clients_over_and_back() {
     assert_ne!(pid_of(&cluster, "use1-router"), old);
     assert_eq!(topology.regions[0].router, addr);
     assert_eq!(topology.node("use1-router").map(|n| &n.addr), Some(&addr));
+    // Its admin listener came back on its old address too.
+    let admin = topology.regions[0].admin.clone().expect("admin address");
+    let status = tandem_proto::v1::router_admin_client::RouterAdminClient::connect(format!(
+        "http://{admin}"
+    ))
+    .await
+    .expect("the admin listener is back")
+    .status(tandem_e2e::with_bearer(
+        tandem_proto::v1::StatusRequest {},
+        &topology.admin_token,
+    ))
+    .await
+    .expect("status");
+    assert_eq!(status.into_inner().router_id, "use1-router");
     stop(cluster).await;
 }
 

@@ -195,7 +195,13 @@ async fn a_shard_with_no_replica_left_is_unavailable_unless_partial_is_allowed()
 #[tokio::test]
 async fn the_dial_forwards_about_its_share_to_the_paired_region() {
     let c = cluster().await;
-    let mut admin = RouterAdminClient::new(c.routers[0].channel().await);
+    // The admin API is on its own listener only.
+    let public = RouterAdminClient::new(c.routers[0].channel().await)
+        .status(with_bearer(tandem_proto::v1::StatusRequest {}, ADMIN_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(public.code(), Code::Unimplemented, "{public:?}");
+    let mut admin = RouterAdminClient::new(c.routers[0].admin_channel().await);
     admin
         .set_dial(with_bearer(
             SetDialRequest {

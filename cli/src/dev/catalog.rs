@@ -83,6 +83,7 @@ pub(crate) fn topology(
                     paired: Some(pair.to_string()),
                     router: router.map(|r| r.grpc.clone()).unwrap_or_default(),
                     metrics: router.map(|r| r.metrics.clone()),
+                    admin: router.and_then(|r| r.admin.clone()),
                 }
             })
             .collect(),

@@ -213,6 +213,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             "200",
             "--internal-token-file",
             &internal_token_file,
+            "--admin-listen",
+            "127.0.0.1:0",
         ]
         .iter()
         .map(|s| s.to_string())

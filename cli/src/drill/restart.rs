@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub grpc: String,
     /// Metrics address, `host:port`.
     pub metrics: Option<String>,
+    /// Admin listener, `host:port` (a router's).
+    pub admin: Option<String>,
 }
 
 /// The pid of `node`, checked to really be that node (a stale topology
@@ -73,8 +75,13 @@ pub fn live_pid(node: &NodeInfo) -> anyhow::Result<u32> {
 }
 
 /// Reads what [`restart`] needs from `/proc` while `node` still runs.
-/// `log_dir` is where its log goes if its stderr is not a file.
-pub fn snapshot(node: &NodeInfo, log_dir: &Path) -> anyhow::Result<Snapshot> {
+/// `admin` is its admin listener (a router's, from the topology); `log_dir`
+/// is where its log goes if its stderr is not a file.
+pub fn snapshot(
+    node: &NodeInfo,
+    admin: Option<String>,
+    log_dir: &Path,
+) -> anyhow::Result<Snapshot> {
     let pid = live_pid(node)?;
     let argv = procfs::cmdline(pid);
     let log = procfs::fd_target(pid, 2)
@@ -89,6 +96,7 @@ pub fn snapshot(node: &NodeInfo, log_dir: &Path) -> anyhow::Result<Snapshot> {
         log,
         grpc: node.addr.clone(),
         metrics: node.metrics.clone(),
+        admin,
     })
 }
 
@@ -104,48 +112,50 @@ pub async fn kill(snapshot: &Snapshot) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `argv` with the listen addresses pinned to the old ones.
-pub fn restart_argv(argv: &[String], grpc: &str, metrics: Option<&str>) -> Vec<String> {
-    let mut out = Vec::with_capacity(argv.len() + 4);
+/// `argv` with each `(flag, value)` of `pins` set to that value: an old
+/// `flag value` or `flag=value` is replaced, a missing flag is added
+/// (started with addresses from a config file: flags override it).
+pub fn restart_argv(argv: &[String], pins: &[(&str, &str)]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len() + 2 * pins.len());
+    let mut seen = vec![false; pins.len()];
     let mut iter = argv.iter();
-    let (mut saw_listen, mut saw_metrics) = (false, false);
     while let Some(arg) = iter.next() {
-        let replacement = match arg.as_str() {
-            "--listen" => {
-                saw_listen = true;
-                Some(grpc)
+        let spaced = pins.iter().position(|(flag, _)| arg == flag);
+        let joined = pins.iter().position(|(flag, _)| {
+            arg.strip_prefix(flag)
+                .is_some_and(|rest| rest.starts_with('='))
+        });
+        match (spaced, joined) {
+            (Some(i), _) => {
+                seen[i] = true;
+                let _ = iter.next();
+                out.extend([arg.clone(), pins[i].1.to_string()]);
             }
-            "--metrics-listen" => {
-                saw_metrics = true;
-                metrics
+            (None, Some(i)) => {
+                seen[i] = true;
+                out.push(format!("{}={}", pins[i].0, pins[i].1));
             }
-            _ => None,
-        };
-        if arg.starts_with("--listen=") {
-            saw_listen = true;
-            out.push(format!("--listen={grpc}"));
-            continue;
-        }
-        if let (true, Some(m)) = (arg.starts_with("--metrics-listen="), metrics) {
-            saw_metrics = true;
-            out.push(format!("--metrics-listen={m}"));
-            continue;
-        }
-        out.push(arg.clone());
-        if let Some(value) = replacement {
-            // Skip the old value, keep ours.
-            let _ = iter.next();
-            out.push(value.to_string());
+            (None, None) => out.push(arg.clone()),
         }
     }
-    // Started with addresses from a config file: flags override it.
-    if !saw_listen {
-        out.extend(["--listen".to_string(), grpc.to_string()]);
-    }
-    if let (false, Some(m)) = (saw_metrics, metrics) {
-        out.extend(["--metrics-listen".to_string(), m.to_string()]);
+    for ((flag, value), seen) in pins.iter().zip(seen) {
+        if !seen {
+            out.extend([flag.to_string(), value.to_string()]);
+        }
     }
     out
+}
+
+/// The flags [`restart`] pins: the addresses the process had.
+fn pins(snapshot: &Snapshot) -> Vec<(&'static str, &str)> {
+    let mut pins = vec![("--listen", snapshot.grpc.as_str())];
+    if let Some(metrics) = &snapshot.metrics {
+        pins.push(("--metrics-listen", metrics));
+    }
+    if let Some(admin) = &snapshot.admin {
+        pins.push(("--admin-listen", admin));
+    }
+    pins
 }
 
 #[derive(Deserialize)]
@@ -162,7 +172,7 @@ pub async fn restart(snapshot: &Snapshot) -> anyhow::Result<u32> {
         .argv
         .split_first()
         .with_context(|| format!("no command line recorded for {}", snapshot.id))?;
-    let args = restart_argv(args, &snapshot.grpc, snapshot.metrics.as_deref());
+    let args = restart_argv(args, &pins(snapshot));
     let started = Instant::now();
     loop {
         match start_once(snapshot, program, &args).await {
@@ -345,7 +355,13 @@ mod tests {
             "/d",
         ]);
         assert_eq!(
-            restart_argv(&argv, "127.0.0.1:7101", Some("127.0.0.1:9101")),
+            restart_argv(
+                &argv,
+                &[
+                    ("--listen", "127.0.0.1:7101"),
+                    ("--metrics-listen", "127.0.0.1:9101")
+                ]
+            ),
             strings(&[
                 "serve",
                 "--listen",
@@ -362,7 +378,7 @@ mod tests {
     fn handles_equals_forms_and_missing_flags() {
         let argv = strings(&["serve", "--listen=127.0.0.1:0", "--x", "y"]);
         assert_eq!(
-            restart_argv(&argv, "a:1", Some("b:2")),
+            restart_argv(&argv, &[("--listen", "a:1"), ("--metrics-listen", "b:2")]),
             strings(&[
                 "serve",
                 "--listen=a:1",
@@ -373,13 +389,25 @@ mod tests {
             ])
         );
         assert_eq!(
-            restart_argv(&strings(&["serve"]), "a:1", None),
+            restart_argv(&strings(&["serve"]), &[("--listen", "a:1")]),
             strings(&["serve", "--listen", "a:1"])
         );
         // No metrics address known: the old flag value is kept.
         assert_eq!(
-            restart_argv(&strings(&["--metrics-listen", "m:0"]), "a:1", None),
+            restart_argv(
+                &strings(&["--metrics-listen", "m:0"]),
+                &[("--listen", "a:1")]
+            ),
             strings(&["--metrics-listen", "m:0", "--listen", "a:1"])
+        );
+        // A router's admin listener is pinned too; `--admin-listen` is not
+        // mistaken for `--listen`.
+        assert_eq!(
+            restart_argv(
+                &strings(&["--admin-listen", "127.0.0.1:0", "--listen=x:0"]),
+                &[("--listen", "a:1"), ("--admin-listen", "c:3")]
+            ),
+            strings(&["--admin-listen", "c:3", "--listen=a:1"])
         );
     }
 
@@ -422,6 +450,7 @@ mod tests {
             log: dir.path().join("logs/n1.log"),
             grpc: String::new(),
             metrics: None,
+            admin: None,
         };
         let files = topology_files(&other, &snapshot);
         assert_eq!(files.len(), 2);

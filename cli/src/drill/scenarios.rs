@@ -214,6 +214,16 @@ pub struct Site {
 }
 
 impl Site {
+    /// The admin listener of `node` if it is a router (from the topology).
+    fn admin_of(&self, node: &NodeInfo) -> Option<String> {
+        let topology = Topology::load(&self.topology_file).ok()?;
+        topology
+            .regions
+            .iter()
+            .find(|r| r.router == node.addr)
+            .and_then(|r| r.admin.clone())
+    }
+
     /// Where logs of restarted processes go when their old log is unknown.
     fn fallback_log_dir(&self) -> PathBuf {
         self.topology_file
@@ -239,7 +249,7 @@ async fn inflict_into(plan: &Plan, site: &Site, broken: &mut Vec<Broken>) -> any
             let snapshots = plan
                 .targets
                 .iter()
-                .map(|n| restart::snapshot(n, &site.fallback_log_dir()))
+                .map(|n| restart::snapshot(n, site.admin_of(n), &site.fallback_log_dir()))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             for s in &snapshots {
                 procfs::send(s.pid, Signal::Kill);
