@@ -82,6 +82,60 @@ impl CatalogFile {
         Ok(())
     }
 
+    /// Appends `entry` to the string list `field` of `tenant` (made if
+    /// missing); a value already there is not added twice.
+    pub fn add_to_list(&mut self, tenant: &str, field: &str, entry: &str) -> anyhow::Result<()> {
+        let table = self.tenant_table(tenant)?;
+        let list = table
+            .entry(field)
+            .or_insert_with(|| value(toml_edit::Array::new()))
+            .as_array_mut()
+            .with_context(|| format!("`{field}` of tenant {tenant} is not a list"))?;
+        if !list.iter().any(|v| v.as_str() == Some(entry)) {
+            list.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Removes `entry` from the string list `field` of `tenant`; returns
+    /// whether it was there.
+    pub fn remove_from_list(
+        &mut self,
+        tenant: &str,
+        field: &str,
+        entry: &str,
+    ) -> anyhow::Result<bool> {
+        let table = self.tenant_table(tenant)?;
+        let Some(list) = table.get_mut(field).and_then(Item::as_array_mut) else {
+            return Ok(false);
+        };
+        let before = list.len();
+        list.retain(|v| v.as_str() != Some(entry));
+        Ok(list.len() < before)
+    }
+
+    /// The string list `field` of `tenant` (empty if missing).
+    pub fn list(&self, tenant: &str, field: &str) -> anyhow::Result<Vec<String>> {
+        let tenants = self
+            .doc
+            .get("tenants")
+            .and_then(Item::as_array_of_tables)
+            .context("the catalog has no [[tenants]]")?;
+        let table = tenants
+            .iter()
+            .find(|t| t.get("id").and_then(Item::as_str) == Some(tenant))
+            .with_context(|| format!("tenant {tenant:?} is not in the catalog"))?;
+        Ok(table
+            .get(field)
+            .and_then(Item::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     fn tenant_table(&mut self, tenant: &str) -> anyhow::Result<&mut Table> {
         let tenants = self
             .doc

@@ -9,7 +9,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use tandem_client::{ClientConfig, RegionEndpoint, TandemClient, Topology};
 use tandem_proto::v1::router_admin_client::RouterAdminClient;
-use tandem_proto::v1::{Route, SearchRequest, SetDialRequest, StatusRequest, SuggestRequest};
+use tandem_proto::v1::{
+    ReloadCatalogRequest, Route, SearchRequest, SetDialRequest, StatusRequest, SuggestRequest,
+};
 use tonic::transport::Channel;
 
 /// Where the cluster is and who we are.
@@ -395,6 +397,33 @@ pub async fn dial(target: &Target, region: &str, percent: u32) -> anyhow::Result
     }
     if failures > 0 {
         bail!("{failures} router(s) did not take the dial");
+    }
+    Ok(())
+}
+
+/// Tells every router of the cluster to reload its catalog now (after an
+/// edit such as a revoked key, so it takes effect at once everywhere);
+/// fails if some router did not take it.
+pub async fn reload_catalogs(target: &Target) -> anyhow::Result<()> {
+    let (routers, token) = target.admin().await?;
+    let mut failures = 0;
+    for (name, channel) in routers {
+        match RouterAdminClient::new(channel)
+            .reload_catalog(bearer(ReloadCatalogRequest {}, &token)?)
+            .await
+        {
+            Ok(r) => println!(
+                "router of {name}: catalog {}",
+                r.into_inner().version.chars().take(12).collect::<String>()
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("router of {name}: {:?}: {}", e.code(), e.message());
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} router(s) did not reload; they pick the file up at their next poll");
     }
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! - [`catalog_edit`], [`promote`], [`replica`], [`verify`]: the control
 //!   plane (`tandem promote` and `tandem replica add/remove` edit the
 //!   catalog; `tandem verify` compares replicas);
+//! - [`keys`]: a tenant's API keys (`tandem key create|rotate|revoke|list`);
 //! - [`operator`]: the operator's internal token and node clients that
 //!   carry it;
 //! - [`procfs`]: what the drills and shutdown know about processes.
@@ -23,6 +24,7 @@ pub mod commands;
 pub mod dev;
 pub mod drill;
 pub mod ingest;
+pub mod keys;
 pub mod operator;
 pub mod procfs;
 pub mod promote;

@@ -109,6 +109,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Create, rotate, revoke or list a tenant's API keys (the catalog
+    /// keeps their SHA-256 only; every router reloads at once).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Add or remove a replica of a shard while the tenant is live.
     Replica {
         #[command(subcommand)]
@@ -186,6 +192,53 @@ enum Command {
         #[arg(long, default_value_t = 125.0)]
         write_rate: f64,
     },
+}
+
+/// `tandem key` subcommands.
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Add a new key and print it (the only time it is shown).
+    Create {
+        #[command(flatten)]
+        key: KeyOf,
+    },
+    /// Replace the key whose SHA-256 is given with a new one, printed.
+    Rotate {
+        #[command(flatten)]
+        key: KeyOf,
+        /// SHA-256 of the key to replace (`printf %s "$KEY" | sha256sum`).
+        #[arg(long)]
+        key_sha256: String,
+    },
+    /// Remove the key whose SHA-256 is given.
+    Revoke {
+        #[command(flatten)]
+        key: KeyOf,
+        /// SHA-256 of the key to remove (`printf %s "$KEY" | sha256sum`).
+        #[arg(long)]
+        key_sha256: String,
+    },
+    /// Print the SHA-256 of every key of the tenant.
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// Catalog file (default: the topology's).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
+}
+
+/// Which tenant's keys of which scope, in which catalog.
+#[derive(clap::Args)]
+struct KeyOf {
+    #[arg(long)]
+    tenant: String,
+    /// `search` (Search, Suggest) or `write` (Documents.Write).
+    #[arg(long, value_enum)]
+    scope: tandem_cli::keys::Scope,
+    /// Catalog file (default: the topology's).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -301,6 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 p.to, p.epoch, p.from, p.from_epoch, p.seq
             );
         }
+        Command::Key { action } => key(&cli.target, action).await?,
         Command::Replica { action } => match action {
             ReplicaAction::Add {
                 at:
@@ -437,4 +491,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `tandem key ...`: edits the catalog, then has every router reload it.
+async fn key(target: &Target, action: KeyAction) -> anyhow::Result<()> {
+    use tandem_cli::keys;
+    let (of, old) = match action {
+        KeyAction::List { tenant, catalog } => {
+            let path = target.catalog_path(catalog)?;
+            for (scope, hash) in keys::list(&path, &tenant)? {
+                println!("{:<6} {hash}", format!("{scope:?}").to_lowercase());
+            }
+            return Ok(());
+        }
+        KeyAction::Create { key } => (key, None),
+        KeyAction::Rotate { key, key_sha256 } => (key, Some((key_sha256, true))),
+        KeyAction::Revoke { key, key_sha256 } => (key, Some((key_sha256, false))),
+    };
+    let path = target.catalog_path(of.catalog)?;
+    let new = match old {
+        None => Some(keys::create(&path, &of.tenant, of.scope)?),
+        Some((hash, replace)) => keys::revoke(&path, &of.tenant, of.scope, &hash, replace)?,
+    };
+    match &new {
+        Some(k) => println!("new {:?} key of {}: {k}", of.scope, of.tenant),
+        None => println!("revoked a {:?} key of {}", of.scope, of.tenant),
+    }
+    commands::reload_catalogs(target).await
 }

@@ -205,6 +205,51 @@ async fn search_via(topology: &Topology, region: &str, tenant: &str) -> (String,
     (route.entry_region, route.served_region, response.total_hits)
 }
 
+/// `tandem key`: a new search key works through both regions' routers at
+/// once; revoked, it stops working in both.
+fn assert_key_lifecycle(cwd: &Path, t: &str) {
+    let scope = ["--tenant", "tldr-en", "--scope", "search", "--topology", t];
+    let out = ok(cwd, &[&["key", "create"][..], &scope].concat());
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("new Search key of tldr-en: "))
+        .unwrap_or_else(|| panic!("no key in {out}"))
+        .trim()
+        .to_string();
+    let listed = ok(
+        cwd,
+        &["key", "list", "--tenant", "tldr-en", "--topology", t],
+    );
+    let hash = tandem_catalog::hash_key(&key);
+    assert!(listed.contains(&hash) && !listed.contains(&key), "{listed}");
+    fn search<'a>(t: &'a str, region: &'a str, key: &'a str) -> Vec<&'a str> {
+        let args = ["search", "--topology", t, "--region", region];
+        [
+            &args[..],
+            &["--tenant", "tldr-en", "--key", key, "list files"],
+        ]
+        .concat()
+    }
+    for region in ["us-east-1", "us-east-2"] {
+        ok(cwd, &search(t, region, &key));
+    }
+    ok(
+        cwd,
+        &[
+            &["key", "revoke", "--key-sha256", hash.as_str()][..],
+            &scope,
+        ]
+        .concat(),
+    );
+    for region in ["us-east-1", "us-east-2"] {
+        let err = fails(cwd, &search(t, region, &key));
+        assert!(
+            err.to_lowercase().contains("unauthenticated") || err.contains("key"),
+            "{err}"
+        );
+    }
+}
+
 /// Node APIs need the cluster's internal token even in `tandem dev`; the
 /// files that hold it and the keys are readable by their owner only.
 async fn assert_node_apis_closed(cluster: &Cluster, topology: &Topology) {
@@ -375,6 +420,7 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
         assert_eq!(dial, Some(Value::from(50)), "{view}");
     }
     ok(cwd, &["dial", "us-east-1", "100", "--topology", t]);
+    assert_key_lifecycle(cwd, t);
     // Errors: a non-zero exit and a message, never a panic.
     let err = fails(cwd, &["search", "--topology", t, "--tenant", "nobody", "x"]);
     assert!(err.starts_with("tandem: "), "{err}");
