@@ -65,11 +65,13 @@ impl std::fmt::Display for Scores {
     }
 }
 
-/// Where boosts for a query come from, if anywhere.
-pub type BoostSource<'a> = Option<&'a TenantModel>;
-
 /// Scores `ranking` (with the model's boosts if `model` is given) on `set`.
-pub fn evaluate(shard: &Shard, set: &[Judged], ranking: Ranking, model: BoostSource<'_>) -> Scores {
+pub fn evaluate(
+    shard: &Shard,
+    set: &[Judged],
+    ranking: Ranking,
+    model: Option<&TenantModel>,
+) -> Scores {
     let mut sum = Scores::default();
     for judged in set {
         let boosts = model

@@ -375,26 +375,15 @@ fn status_json(s: &tandem_proto::v1::StatusResponse) -> serde_json::Value {
 
 /// `tandem dial REGION PERCENT`: sets the dial on every router.
 pub async fn dial(target: &Target, region: &str, percent: u32) -> anyhow::Result<()> {
-    let (routers, token) = target.admin().await?;
-    let mut failures = 0;
-    for (name, channel) in routers {
-        match RouterAdminClient::new(channel)
-            .set_dial(bearer(
-                SetDialRequest {
-                    region: region.into(),
-                    percent,
-                },
-                &token,
-            )?)
-            .await
-        {
-            Ok(_) => println!("router of {name}: dial of {region} set to {percent}%"),
-            Err(e) => {
-                failures += 1;
-                println!("router of {name}: {:?}: {}", e.code(), e.message());
-            }
-        }
-    }
+    let failures = on_every_router(target, |mut admin, token| async move {
+        let request = SetDialRequest {
+            region: region.into(),
+            percent,
+        };
+        admin.set_dial(bearer(request, &token)?).await?;
+        Ok(format!("dial of {region} set to {percent}%"))
+    })
+    .await?;
     if failures > 0 {
         bail!("{failures} router(s) did not take the dial");
     }
@@ -405,27 +394,42 @@ pub async fn dial(target: &Target, region: &str, percent: u32) -> anyhow::Result
 /// edit such as a revoked key, so it takes effect at once everywhere);
 /// fails if some router did not take it.
 pub async fn reload_catalogs(target: &Target) -> anyhow::Result<()> {
-    let (routers, token) = target.admin().await?;
-    let mut failures = 0;
-    for (name, channel) in routers {
-        match RouterAdminClient::new(channel)
+    let failures = on_every_router(target, |mut admin, token| async move {
+        let answer = admin
             .reload_catalog(bearer(ReloadCatalogRequest {}, &token)?)
-            .await
-        {
-            Ok(r) => println!(
-                "router of {name}: catalog {}",
-                r.into_inner().version.chars().take(12).collect::<String>()
-            ),
-            Err(e) => {
-                failures += 1;
-                println!("router of {name}: {:?}: {}", e.code(), e.message());
-            }
-        }
-    }
+            .await?;
+        let version: String = answer.into_inner().version.chars().take(12).collect();
+        Ok(format!("catalog {version}"))
+    })
+    .await?;
     if failures > 0 {
         bail!("{failures} router(s) did not reload; they pick the file up at their next poll");
     }
     Ok(())
+}
+
+/// Runs one admin `call` on every router of the target, printing a line per
+/// router (what the call reports, or its error); returns how many failed.
+async fn on_every_router<F, Fut>(target: &Target, call: F) -> anyhow::Result<usize>
+where
+    F: Fn(RouterAdminClient<Channel>, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let (routers, token) = target.admin().await?;
+    let mut failures = 0;
+    for (name, channel) in routers {
+        match call(RouterAdminClient::new(channel), token.clone()).await {
+            Ok(done) => println!("router of {name}: {done}"),
+            Err(e) => {
+                failures += 1;
+                match e.downcast_ref::<tonic::Status>() {
+                    Some(s) => println!("router of {name}: {:?}: {}", s.code(), s.message()),
+                    None => println!("router of {name}: {e:#}"),
+                }
+            }
+        }
+    }
+    Ok(failures)
 }
 
 /// `tandem ingest`: writes a file's documents through a router (`--router`,

@@ -22,7 +22,8 @@ use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use crate::auth::secrets_equal;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// The metadata key internal calls carry the token in.
 pub const INTERNAL_TOKEN_HEADER: &str = "x-tandem-internal-token";
@@ -38,6 +39,9 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 #[derive(Clone)]
 pub struct InternalToken {
     value: AsciiMetadataValue,
+    /// SHA-256 of the token, computed once: every internal call is checked
+    /// against it, so the check hashes only what the caller presented.
+    digest: [u8; 32],
 }
 
 impl std::fmt::Debug for InternalToken {
@@ -61,7 +65,10 @@ impl InternalToken {
         );
         let value = AsciiMetadataValue::try_from(text)
             .context("the internal token is not a valid header value")?;
-        Ok(Self { value })
+        Ok(Self {
+            value,
+            digest: Sha256::digest(text.as_bytes()).into(),
+        })
     }
 
     /// A fresh random token (for a new cluster).
@@ -107,12 +114,15 @@ impl InternalToken {
         metadata.insert(INTERNAL_TOKEN_HEADER, self.value.clone());
     }
 
-    /// Whether an incoming call carries this token.
+    /// Whether an incoming call carries this token (compared through
+    /// digests in constant time, like every secret, see [`crate::auth`]).
     pub fn carried_by(&self, metadata: &MetadataMap) -> bool {
         metadata
             .get(INTERNAL_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|presented| secrets_equal(presented, self.as_str()))
+            .is_some_and(|presented| {
+                let digest = Sha256::digest(presented.as_bytes());
+                bool::from(digest.as_slice().ct_eq(&self.digest))
+            })
     }
 
     /// Checks an incoming call: UNAUTHENTICATED unless it carries this token.

@@ -131,12 +131,7 @@ pub async fn load_file(
         move || tandem_client::corpus::read_documents(&file, &filters)
     })
     .await??;
-    let addr = if node.contains("://") {
-        node.to_string()
-    } else {
-        format!("http://{node}")
-    };
-    let mut client = crate::operator::index_node(&addr)
+    let mut client = crate::operator::index_node(node)
         .await?
         .max_encoding_message_size(64 * 1024 * 1024);
     let started = std::time::Instant::now();
