@@ -32,10 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_benches::{closed_loop, measure, repo_root, sample_corpus, Measured, Server};
-use tandem_client::corpus::{read_documents, Where};
-use tandem_index_node::registry::ShardRegistry;
-use tandem_index_node::shard::ShardKey;
+use tandem_benches::{closed_loop, measure, repo_root, Measured, Server};
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::search_client::SearchClient;
 use tandem_proto::v1::{SearchRequest, ShardSearchRequest};
@@ -213,27 +210,7 @@ struct Cluster {
 }
 
 fn start_cluster(dir: &Path) -> anyhow::Result<Cluster> {
-    let docs = read_documents(
-        &sample_corpus(),
-        &["lang=en".parse::<Where>().map_err(anyhow::Error::msg)?],
-    )?;
-    let (health, _server) = tonic_health::server::health_reporter();
-    let registry = ShardRegistry::new(
-        &dir.join("index"),
-        4,
-        health,
-        tandem_index_node::writer::WriterConfig::default(),
-    );
-    let shard = registry.create(
-        &ShardKey {
-            tenant: "en".into(),
-            shard: 0,
-        },
-        "en",
-    )?;
-    shard.load_batch(1, &docs, &[])?;
-    drop(shard);
-    drop(registry);
+    tandem_benches::write_english_shard(&dir.join("index"), "en")?;
     // The same shard again for a tenant without a model.
     let shards = dir.join("index/shards");
     tandem_benches::copy_dir(&shards.join("en"), &shards.join("plain"))?;

@@ -48,6 +48,29 @@ pub async fn index_client(
     Ok(tandem_proto::v1::index_node_client::IndexNodeClient::with_interceptor(channel, internal()))
 }
 
+/// Writes the English tldr pages as shard 0 of `tenant` into the
+/// index-node data directory `index_dir` (what a node serving it opens).
+pub fn write_english_shard(index_dir: &Path, tenant: &str) -> anyhow::Result<()> {
+    use tandem_client::corpus::{read_documents, Where};
+    let docs = read_documents(
+        &sample_corpus(),
+        &["lang=en".parse::<Where>().map_err(anyhow::Error::msg)?],
+    )?;
+    let (health, _server) = tonic_health::server::health_reporter();
+    let registry = tandem_index_node::registry::ShardRegistry::new(
+        index_dir,
+        4,
+        health,
+        tandem_index_node::writer::WriterConfig::default(),
+    );
+    let key = tandem_index_node::shard::ShardKey {
+        tenant: tenant.into(),
+        shard: 0,
+    };
+    registry.create(&key, "en")?.load_batch(1, &docs, &[])?;
+    Ok(())
+}
+
 /// Path of the sample corpus.
 pub fn sample_corpus() -> PathBuf {
     repo_root().join("data/tldr_pages/docs.jsonl.gz")

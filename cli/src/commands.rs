@@ -42,6 +42,11 @@ pub struct Target {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// The CA certificate (PEM) the cluster's certificates chain to, when
+    /// it serves TLS (default: the topology's `ca_cert`); with it,
+    /// `host:port` addresses are dialled over TLS.
+    #[arg(long, global = true, env = "TANDEM_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// The default data directory of `tandem dev`.
@@ -82,6 +87,15 @@ impl Target {
         tandem_common::internal::InternalToken::new(&topology.internal_token).ok()
     }
 
+    /// The cluster's CA: `--ca-cert`, else the topology's `ca_cert`.
+    pub fn ca_cert(&self) -> Option<std::path::PathBuf> {
+        if let Some(path) = &self.ca_cert {
+            return Some(path.clone());
+        }
+        let topology = self.topology().ok().flatten()?;
+        topology.ca_cert.map(Into::into)
+    }
+
     fn topology(&self) -> anyhow::Result<Option<Topology>> {
         let Some(path) = self.topology_path() else {
             return Ok(None);
@@ -95,10 +109,14 @@ impl Target {
     pub async fn client(&self, tenant: &str) -> anyhow::Result<TandemClient> {
         let topology = self.topology()?;
         let mut config = match (&self.router, &topology) {
-            (Some(addr), _) => ClientConfig::new(vec![RegionEndpoint::new(
-                self.region.clone().unwrap_or_else(|| "default".into()),
-                addr.clone(),
-            )]),
+            (Some(addr), _) => {
+                let mut c = ClientConfig::new(vec![RegionEndpoint::new(
+                    self.region.clone().unwrap_or_else(|| "default".into()),
+                    crate::operator::uri(addr),
+                )]);
+                c.ca_cert = crate::operator::ca_cert();
+                c
+            }
             (None, Some(t)) => {
                 let mut c = t.client_config(self.region.as_deref(), None)?;
                 c.api_key = t.tenant(tenant).map(|t| t.api_key.clone());
@@ -136,7 +154,7 @@ impl Target {
             .context("no admin token: pass --admin-token or --topology")?;
         let mut channels = Vec::new();
         for (name, addr) in routers {
-            let channel = Channel::from_shared(format!("http://{addr}"))?
+            let channel = crate::operator::endpoint(&addr)?
                 .connect_timeout(Duration::from_secs(2))
                 .connect_lazy();
             channels.push((name, channel));

@@ -189,13 +189,8 @@ pub async fn ingest_file(
 
 /// A `Documents` client for `router` (`HOST:PORT` or a URL).
 pub async fn connect(router: &str) -> anyhow::Result<DocumentsClient<Channel>> {
-    let addr = if router.contains("://") {
-        router.to_string()
-    } else {
-        format!("http://{router}")
-    };
-    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-        .with_context(|| format!("{addr:?} is not a router address"))?
+    let addr = crate::operator::uri(router);
+    let channel = crate::operator::endpoint(router)?
         .connect()
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;

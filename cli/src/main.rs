@@ -49,6 +49,11 @@ enum Command {
         /// `./data`, or `data/` beside or above this binary.
         #[arg(long, value_name = "DIR", env = "TANDEM_SAMPLE_DATA")]
         sample_data: Option<PathBuf>,
+        /// Serve TLS everywhere (mutual between the processes), with a
+        /// throwaway CA made in the data directory; the topology names it
+        /// (`ca_cert`). Default: plaintext.
+        #[arg(long)]
+        tls: bool,
     },
     /// Search a tenant through the routers.
     Search {
@@ -274,6 +279,7 @@ struct ShardNode {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     tandem_common::telemetry::init_tracing(false);
     let result = tokio::runtime::Runtime::new()
@@ -288,6 +294,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Dies quietly of SIGPIPE when stdout is closed early (`tandem search |
+/// head`), as command-line tools do, instead of panicking on the write
+/// (Rust ignores SIGPIPE by default).
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: signal(2) with SIG_DFL, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if !matches!(cli.command, Command::Dev { .. }) {
         // Operator commands call node APIs with the cluster's internal
@@ -295,6 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         if let Some(token) = cli.target.internal_token() {
             tandem_cli::operator::use_internal_token(token);
         }
+        tandem_cli::operator::use_ca_cert(cli.target.ca_cert().as_deref())?;
     }
     match cli.command {
         Command::Dev {
@@ -302,11 +320,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_topology,
             docs_limit,
             sample_data,
+            tls,
         } => {
             let repo = dev::sample_data::locate(sample_data.as_deref())?;
             let mut opts = DevOptions::new(data_dir, repo);
             opts.topology = write_topology.or(cli.target.topology);
             opts.docs_limit = docs_limit;
+            opts.tls = tls;
             dev::run(opts).await?;
         }
         Command::Search {

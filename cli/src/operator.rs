@@ -1,4 +1,4 @@
-//! The operator's credentials for node APIs, and clients that carry them.
+//! The operator's credentials, and connections that use them.
 //!
 //! Index-node and model-node APIs require the cluster's internal token
 //! ([`tandem_common::internal`]). An operator command (`tandem verify`,
@@ -6,7 +6,12 @@
 //! takes it from the topology file's `internal_token` (set once by `main`,
 //! or by `tandem dev` for the cluster it starts), else from the
 //! `TANDEM_INTERNAL_TOKEN` environment variable.
+//!
+//! A cluster that serves TLS names its CA (the topology's `ca_cert`, or
+//! `--ca-cert`): every `host:port` address is then dialled as `https://`
+//! and verified against it ([`endpoint`]).
 
+use std::path::Path;
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -14,12 +19,15 @@ use anyhow::Context as _;
 use tandem_common::internal::InternalToken;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// An `IndexNode` client whose calls carry the internal token.
 pub type IndexClient = IndexNodeClient<InterceptedService<Channel, InternalToken>>;
 
 static TOKEN: RwLock<Option<InternalToken>> = RwLock::new(None);
+
+/// The PEM of the cluster's CA, when it serves TLS.
+static CA_CERT: RwLock<Option<Vec<u8>>> = RwLock::new(None);
 
 /// Sets this invocation's internal token (that of the cluster it operates
 /// on; `tandem dev` sets its own cluster's).
@@ -38,16 +46,58 @@ pub fn internal_token() -> anyhow::Result<InternalToken> {
     )
 }
 
+/// Makes the cluster's CA (a PEM file) this invocation's: addresses
+/// without a scheme are dialled over TLS and verified against it. `None`:
+/// a plaintext cluster (`tandem dev` sets its own cluster's either way).
+pub fn use_ca_cert(path: Option<&Path>) -> anyhow::Result<()> {
+    let pem = match path {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?,
+        ),
+        None => None,
+    };
+    *CA_CERT.write().unwrap_or_else(|e| e.into_inner()) = pem;
+    Ok(())
+}
+
+/// The CA set by [`use_ca_cert`], if any.
+pub fn ca_cert() -> Option<Vec<u8>> {
+    CA_CERT.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// `addr` (`host:port` or a URI) as a URI: a `host:port` gets `https://`
+/// when a CA is set, `http://` otherwise.
+pub fn uri(addr: &str) -> String {
+    match (addr.contains("://"), ca_cert().is_some()) {
+        (true, _) => addr.to_string(),
+        (false, true) => format!("https://{addr}"),
+        (false, false) => format!("http://{addr}"),
+    }
+}
+
+/// An endpoint for `addr` (see [`uri`]), with TLS verified against the
+/// CA for an `https://` one (the system's roots when none is set).
+pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+    let uri = uri(addr);
+    let endpoint =
+        Endpoint::from_shared(uri.clone()).with_context(|| format!("bad address {addr:?}"))?;
+    if !uri.starts_with("https://") {
+        return Ok(endpoint);
+    }
+    let tls = match ca_cert() {
+        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    endpoint
+        .tls_config(tls)
+        .with_context(|| format!("cannot set up TLS for {addr}"))
+}
+
 /// A client of the index-node at `addr` (`host:port` or a URI), connected
 /// within two seconds.
 pub async fn index_node(addr: &str) -> anyhow::Result<IndexClient> {
-    let uri = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let channel = Endpoint::from_shared(uri)
-        .with_context(|| format!("bad node address {addr}"))?
+    let channel = endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .connect()
         .await

@@ -12,7 +12,7 @@ use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestRes
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -94,9 +94,18 @@ impl TandemClient {
                     addr: region.addr.clone(),
                     reason: e.to_string(),
                 })?;
-            let endpoint = endpoint
+            let mut endpoint = endpoint
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true);
+            if region.uri().starts_with("https://") {
+                endpoint = endpoint
+                    .tls_config(tls_config(config.ca_cert.as_deref()))
+                    .map_err(|e| ClientError::BadAddress {
+                        region: region.name.clone(),
+                        addr: region.addr.clone(),
+                        reason: e.to_string(),
+                    })?;
+            }
             names.push(Arc::from(region.name.as_str()));
             channels.push(endpoint.connect_lazy());
         }
@@ -310,5 +319,15 @@ async fn probe_health(channel: Option<Channel>) -> bool {
     match HealthClient::new(channel).check(request).await {
         Ok(response) => response.into_inner().status == ServingStatus::Serving as i32,
         Err(_) => false,
+    }
+}
+
+/// TLS to `https://` routers: verified against `ca_cert` (PEM) if given,
+/// else against the system's trusted roots.
+fn tls_config(ca_cert: Option<&[u8]>) -> ClientTlsConfig {
+    let tls = ClientTlsConfig::new();
+    match ca_cert {
+        Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+        None => tls.with_native_roots(),
     }
 }

@@ -61,6 +61,10 @@ pub struct ClientConfig {
     pub probe_timeout: Duration,
     /// Consecutive SERVING probes before calls return home.
     pub return_after: u32,
+    /// PEM of the CA that `https://` routers' certificates chain to (a
+    /// private CA, as `tandem dev --tls` makes); `None`: the system's
+    /// trusted roots.
+    pub ca_cert: Option<Vec<u8>>,
 }
 
 impl ClientConfig {
@@ -77,6 +81,7 @@ impl ClientConfig {
             probe_interval: Duration::from_millis(200),
             probe_timeout: Duration::from_millis(250),
             return_after: 2,
+            ca_cert: None,
         }
     }
 

@@ -3,7 +3,9 @@
 //! their keys. One type here so the CLI, the load generator and the tests
 //! read and write the same format.
 //!
-//! Addresses are plain `host:port`. Unknown fields are ignored and most
+//! Addresses are plain `host:port`; when the file names a CA (`ca_cert`),
+//! every process of the cluster serves TLS and its addresses are dialled
+//! as `https://`. Unknown fields are ignored and most
 //! known ones are optional, so the writer can add fields without breaking
 //! older readers.
 
@@ -35,6 +37,11 @@ pub struct Topology {
     /// source `tandem promote` and `tandem verify` use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
+    /// The CA certificate (PEM file) every process's certificate chains
+    /// to, when the cluster serves TLS (`tandem dev --tls`); absent:
+    /// plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
 }
 
 /// One region.
@@ -113,6 +120,14 @@ pub enum TopologyError {
     // (`{:#}` in anyhow) print it once.
     #[error("cannot read or write topology file {}", path.display())]
     Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The CA certificate the topology names could not be read.
+    #[error("cannot read the cluster's CA certificate {}", path.display())]
+    CaCert {
         /// The file.
         path: PathBuf,
         /// The I/O error.
@@ -197,12 +212,36 @@ impl Topology {
             .filter(move |n| n.kind == kind && n.region == region)
     }
 
-    /// Every region's router, in file order.
+    /// Every region's router, in file order (`https://` when the cluster
+    /// serves TLS).
     pub fn region_endpoints(&self) -> Vec<RegionEndpoint> {
         self.regions
             .iter()
-            .map(|r| RegionEndpoint::new(&r.name, &r.router))
+            .map(|r| RegionEndpoint::new(&r.name, self.uri(&r.router)))
             .collect()
+    }
+
+    /// `addr` (a `host:port` of this file) as a URI: `https://` when the
+    /// cluster serves TLS, `http://` otherwise; a full URI is kept.
+    pub fn uri(&self, addr: &str) -> String {
+        match (addr.contains("://"), self.ca_cert.is_some()) {
+            (true, _) => addr.to_string(),
+            (false, true) => format!("https://{addr}"),
+            (false, false) => format!("http://{addr}"),
+        }
+    }
+
+    /// The cluster's CA certificate (PEM), when it serves TLS.
+    pub fn ca_cert_pem(&self) -> Result<Option<Vec<u8>>, TopologyError> {
+        let Some(path) = &self.ca_cert else {
+            return Ok(None);
+        };
+        std::fs::read(path)
+            .map(Some)
+            .map_err(|source| TopologyError::CaCert {
+                path: PathBuf::from(path),
+                source,
+            })
     }
 
     /// A client configuration for this cluster: every region's router,
@@ -229,6 +268,7 @@ impl Topology {
         };
         let mut config = ClientConfig::new(self.region_endpoints()).with_home_region(&home.name);
         config.api_key = tenant.map(|t| t.api_key.clone());
+        config.ca_cert = self.ca_cert_pem()?;
         Ok(config)
     }
 }

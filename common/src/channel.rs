@@ -11,6 +11,10 @@
 //!   [`SharedFailureConnector`].
 //! - **Keepalive.** HTTP/2 pings find a silently dead peer (a frozen
 //!   process, a dropped route) on an idle or a busy connection.
+//! - **TLS to `https://` peers** with the process's [`Tls`]: its CAs
+//!   verify the peer, its certificate is presented (mutual TLS), and both
+//!   follow the files on reload. The handshake is the connector's (tonic
+//!   is handed the `http://` form of the address and a ready connection).
 //! - **A call the server never took up is sent again, once**
 //!   ([`resend_if_refused`]): a server going away (graceful restart) answers
 //!   the streams it will not serve with GOAWAY or REFUSED_STREAM, which
@@ -31,18 +35,27 @@ use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use crate::tls::Tls;
+
 /// How a channel connects and watches its connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ChannelSettings {
     /// How long establishing a connection may take.
     pub connect_timeout: Duration,
     /// Interval of HTTP/2 keepalive pings; a ping unanswered for as long
     /// again closes the connection.
     pub keepalive: Duration,
+    /// The process's TLS, for `https://` peers (none: only `http://`
+    /// peers can be reached).
+    pub tls: Option<Tls>,
 }
 
 impl Default for ChannelSettings {
@@ -50,24 +63,52 @@ impl Default for ChannelSettings {
         Self {
             connect_timeout: Duration::from_millis(250),
             keepalive: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
 
-/// An address that is not an `http://host:port` URI.
+/// A peer address a channel cannot be made for.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid peer address {0:?}: expected http://host:port")]
-pub struct InvalidAddress(pub String);
+pub enum InvalidAddress {
+    /// Not an `http://host:port` or `https://host:port` URI.
+    #[error("invalid peer address {0:?}: expected http://host:port or https://host:port")]
+    NotAUri(String),
+    /// An `https://` peer, but this process has no TLS configured.
+    #[error("peer address {0:?} is https:// but this process has no TLS (--tls-cert, --tls-key, --tls-ca)")]
+    NoTls(String),
+}
 
-/// A lazily connecting channel to `addr` (`http://host:port`).
+/// A lazily connecting channel to `addr` (`http://host:port`, or
+/// `https://host:port` with `settings.tls`).
 pub fn channel(addr: &str, settings: ChannelSettings) -> Result<Channel, InvalidAddress> {
-    let endpoint = Endpoint::from_shared(addr.to_string())
-        .map_err(|_| InvalidAddress(addr.to_string()))?
+    let not_a_uri = || InvalidAddress::NotAUri(addr.to_string());
+    let uri: Uri = addr.parse().map_err(|_| not_a_uri())?;
+    let host = uri.host().ok_or_else(not_a_uri)?;
+    let mut connector = SharedFailureConnector::new(settings.connect_timeout);
+    let plain = match uri.scheme_str() {
+        Some("http") => addr.to_string(),
+        Some("https") => {
+            let tls = settings
+                .tls
+                .as_ref()
+                .ok_or_else(|| InvalidAddress::NoTls(addr.to_string()))?;
+            // An IPv6 host comes bracketed in a URI.
+            let name = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(name.to_string()).map_err(|_| not_a_uri())?;
+            connector.tls = Some((tls.connector(), name));
+            let authority = uri.authority().ok_or_else(not_a_uri)?;
+            format!("http://{authority}")
+        }
+        _ => return Err(not_a_uri()),
+    };
+    let endpoint = Endpoint::from_shared(plain)
+        .map_err(|_| not_a_uri())?
         .tcp_nodelay(true)
         .http2_keep_alive_interval(settings.keepalive)
         .keep_alive_timeout(settings.keepalive)
         .keep_alive_while_idle(true);
-    Ok(endpoint.connect_with_connector_lazy(SharedFailureConnector::new(settings.connect_timeout)))
+    Ok(endpoint.connect_with_connector_lazy(connector))
 }
 
 /// A TCP connector whose timed-out attempt is shared: after an attempt
@@ -80,6 +121,11 @@ pub fn channel(addr: &str, settings: ChannelSettings) -> Result<Channel, Invalid
 #[derive(Clone)]
 pub struct SharedFailureConnector {
     http: HttpConnector,
+    /// How long the TLS handshake may take (as long as connecting).
+    connect_timeout: Duration,
+    /// The TLS connector and the name the peer's certificate must carry,
+    /// for an `https://` peer.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     last_failure: Arc<Mutex<Option<LastFailure>>>,
 }
 
@@ -95,6 +141,8 @@ impl SharedFailureConnector {
         http.set_connect_timeout(Some(connect_timeout));
         Self {
             http,
+            connect_timeout,
+            tls: None,
             last_failure: Arc::default(),
         }
     }
@@ -113,15 +161,15 @@ impl SharedFailureConnector {
 #[error("cannot connect: {0}")]
 pub struct ConnectFailed(Arc<std::io::Error>);
 
-type ConnectFuture = Pin<
-    Box<
-        dyn Future<Output = Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>, ConnectFailed>>
-            + Send,
-    >,
->;
+type ConnectFuture =
+    Pin<Box<dyn Future<Output = Result<TokioIo<Box<dyn Io>>, ConnectFailed>> + Send>>;
+
+/// A connection, plaintext or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 impl tower::Service<Uri> for SharedFailureConnector {
-    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Response = TokioIo<Box<dyn Io>>;
     type Error = ConnectFailed;
     type Future = ConnectFuture;
 
@@ -138,8 +186,9 @@ impl tower::Service<Uri> for SharedFailureConnector {
         let connecting = self.http.call(uri);
         let last_failure = self.last_failure.clone();
         let started = Instant::now();
+        let (tls, handshake_timeout) = (self.tls.clone(), self.connect_timeout);
         Box::pin(async move {
-            connecting.await.map_err(|e| {
+            let tcp = connecting.await.map_err(|e| {
                 let timed_out = timed_out(&e);
                 let error = Arc::new(std::io::Error::other(e));
                 if timed_out {
@@ -148,7 +197,19 @@ impl tower::Service<Uri> for SharedFailureConnector {
                     *last = Some((until, error.clone()));
                 }
                 ConnectFailed(error)
-            })
+            })?;
+            let Some((connector, name)) = tls else {
+                return Ok(TokioIo::new(Box::new(tcp.into_inner()) as Box<dyn Io>));
+            };
+            let handshake = connector.connect(name, tcp.into_inner());
+            match tokio::time::timeout(handshake_timeout, handshake).await {
+                Ok(Ok(conn)) => Ok(TokioIo::new(Box::new(conn) as Box<dyn Io>)),
+                Ok(Err(error)) => Err(ConnectFailed(Arc::new(error))),
+                Err(_) => Err(ConnectFailed(Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )))),
+            }
         })
     }
 }

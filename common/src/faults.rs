@@ -228,14 +228,19 @@ pub fn add_fault_service(
     routes: &mut tonic::service::RoutesBuilder,
     faults: FaultRegistry,
     token: Option<String>,
+    internal: &crate::internal::InternalToken,
 ) {
     if let Some(token) = token {
         tracing::warn!("fault injection is enabled");
-        routes.add_service(
-            tandem_proto::v1::fault_injection_server::FaultInjectionServer::new(FaultService::new(
-                faults, token,
-            )),
+        let service = tandem_proto::v1::fault_injection_server::FaultInjectionServer::new(
+            FaultService::new(faults, token),
         );
+        // Like every node API, only tandem's processes and operators may
+        // call it (and then only with the admin token).
+        routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            service,
+            internal.require(),
+        ));
     }
 }
 

@@ -9,6 +9,12 @@
 //! UNAUTHENTICATED. The public API (`Search`, `Documents`) is authenticated
 //! by tenant keys instead and never needs it; health checks need nothing.
 //!
+//! With TLS (see [`crate::tls`]), a call that came over a connection whose
+//! client certificate verified against the cluster's CA is internal too:
+//! tandem's processes present their certificates on every channel (mutual
+//! TLS), so in a fleet the certificate is the process's credential and the
+//! token the operators'.
+//!
 //! The token is read from a file (`--internal-token-file`, the form a
 //! Kubernetes Secret is mounted in) or from the `TANDEM_INTERNAL_TOKEN`
 //! environment variable, never from a command-line argument, which any
@@ -20,7 +26,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::service::Interceptor;
-use tonic::{Request, Status};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Extensions, Request, Status};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -125,7 +132,27 @@ impl InternalToken {
             })
     }
 
-    /// Checks an incoming call: UNAUTHENTICATED unless it carries this token.
+    /// Whether an incoming call is internal: it came with a verified
+    /// client certificate ([`verified_peer`]) or carries this token.
+    pub fn admits(&self, extensions: &Extensions, metadata: &MetadataMap) -> bool {
+        verified_peer(extensions) || self.carried_by(metadata)
+    }
+
+    /// Checks an incoming call: UNAUTHENTICATED unless it came with a
+    /// verified client certificate or carries this token.
+    pub fn check_call(
+        &self,
+        extensions: &Extensions,
+        metadata: &MetadataMap,
+    ) -> Result<(), Status> {
+        if verified_peer(extensions) {
+            return Ok(());
+        }
+        self.check(metadata)
+    }
+
+    /// Checks an incoming call's token: UNAUTHENTICATED unless it carries
+    /// this token.
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
         match metadata.get(INTERNAL_TOKEN_HEADER) {
             None => Err(Status::unauthenticated(
@@ -159,9 +186,21 @@ pub struct RequireInternal(InternalToken);
 
 impl Interceptor for RequireInternal {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.0.check(request.metadata())?;
+        self.0
+            .check_call(request.extensions(), request.metadata())?;
         Ok(request)
     }
+}
+
+/// Whether a call came over a TLS connection with a client certificate.
+/// A listener's verifier admits only certificates that chain to the
+/// cluster's CA (the handshake fails otherwise), so one that is present
+/// is verified: the caller is one of tandem's processes.
+pub fn verified_peer(extensions: &Extensions) -> bool {
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .is_some_and(|certs| !certs.is_empty())
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@
 //! - [`admin_guard`]: the admin token check with a brake on guessing;
 //! - [`internal`]: the internal token that node APIs require;
 //! - [`secret_file`]: writing files that hold secrets (mode 0600);
-//! - [`faults`]: fault injection for outage drills.
+//! - [`faults`]: fault injection for outage drills;
+//! - [`tls`]: TLS on listeners and channels, certificates reloaded from files.
 
 pub mod admin_guard;
 pub mod auth;
@@ -30,3 +31,4 @@ pub mod internal;
 pub mod secret_file;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -28,6 +28,7 @@ use tonic_health::ServingStatus;
 use crate::grpc_deadline::GrpcDeadlineLayer;
 use crate::grpc_metrics::GrpcMetricsLayer;
 use crate::telemetry;
+use crate::tls::{accept, Tls};
 
 /// Where and how a process serves.
 #[derive(Clone, Debug)]
@@ -47,6 +48,8 @@ pub struct ServeOptions {
     pub drain_grace: Duration,
     /// Upper bound on waiting for in-flight calls after the listener closed.
     pub drain_timeout: Duration,
+    /// TLS for the gRPC and admin listeners (none: plaintext).
+    pub tls: Option<Tls>,
     /// Process kind and id, echoed in the readiness line.
     pub kind: &'static str,
     /// Node id, echoed in the readiness line.
@@ -119,12 +122,15 @@ pub async fn serve<H: Health>(
         Some(addr) => {
             let mut only_health = RoutesBuilder::default();
             only_health.add_service(health_service);
-            Some(serve_beside(addr, only_health, "health").await?)
+            // Plaintext: the kubelet's gRPC probe cannot speak TLS.
+            Some(serve_beside(addr, only_health, None, "health").await?)
         }
         None => None,
     };
     let admin_addr = match &opts.admin {
-        Some((addr, routes)) => Some(serve_beside(*addr, routes.clone(), "admin").await?),
+        Some((addr, routes)) => {
+            Some(serve_beside(*addr, routes.clone(), opts.tls.clone(), "admin").await?)
+        }
         None => None,
     };
 
@@ -152,15 +158,23 @@ pub async fn serve<H: Health>(
         tokio::time::sleep(grace).await;
         let _ = stopped_accepting.send(());
     };
-    let server = Server::builder()
+    let router = Server::builder()
         // hyper's guard against a peer that provokes stream errors on
         // purpose, which tonic lifts by default.
         .http2_max_local_error_reset_streams(Some(1024))
         .layer(GrpcMetricsLayer)
         .layer(GrpcDeadlineLayer)
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(accepted(listener), stop_accepting);
-    tokio::pin!(server);
+        .add_routes(routes.routes());
+    let mut server: Serving =
+        match &opts.tls {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                accept::tls(listener, tls.acceptor()),
+                stop_accepting,
+            )),
+            None => Box::pin(
+                router.serve_with_incoming_shutdown(accept::plain(listener), stop_accepting),
+            ),
+        };
     tokio::select! {
         result = &mut server => return result.context("gRPC server failed"),
         _ = stop_signal => {}
@@ -188,6 +202,9 @@ pub async fn serve<H: Health>(
     Ok(())
 }
 
+/// A server running until it stops or fails.
+type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
 /// Where a process listens, as its readiness line says.
 struct Listening {
     grpc: SocketAddr,
@@ -204,45 +221,27 @@ struct Listening {
 async fn serve_beside(
     addr: SocketAddr,
     routes: RoutesBuilder,
+    tls: Option<Tls>,
     what: &'static str,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind the {what} listener on {addr}"))?;
     let bound = listener.local_addr()?;
-    let server = Server::builder()
+    let router = Server::builder()
         .layer(GrpcMetricsLayer)
         .layer(GrpcDeadlineLayer)
-        .add_routes(routes.routes())
-        .serve_with_incoming(accepted(listener));
+        .add_routes(routes.routes());
+    let server: Serving = match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming(accept::tls(listener, tls.acceptor()))),
+        None => Box::pin(router.serve_with_incoming(accept::plain(listener))),
+    };
     tokio::spawn(async move {
         if let Err(error) = server.await {
             tracing::error!(%error, listener = what, "a listener failed");
         }
     });
     Ok(bound)
-}
-
-/// The connections `listener` accepts, with TCP_NODELAY. An accept error
-/// (out of file descriptors, typically) is logged and retried after a
-/// pause, keeping the connections already open, instead of spinning.
-fn accepted(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok(stream), listener));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept a gRPC connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
 }
 
 /// Adds server reflection, `grpc.reflection.v1` and the older `v1alpha`

@@ -34,6 +34,7 @@ fn settings(connect_timeout: Duration, keepalive: Duration) -> ChannelSettings {
     ChannelSettings {
         connect_timeout,
         keepalive,
+        tls: None,
     }
 }
 

@@ -13,11 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tandem_catalog::Node;
+use tandem_common::channel::ChannelSettings;
 use tandem_common::internal::InternalToken;
+use tandem_common::tls::Tls;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::ReadLogRequest;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::bootstrap;
@@ -146,6 +148,8 @@ pub struct Follow {
     pub store: Option<SnapshotStore>,
     /// Carried by the pulls (the leader's API is internal).
     pub internal: InternalToken,
+    /// This node's TLS, for an `https://` leader.
+    pub tls: Option<Tls>,
 }
 
 /// A client of the leader's API, carrying the internal token.
@@ -153,14 +157,18 @@ type LeaderClient = IndexNodeClient<InterceptedService<Channel, InternalToken>>;
 
 /// Runs until aborted.
 pub async fn run(follow: Follow) {
-    let Ok(endpoint) = Endpoint::from_shared(follow.leader.addr.to_string()) else {
-        tracing::error!(shard = %follow.key, leader = %follow.leader.id, "leader address does not parse");
-        return;
+    let settings = ChannelSettings {
+        connect_timeout: Duration::from_secs(2),
+        tls: follow.tls.clone(),
+        ..ChannelSettings::default()
     };
-    let channel: Channel = endpoint
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy();
+    let channel = match tandem_common::channel::channel(&follow.leader.addr, settings) {
+        Ok(channel) => channel,
+        Err(error) => {
+            tracing::error!(shard = %follow.key, leader = %follow.leader.id, %error, "cannot reach the leader");
+            return;
+        }
+    };
     let mut client = IndexNodeClient::with_interceptor(channel, follow.internal.clone())
         .max_decoding_message_size(MAX_PULL_BYTES);
     let mut backoff = Duration::from_millis(50);

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use tandem_common::config::load_with_flags;
 use tandem_common::internal::InternalToken;
+use tandem_common::tls::TlsArgs;
 use tandem_index_node::config::NodeConfig;
 
 #[derive(Parser)]
@@ -74,6 +75,9 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip)]
     internal_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip)]
+    tls: TlsArgs,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_grace_ms: Option<u64>,
@@ -109,9 +113,13 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let internal = InternalToken::resolve(args.internal_token_file.as_deref())?;
+            let tls = args.tls.clone();
             let (config, token) = serve_config(args)?;
             tandem_common::telemetry::init_tracing(config.json_logs);
-            runtime.block_on(tandem_index_node::node::run(config, token, internal))
+            runtime.block_on(async {
+                let tls = tls.start()?;
+                tandem_index_node::node::run(config, token, internal, tls).await
+            })
         }
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context;
 use tandem_common::faults::{add_fault_service, admin_token_for_faults, FaultRegistry};
 use tandem_common::internal::InternalToken;
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
+use tandem_common::tls::Tls;
 use tandem_proto::v1::index_node_server::IndexNodeServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::RoutesBuilder;
@@ -30,6 +31,7 @@ pub async fn run(
     config: NodeConfig,
     admin_token: Option<String>,
     internal: InternalToken,
+    tls: Option<Tls>,
 ) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
@@ -62,7 +64,7 @@ pub async fn run(
         registry.clone(),
         Duration::from_millis(config.max_lag_ms),
         Some(store.clone()),
-        internal.clone(),
+        (internal.clone(), tls.clone()),
     )?;
     // Leaders replay their logs before the node listens.
     roles.clone().reconcile().await?;
@@ -98,12 +100,13 @@ pub async fn run(
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         internal.require(),
     ));
-    add_fault_service(&mut routes, faults, admin_token);
+    add_fault_service(&mut routes, faults, admin_token, &internal);
     let options = ServeOptions {
         listen: config.listen,
         metrics_listen: config.metrics_listen,
         health_listen: config.health_listen,
         admin: None,
+        tls,
         drain_grace: Duration::from_millis(config.drain_grace_ms),
         drain_timeout: Duration::from_secs(10),
         kind: "index",

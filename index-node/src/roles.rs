@@ -30,7 +30,9 @@ use crate::follower::{self, Follow, FollowerStatus, Lag};
 use crate::registry::ShardRegistry;
 use crate::shard::ShardKey;
 use crate::snapshot::SnapshotStore;
+use tandem_common::channel::ChannelSettings;
 use tandem_common::internal::InternalToken;
+use tandem_common::tls::Tls;
 
 /// This node's part in one shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub struct Roles {
     max_lag: Duration,
     /// Carried by this node's calls to other index-nodes.
     internal: InternalToken,
+    /// This node's TLS, for `https://` peers.
+    tls: Option<Tls>,
 }
 
 impl Roles {
@@ -98,7 +102,7 @@ impl Roles {
         registry: Arc<ShardRegistry>,
         max_lag: Duration,
         store: Option<SnapshotStore>,
-        internal: InternalToken,
+        (internal, tls): (InternalToken, Option<Tls>),
     ) -> anyhow::Result<Arc<Roles>> {
         let catalog = OnceLock::new();
         if let Some(path) = catalog_path.as_ref().filter(|p| p.exists()) {
@@ -124,6 +128,7 @@ impl Roles {
             registry,
             max_lag,
             internal,
+            tls,
         }))
     }
 
@@ -296,7 +301,7 @@ impl Roles {
             .unwrap_or_default();
         let asks = others
             .iter()
-            .map(|node| epoch_of(node, key, &self.internal));
+            .map(|node| epoch_of(node, key, &self.internal, self.tls.clone()));
         let seen = futures::future::join_all(asks)
             .await
             .into_iter()
@@ -506,6 +511,7 @@ impl Roles {
                 status: status.clone(),
                 store: self.store.clone(),
                 internal: self.internal.clone(),
+                tls: self.tls.clone(),
             }));
             tracing::info!(shard = %key, leader = %leader.id, epoch, "following");
             followers.insert(
@@ -550,10 +556,19 @@ impl Roles {
 }
 
 /// The highest epoch `node` has seen for the shard, if it answers in time.
-async fn epoch_of(node: &Node, key: &ShardKey, internal: &InternalToken) -> Option<u64> {
-    let endpoint = tonic::transport::Endpoint::from_shared(node.addr.to_string()).ok()?;
+async fn epoch_of(
+    node: &Node,
+    key: &ShardKey,
+    internal: &InternalToken,
+    tls: Option<Tls>,
+) -> Option<u64> {
+    let settings = ChannelSettings {
+        connect_timeout: Duration::from_secs(1),
+        tls,
+        ..ChannelSettings::default()
+    };
+    let channel = tandem_common::channel::channel(&node.addr, settings).ok()?;
     let ask = async {
-        let channel = endpoint.connect().await.ok()?;
         let mut client = IndexNodeClient::with_interceptor(channel, internal.clone());
         let info = client
             .get_shard_info(ShardRef {

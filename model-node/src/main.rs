@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use tandem_common::config::load_with_flags;
 use tandem_common::internal::InternalToken;
+use tandem_common::tls::TlsArgs;
 use tandem_model_node::config::NodeConfig;
 use tandem_model_node::eval::evaluate;
 use tandem_model_node::events::read_events_file;
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the models under a model directory over gRPC.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a deterministic SYNTHETIC event log for the sample corpus.
     Synth {
         /// The corpus (gzipped JSON lines, e.g. data/tldr_pages/docs.jsonl.gz).
@@ -123,6 +124,9 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip)]
     internal_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip)]
+    tls: TlsArgs,
     /// On shutdown, report NOT_SERVING for this long before closing the listener.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,10 +145,14 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<(NodeConfig, Option<String>)>
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let internal = InternalToken::resolve(args.internal_token_file.as_deref())?;
+    let tls = args.tls.clone();
     let (config, token) = serve_config(args)?;
     tandem_common::telemetry::init_tracing(config.json_logs);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    runtime.block_on(tandem_model_node::node::run(config, token, internal))
+    runtime.block_on(async {
+        let tls = tls.start()?;
+        tandem_model_node::node::run(config, token, internal, tls).await
+    })
 }
 
 fn main() -> ExitCode {
@@ -161,7 +169,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve(args)?,
+        Command::Serve(args) => serve(*args)?,
         Command::Synth {
             corpus,
             lang,
@@ -229,7 +237,7 @@ mod tests {
     fn serve_args(args: &[&str]) -> ServeArgs {
         let argv = ["tandem-model-node", "serve"].iter().chain(args);
         match Cli::try_parse_from(argv).expect("parse").command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => panic!("not serve"),
         }
     }

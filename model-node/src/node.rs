@@ -10,6 +10,7 @@ use anyhow::Context;
 use tandem_common::faults::{add_fault_service, admin_token_for_faults, FaultRegistry};
 use tandem_common::internal::InternalToken;
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
+use tandem_common::tls::Tls;
 use tandem_proto::v1::model_node_server::ModelNodeServer;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::RoutesBuilder;
@@ -27,6 +28,7 @@ pub async fn run(
     config: NodeConfig,
     admin_token: Option<String>,
     internal: InternalToken,
+    tls: Option<Tls>,
 ) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
@@ -58,7 +60,7 @@ pub async fn run(
         ModelNodeServer::new(service),
         internal.require(),
     ));
-    add_fault_service(&mut routes, faults, admin_token);
+    add_fault_service(&mut routes, faults, admin_token, &internal);
     let watcher = config.watch_interval().map(|every| {
         tracing::info!(every_ms = config.watch_ms, "watching the model directory");
         tokio::spawn(reloader.clone().watch(every))
@@ -68,6 +70,7 @@ pub async fn run(
         metrics_listen: config.metrics_listen,
         health_listen: config.health_listen,
         admin: None,
+        tls,
         drain_grace: Duration::from_millis(config.drain_grace_ms),
         drain_timeout: Duration::from_secs(10),
         kind: "model",

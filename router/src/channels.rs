@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_common::channel::{channel, ChannelSettings, InvalidAddress};
+use tandem_common::tls::Tls;
 use tonic::transport::Channel;
 
 use crate::catalog::Node;
@@ -28,18 +29,24 @@ pub type NodeChannel = Channel;
 pub struct Channels {
     /// Node id -> (the address the channel was made for, the channel).
     by_node: IdMap<Arc<str>, (Arc<str>, Channel)>,
+    /// The router's TLS, for `https://` nodes.
+    tls: Option<Tls>,
 }
 
 impl Channels {
-    /// No connections yet.
-    pub fn new() -> Self {
-        Self::default()
+    /// No connections yet; `https://` nodes will be reached with `tls`.
+    pub fn new(tls: Option<Tls>) -> Self {
+        Self {
+            by_node: IdMap::default(),
+            tls,
+        }
     }
 
     /// The channel to `node`, made on first use (and again if the node's
     /// address changed). Fails only for an address that is not an
-    /// `http://` URI (the catalog validates addresses, so this is a
-    /// configuration bug surfaced as a transport failure).
+    /// `http://` or `https://` URI, or one that is `https://` while the
+    /// router has no TLS (a configuration bug surfaced as a transport
+    /// failure).
     pub fn get(&self, node: &Node) -> Result<NodeChannel, InvalidAddress> {
         if let Some(entry) = self.by_node.get(&node.id) {
             if entry.0 == node.addr {
@@ -49,6 +56,7 @@ impl Channels {
         let settings = ChannelSettings {
             connect_timeout: CONNECT_TIMEOUT,
             keepalive: KEEPALIVE,
+            tls: self.tls.clone(),
         };
         let channel = channel(&node.addr, settings)?;
         self.by_node

@@ -7,6 +7,7 @@ use clap::Parser;
 use serde::Serialize;
 use tandem_common::config::load_with_flags;
 use tandem_common::internal::InternalToken;
+use tandem_common::tls::TlsArgs;
 use tandem_router::config::RouterConfig;
 
 /// mimalloc instead of the system allocator: a call through the router
@@ -62,6 +63,9 @@ struct Cli {
     #[arg(long)]
     #[serde(skip)]
     internal_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip)]
+    tls: TlsArgs,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     default_timeout_ms: Option<u64>,
@@ -101,9 +105,8 @@ fn main() -> anyhow::Result<()> {
     let internal = InternalToken::resolve(cli.internal_token_file.as_deref())?;
     let config: RouterConfig = load_with_flags(cli.config.as_deref(), &cli)?;
     tandem_common::telemetry::init_tracing(config.json_logs);
-    tokio::runtime::Runtime::new()?.block_on(tandem_router::node::run(
-        config,
-        cli.admin_token,
-        internal,
-    ))
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let tls = cli.tls.start()?;
+        tandem_router::node::run(config, cli.admin_token, internal, tls).await
+    })
 }

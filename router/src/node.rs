@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tandem_common::internal::InternalToken;
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
+use tandem_common::tls::Tls;
 use tandem_proto::v1::documents_server::DocumentsServer;
 use tandem_proto::v1::router_admin_server::RouterAdminServer;
 use tandem_proto::v1::search_server::SearchServer;
@@ -26,6 +27,7 @@ pub async fn run(
     config: RouterConfig,
     admin_token: Option<String>,
     internal: InternalToken,
+    tls: Option<Tls>,
 ) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
@@ -35,7 +37,11 @@ pub async fn run(
         None => Catalog::embedded_default().context("the embedded default catalog is invalid")?,
     };
     tracing::info!(version = %catalog.version(), tenants = catalog.tenant_count(), "catalog loaded");
-    let state = Arc::new(RouterState::new(config.clone(), catalog, internal)?);
+    let state = Arc::new(RouterState::new(
+        config.clone(),
+        catalog,
+        (internal, tls.clone()),
+    )?);
 
     tokio::spawn(watch_catalog(state.clone()));
     tokio::spawn(probe_loop(state.clone()));
@@ -67,6 +73,7 @@ pub async fn run(
         metrics_listen: config.metrics_listen,
         health_listen: config.health_listen,
         admin,
+        tls,
         drain_grace: ms(config.drain_grace_ms),
         drain_timeout: Duration::from_secs(10),
         kind: "router",

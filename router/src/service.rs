@@ -9,11 +9,10 @@ use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
-use tandem_common::internal::InternalToken;
 use tandem_proto::v1::search_server::Search;
 use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::{Extensions, Request, Response, Status};
 
 use crate::calls::CallContext;
 use crate::catalog::{is_valid_id, verify_key_hash, AuthOutcome, KeyCheck, KeyHash, Node};
@@ -41,11 +40,12 @@ impl SearchService {
     }
 
     /// Works out what a call's headers alone say; see [`Admission`].
-    pub fn admit(&self, metadata: &MetadataMap) -> Admission {
+    pub fn admit(&self, metadata: &MetadataMap, extensions: &Extensions) -> Admission {
         let key = tandem_common::auth::bearer_token(metadata).map(KeyHash::of_key);
+        let internal = self.state.internal.admits(extensions, metadata);
         Admission {
             ctx: self.context(metadata),
-            from: forwarded_from(metadata, &self.state.internal),
+            from: forwarded_from(metadata, internal),
             key,
         }
     }
@@ -174,8 +174,8 @@ impl SearchService {
         &self,
         request: Request<M>,
     ) -> Result<Response<M::Answer>, Status> {
-        let (metadata, _, message) = request.into_parts();
-        let admission = self.admit(&metadata);
+        let (metadata, extensions, message) = request.into_parts();
+        let admission = self.admit(&metadata, &extensions);
         self.handle(admission, &metadata, &message)
             .await
             .map(Response::new)
@@ -221,11 +221,12 @@ impl DialFacts for LiveDialFacts<'_> {
     }
 }
 
-/// The region a call was forwarded from: believed only of a call that
-/// carries the internal token (another tandem router), so a client cannot
-/// use the mark to get past this region's dial.
-fn forwarded_from(metadata: &MetadataMap, internal: &InternalToken) -> Option<String> {
-    if !internal.carried_by(metadata) {
+/// The region a call was forwarded from: believed only of an internal
+/// call (another tandem router: the internal token or a verified client
+/// certificate), so a client cannot use the mark to get past this
+/// region's dial.
+fn forwarded_from(metadata: &MetadataMap, internal: bool) -> Option<String> {
+    if !internal {
         return None;
     }
     metadata
@@ -237,18 +238,23 @@ fn forwarded_from(metadata: &MetadataMap, internal: &InternalToken) -> Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_common::internal::InternalToken;
 
     #[test]
     fn only_a_router_with_the_internal_token_may_say_it_forwarded() {
         let internal = InternalToken::new("the-cluster-internal-token").unwrap();
+        let admits = |md: &MetadataMap| internal.admits(&Extensions::new(), md);
         let mut md = MetadataMap::new();
         md.insert(FORWARDED_HEADER, "us-east-2".parse().unwrap());
-        assert_eq!(forwarded_from(&md, &internal), None, "a client's claim");
+        assert_eq!(forwarded_from(&md, admits(&md)), None, "a client's claim");
         InternalToken::new("another-internal-token-x")
             .unwrap()
             .attach(&mut md);
-        assert_eq!(forwarded_from(&md, &internal), None, "a wrong token");
+        assert_eq!(forwarded_from(&md, admits(&md)), None, "a wrong token");
         internal.attach(&mut md);
-        assert_eq!(forwarded_from(&md, &internal).as_deref(), Some("us-east-2"));
+        assert_eq!(
+            forwarded_from(&md, admits(&md)).as_deref(),
+            Some("us-east-2")
+        );
     }
 }

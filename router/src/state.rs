@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tandem_common::internal::InternalToken;
+use tandem_common::tls::Tls;
 
 use crate::budget::{RetryBudget, RetryBudgetConfig};
 use crate::cache::ReplicaMapCache;
@@ -47,7 +48,7 @@ impl RouterState {
     pub fn new(
         config: RouterConfig,
         catalog: Catalog,
-        internal: InternalToken,
+        (internal, tls): (InternalToken, Option<Tls>),
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             catalog.region(&config.region).is_some(),
@@ -94,7 +95,7 @@ impl RouterState {
                 }),
                 budget,
                 hedge,
-                channels: Channels::new(),
+                channels: Channels::new(tls),
             },
             catalog: CatalogHandle::new(catalog),
             catalog_error: ArcSwap::from_pointee(String::new()),

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tandem_proto::v1::Document;
 use tonic::transport::Channel;
 
+pub mod cli;
 pub mod cluster;
 pub mod s3;
 

@@ -8,8 +8,8 @@
 //! Build the binaries first: `cargo build --workspace --bins`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,6 +17,7 @@ use tandem_cli::dev::{start_cluster, Cluster, DevOptions};
 use tandem_cli::procfs::{self, Signal};
 use tandem_client::Topology;
 use tandem_common::internal::InternalToken;
+use tandem_e2e::cli::{assert_key_lifecycle, fails, ok, tandem};
 use tandem_e2e::cluster::SLOW_HEDGE_FLAGS;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::search_client::SearchClient;
@@ -36,47 +37,6 @@ fn options(data_dir: &Path) -> DevOptions {
     opts.bin_dir = Some(tandem_e2e::target_dir());
     opts.router_args = SLOW_HEDGE_FLAGS.iter().map(|a| a.to_string()).collect();
     opts
-}
-
-fn tandem() -> PathBuf {
-    tandem_e2e::bin_path("tandem")
-}
-
-/// Runs `tandem args...` in `cwd` and returns what it did.
-fn run(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(tandem())
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run tandem")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// `tandem args...` succeeded; its stdout.
-fn ok(cwd: &Path, args: &[&str]) -> String {
-    let o = run(cwd, args);
-    assert!(
-        o.status.success(),
-        "tandem {args:?} failed: {}\n{}",
-        stderr(&o),
-        stdout(&o)
-    );
-    stdout(&o)
-}
-
-/// `tandem args...` failed with an error message; its stderr.
-fn fails(cwd: &Path, args: &[&str]) -> String {
-    let o = run(cwd, args);
-    assert!(!o.status.success(), "tandem {args:?} should fail");
-    stderr(&o)
 }
 
 async fn health(addr: &str) -> ServingStatus {
@@ -203,51 +163,6 @@ async fn search_via(topology: &Topology, region: &str, tenant: &str) -> (String,
         .into_inner();
     let route = response.route.expect("route");
     (route.entry_region, route.served_region, response.total_hits)
-}
-
-/// `tandem key`: a new search key works through both regions' routers at
-/// once; revoked, it stops working in both.
-fn assert_key_lifecycle(cwd: &Path, t: &str) {
-    let scope = ["--tenant", "tldr-en", "--scope", "search", "--topology", t];
-    let out = ok(cwd, &[&["key", "create"][..], &scope].concat());
-    let key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("new Search key of tldr-en: "))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .trim()
-        .to_string();
-    let listed = ok(
-        cwd,
-        &["key", "list", "--tenant", "tldr-en", "--topology", t],
-    );
-    let hash = tandem_catalog::hash_key(&key);
-    assert!(listed.contains(&hash) && !listed.contains(&key), "{listed}");
-    fn search<'a>(t: &'a str, region: &'a str, key: &'a str) -> Vec<&'a str> {
-        let args = ["search", "--topology", t, "--region", region];
-        [
-            &args[..],
-            &["--tenant", "tldr-en", "--key", key, "list files"],
-        ]
-        .concat()
-    }
-    for region in ["us-east-1", "us-east-2"] {
-        ok(cwd, &search(t, region, &key));
-    }
-    ok(
-        cwd,
-        &[
-            &["key", "revoke", "--key-sha256", hash.as_str()][..],
-            &scope,
-        ]
-        .concat(),
-    );
-    for region in ["us-east-1", "us-east-2"] {
-        let err = fails(cwd, &search(t, region, &key));
-        assert!(
-            err.to_lowercase().contains("unauthenticated") || err.contains("key"),
-            "{err}"
-        );
-    }
 }
 
 /// Node APIs need the cluster's internal token even in `tandem dev`; the

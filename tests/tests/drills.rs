@@ -7,6 +7,10 @@
 //! way back to the local region once healed, with every process running
 //! again (restarted ones on their old ports, under new pids).
 //!
+//! The index-node kill and the router kill also run against a cluster in
+//! `--tls` mode (every listener and channel TLS, mutual between the
+//! processes; the load and the CLI's calls verify the cluster's CA).
+//!
 //! One cluster per test, so a drill that fails to heal cannot spoil
 //! another; the tests take turns (one cluster under load at a time), as
 //! two debug-build clusters plus their load on a 2-core machine would
@@ -27,14 +31,20 @@ const AWAY: &str = "us-east-2";
 /// Held by the test whose cluster runs (see the module docs).
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A small cluster in a fresh directory (returned so it outlives the
-/// cluster).
+/// A small plaintext cluster in a fresh directory (returned so it
+/// outlives the cluster).
 async fn cluster() -> (tempfile::TempDir, Cluster) {
+    cluster_in_mode(false).await
+}
+
+/// A small cluster, serving TLS if `tls`.
+async fn cluster_in_mode(tls: bool) -> (tempfile::TempDir, Cluster) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut opts = DevOptions::new(dir.path().join("dev"), tandem_e2e::repo_root());
     opts.docs_limit = Some(200);
     opts.bin_dir = Some(tandem_e2e::target_dir());
     opts.router_args = SLOW_HEDGE_FLAGS.iter().map(|a| a.to_string()).collect();
+    opts.tls = tls;
     let cluster = start_cluster(&opts).await.expect("dev cluster starts");
     (dir, cluster)
 }
@@ -142,8 +152,17 @@ async fn model_errors_fall_back_to_the_other_model_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_down_fails_clients_over_and_back() {
+    router_down(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_down_fails_clients_over_and_back_over_tls() {
+    router_down(true).await;
+}
+
+async fn router_down(tls: bool) {
     let _turn = TURN.lock().await;
-    let (_dir, cluster) = cluster().await;
+    let (_dir, cluster) = cluster_in_mode(tls).await;
     let old = pid_of(&cluster, "use1-router");
     let addr = cluster.topology.regions[0].router.clone();
     let report = drill(&cluster, Scenario::RouterDown, 4.5, &[]).await;
@@ -161,25 +180,35 @@ async fn router_down_fails_clients_over_and_back() {
     assert_eq!(topology.node("use1-router").map(|n| &n.addr), Some(&addr));
     // Its admin listener came back on its old address too.
     let admin = topology.regions[0].admin.clone().expect("admin address");
-    let status = tandem_proto::v1::router_admin_client::RouterAdminClient::connect(format!(
-        "http://{admin}"
-    ))
-    .await
-    .expect("the admin listener is back")
-    .status(tandem_e2e::with_bearer(
-        tandem_proto::v1::StatusRequest {},
-        &topology.admin_token,
-    ))
-    .await
-    .expect("status");
+    let channel = tandem_cli::operator::endpoint(&admin)
+        .expect("admin endpoint")
+        .connect()
+        .await
+        .expect("the admin listener is back");
+    let status = tandem_proto::v1::router_admin_client::RouterAdminClient::new(channel)
+        .status(tandem_e2e::with_bearer(
+            tandem_proto::v1::StatusRequest {},
+            &topology.admin_token,
+        ))
+        .await
+        .expect("status");
     assert_eq!(status.into_inner().router_id, "use1-router");
     stop(cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_killed_falls_back_to_the_paired_region_and_returns() {
+    index_killed(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_killed_falls_back_to_the_paired_region_and_returns_over_tls() {
+    index_killed(true).await;
+}
+
+async fn index_killed(tls: bool) {
     let _turn = TURN.lock().await;
-    let (_dir, cluster) = cluster().await;
+    let (_dir, cluster) = cluster_in_mode(tls).await;
     let old = pid_of(&cluster, "use1-index-1");
     let report = drill(&cluster, Scenario::IndexKilled, 3.0, &["tldr-es"]).await;
     let en = tenant(&report, "tldr-en");

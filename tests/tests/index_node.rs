@@ -391,7 +391,8 @@ async fn fault_injection_fails_delays_hangs_and_clears() {
             .await
             .unwrap();
     }
-    let mut faults = FaultInjectionClient::new(node.channel().await);
+    let mut faults =
+        FaultInjectionClient::with_interceptor(node.channel().await, tandem_e2e::internal());
     let fault = |tenant: &str, action: FaultAction, delay_ms: u32| Fault {
         tenant: tenant.into(),
         has_shard: true,
@@ -494,7 +495,8 @@ async fn faults_are_off_unless_enabled() {
     .chain([dir.path().display().to_string()])
     .collect();
     let node = Proc::spawn("tandem-index-node", &args).unwrap();
-    let mut faults = FaultInjectionClient::new(node.channel().await);
+    let mut faults =
+        FaultInjectionClient::with_interceptor(node.channel().await, tandem_e2e::internal());
     let err = faults
         .list_faults(with_bearer(Default::default(), ADMIN_TOKEN))
         .await

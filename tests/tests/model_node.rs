@@ -428,7 +428,8 @@ async fn fault_injection_fails_delays_hangs_and_clears() {
     let (dir, models, _) = trained_dir();
     train(&models, "es", &dir.path().join("a.jsonl"));
     let mut node = Node::start(&models, true, &[]).await;
-    let mut admin = FaultInjectionClient::new(node.proc.channel().await);
+    let mut admin =
+        FaultInjectionClient::with_interceptor(node.proc.channel().await, tandem_e2e::internal());
     let no_token = fault("en", FaultAction::Unavailable, 0).into_inner();
     let refused = admin.set_fault(no_token).await;
     assert_eq!(code(refused), Some(Code::Unauthenticated));
@@ -484,7 +485,8 @@ async fn fault_injection_fails_delays_hangs_and_clears() {
 async fn faults_are_off_unless_enabled_and_need_a_token() {
     let (_dir, models, _) = trained_dir();
     let node = Node::start(&models, false, &[]).await;
-    let mut admin = FaultInjectionClient::new(node.proc.channel().await);
+    let mut admin =
+        FaultInjectionClient::with_interceptor(node.proc.channel().await, tandem_e2e::internal());
     let req = with_bearer(Default::default(), ADMIN_TOKEN);
     assert_eq!(
         code(admin.list_faults(req).await),

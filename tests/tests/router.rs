@@ -57,10 +57,13 @@ fn region_of(resp: &tandem_proto::v1::SearchResponse) -> String {
 }
 
 async fn set_fault(cluster: &Cluster, node: &str, fault: Fault) {
-    FaultInjectionClient::new(cluster.node(node).proc.channel().await)
-        .set_fault(with_bearer(fault, ADMIN_TOKEN))
-        .await
-        .expect("set fault");
+    FaultInjectionClient::with_interceptor(
+        cluster.node(node).proc.channel().await,
+        tandem_e2e::internal(),
+    )
+    .set_fault(with_bearer(fault, ADMIN_TOKEN))
+    .await
+    .expect("set fault");
 }
 
 #[tokio::test]

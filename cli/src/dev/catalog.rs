@@ -10,11 +10,11 @@ use crate::supervise::Process;
 /// routers' own validation (`tandem_catalog`).
 pub(crate) fn write_catalog(
     path: &std::path::Path,
-    nodes: &[Process],
-    routers: &[Process],
+    (nodes, routers): (&[Process], &[Process]),
+    scheme: &str,
     secrets: &Secrets,
 ) -> anyhow::Result<()> {
-    let text = catalog_toml(nodes, routers, secrets);
+    let text = catalog_toml((nodes, routers), scheme, secrets);
     tandem_catalog::Catalog::parse(text.as_bytes())
         .map_err(|e| anyhow::anyhow!("the dev catalog is invalid: {e}"))?;
     std::fs::write(path, text)?;
@@ -23,8 +23,13 @@ pub(crate) fn write_catalog(
 
 /// The routers' catalog TOML. Routers not started yet (`routers` empty)
 /// get an unreachable placeholder address; the file is rewritten with the
-/// real ones once they listen, and the routers hot-reload it.
-fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Secrets) -> String {
+/// real ones once they listen, and the routers hot-reload it. Addresses
+/// are `scheme://` (`https` when the cluster serves TLS).
+fn catalog_toml(
+    (nodes, routers): (&[Process], &[Process]),
+    scheme: &str,
+    secrets: &Secrets,
+) -> String {
     let mut t = String::from(
         "# Written by `tandem dev`; routers and index-nodes reload it when it changes.\nformat = 2\n\n",
     );
@@ -35,11 +40,11 @@ fn catalog_toml(nodes: &[Process], routers: &[Process], secrets: &Secrets) -> St
             .iter()
             .find(|r| r.id == id)
             .map_or("127.0.0.1:1".to_string(), |r| r.grpc.clone());
-        t += &format!("[[nodes]]\nid = \"{id}\"\nregion = \"{region}\"\nkind = \"router\"\naddr = \"http://{addr}\"\n\n");
+        t += &format!("[[nodes]]\nid = \"{id}\"\nregion = \"{region}\"\nkind = \"router\"\naddr = \"{scheme}://{addr}\"\n\n");
     }
     for n in nodes {
         t += &format!(
-            "[[nodes]]\nid = \"{}\"\nregion = \"{}\"\nkind = \"{}\"\naddr = \"http://{}\"\n\n",
+            "[[nodes]]\nid = \"{}\"\nregion = \"{}\"\nkind = \"{}\"\naddr = \"{scheme}://{}\"\n\n",
             n.id, n.region, n.kind, n.grpc
         );
     }
@@ -112,5 +117,6 @@ pub(crate) fn topology(
         admin_token: secrets.admin_token.clone(),
         internal_token: secrets.internal_token.clone(),
         catalog: Some(catalog_path.display().to_string()),
+        ca_cert: None,
     }
 }

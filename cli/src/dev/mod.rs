@@ -28,6 +28,7 @@ pub mod sample_data;
 
 pub use load::{load_file, LoadPlan};
 mod setup;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ pub struct DevOptions {
     /// Extra flags for every router (e.g. slower hedging for tests on a
     /// busy machine).
     pub router_args: Vec<String>,
+    /// Serve TLS on every listener and channel (see [`tls`]).
+    pub tls: bool,
 }
 
 impl DevOptions {
@@ -74,6 +77,7 @@ impl DevOptions {
             docs_limit: None,
             bin_dir: None,
             router_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -107,6 +111,12 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     stop_leftovers(&dir).await;
     let secrets = Secrets::of(&dir)?;
     let internal_token_file = secrets.install_internal_token(&dir)?.display().to_string();
+    let tls = match opts.tls {
+        true => Some(tls::DevTls::ensure(&dir)?),
+        false => None,
+    };
+    crate::operator::use_ca_cert(tls.as_ref().map(|t| t.ca.as_path()))?;
+    let tls_args = tls.as_ref().map(tls::DevTls::args).unwrap_or_default();
     // The admin token reaches the processes through their environment.
     let secret_env = vec![(
         "TANDEM_ADMIN_TOKEN".to_string(),
@@ -133,7 +143,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     // `logs/<id>.log`.
     let spawn_node =
         |id: String, kind: &'static str, region: &'static str, bin: &PathBuf, extra: &[&str]| {
-            let args = node_args(&id, region, &internal_token_file, extra);
+            let mut args = node_args(&id, region, &internal_token_file, extra);
+            args.extend(tls_args.iter().cloned());
             let (bin, log) = (bin.clone(), dir.join("logs").join(format!("{id}.log")));
             let env = secret_env.clone();
             tokio::spawn(async move { start(&id, kind, region, &bin, (&args, &env), &log).await })
@@ -194,7 +205,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         return Err(e);
     }
 
-    catalog::write_catalog(&catalog_path, &processes, &[], &secrets)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    catalog::write_catalog(&catalog_path, (&processes, &[]), scheme, &secrets)?;
     let mut routers = Vec::new();
     for (region, _, short) in REGIONS {
         let id = format!("{short}-router");
@@ -220,6 +232,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         .map(|s| s.to_string())
         .collect();
         args.extend(opts.router_args.iter().cloned());
+        args.extend(tls_args.iter().cloned());
         let log = dir.join("logs").join(format!("{id}.log"));
         let launch = (args.as_slice(), secret_env.as_slice());
         routers.push(
@@ -234,11 +247,12 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             .await?,
         );
     }
-    catalog::write_catalog(&catalog_path, &processes, &routers, &secrets)?;
+    catalog::write_catalog(&catalog_path, (&processes, &routers), scheme, &secrets)?;
     processes.extend(routers);
 
     setup::load_corpus(&processes, &secrets, &opts.repo, opts.docs_limit).await?;
-    let topology = catalog::topology(&processes, &secrets, &catalog_path);
+    let mut topology = catalog::topology(&processes, &secrets, &catalog_path);
+    topology.ca_cert = tls.as_ref().map(|t| t.ca.display().to_string());
     topology.save(dir.join("topology.json"))?;
     if let Some(path) = &opts.topology {
         topology

@@ -117,8 +117,7 @@ pub async fn run(opts: &DrillOptions, write_rate: f64) -> anyhow::Result<Bootstr
             .find(|r| r.name == home)
             .map(|r| r.router.clone())
             .context("no router in the home region")?;
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{router}"))?.connect_lazy();
+        let channel = crate::operator::endpoint(&router)?.connect_lazy();
         let (tenant, key) = (opts.tenant.clone(), info.write_key.clone());
         let mode = LoadMode::OpenLoop {
             rate: write_rate,

@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use tandem_common::internal::InternalToken;
 use tandem_proto::v1::fault_injection_client::FaultInjectionClient;
 use tandem_proto::v1::{ClearFaultRequest, Fault, FaultAction};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// What an injected fault applies to.
@@ -45,16 +47,22 @@ impl std::fmt::Display for FaultScope {
     }
 }
 
-async fn client(addr: &str) -> anyhow::Result<FaultInjectionClient<Channel>> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("bad node address {addr:?}"))?
+/// A fault-injection client of the node at `addr`; its calls carry the
+/// internal token (the service is a node API).
+async fn client(addr: &str) -> anyhow::Result<FaultClient> {
+    let channel = crate::operator::endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("cannot reach {addr}"))?;
-    Ok(FaultInjectionClient::new(channel))
+    Ok(FaultInjectionClient::with_interceptor(
+        channel,
+        crate::operator::internal_token()?,
+    ))
 }
+
+type FaultClient = FaultInjectionClient<InterceptedService<Channel, InternalToken>>;
 
 fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);

@@ -24,7 +24,7 @@ fn resilience() -> Resilience {
             Duration::from_millis(50),
         )
         .expect("valid delays"),
-        channels: Channels::new(),
+        channels: Channels::new(None),
     }
 }
 

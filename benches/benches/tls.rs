@@ -1,0 +1,188 @@
+//! What TLS costs on the router path, in one run on the same machine: two
+//! identical fleets (an index-node with the English tldr pages as one
+//! shard, a router in front of it, no model), one plaintext and one with
+//! TLS on every listener and channel (client to router and, mutual,
+//! router to index-node), certificates from a throwaway CA.
+//!
+//! Closed loop at concurrency 1 and 16 (`BENCH_CONCURRENCY`), the two
+//! fleets measured in interleaved slices so that noise hits both alike;
+//! natural-language queries, top 10 with snippets. Connections are made
+//! before measuring, as a long-lived client's are: the figures are the
+//! cost of encrypting calls, not of handshakes. Reports QPS and p50/p99
+//! per fleet and the TLS / plaintext ratios. Run:
+//! `cargo build --release --bins && cargo bench -p tandem-benches --bench tls`
+//! (`BENCH_SECONDS=N` per fleet and concurrency, default 5).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_benches::{closed_loop, measure, Measured, Server};
+use tandem_common::tls::throwaway::{ThrowawayCa, LOOPBACK_NAMES};
+use tandem_proto::v1::search_client::SearchClient;
+use tandem_proto::v1::SearchRequest;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+const API_KEY: &str = "bench-key-en";
+
+/// One fleet: its router and index-node (kept alive), and a channel to
+/// the router.
+struct Fleet {
+    _node: Server,
+    _router: Server,
+    channel: Channel,
+}
+
+/// The TLS flags of every process of the TLS fleet, and the CA's PEM.
+fn certificates(dir: &Path) -> anyhow::Result<(Vec<String>, String)> {
+    let ca = ThrowawayCa::generate()?;
+    let ca_pem = ca.certificate_pem()?;
+    let (cert, key) = ca.issue(&LOOPBACK_NAMES)?;
+    let files = [
+        ("ca.pem", &ca_pem),
+        ("node.pem", &cert),
+        ("node-key.pem", &key),
+    ];
+    for (name, pem) in files {
+        std::fs::write(dir.join(name), pem)?;
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    let flags = vec![
+        "--tls-cert".into(),
+        path("node.pem"),
+        "--tls-key".into(),
+        path("node-key.pem"),
+        "--tls-ca".into(),
+        path("ca.pem"),
+    ];
+    Ok((flags, ca_pem))
+}
+
+/// Starts a fleet in `dir` (which holds the shard in `index/`); TLS when
+/// `tls` gives the processes' flags and the CA.
+async fn start_fleet(dir: &Path, tls: Option<&(Vec<String>, String)>) -> anyhow::Result<Fleet> {
+    let extra: Vec<&str> = tls
+        .map(|(f, _)| f.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let index = dir.join("index").display().to_string();
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &index,
+    ];
+    args.extend(&extra);
+    let node = Server::start("tandem-index-node", &args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let catalog = format!(
+        "[[regions]]\nid = \"r1\"\npair = \"r2\"\n\n[[regions]]\nid = \"r2\"\npair = \"r1\"\n\n\
+         [[nodes]]\nid = \"idx\"\nregion = \"r1\"\nkind = \"index\"\naddr = \"{scheme}://{}\"\n\n\
+         [[tenants]]\nid = \"en\"\nhome = \"r1\"\nactive_active = false\nlanguage = \"en\"\n\
+         api_key_sha256 = [\"{}\"]\nmodel_replicas = []\n\n[tenants.shards]\n0 = [\"idx\"]\n",
+        node.grpc,
+        tandem_catalog::hash_key(API_KEY),
+    );
+    let catalog_path = dir.join("catalog.toml");
+    std::fs::write(&catalog_path, catalog)?;
+    let catalog_path = catalog_path.display().to_string();
+    let mut args = vec![
+        "--region",
+        "r1",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--catalog",
+        &catalog_path,
+    ];
+    args.extend(&extra);
+    let router = Server::start("tandem-router", &args)?;
+    let endpoint = match tls {
+        Some((_, ca)) => {
+            Endpoint::from_shared(format!("https://localhost:{}", router.grpc.port()))?
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?
+        }
+        None => Endpoint::from_shared(format!("http://{}", router.grpc))?,
+    };
+    let channel = endpoint.tcp_nodelay(true).connect().await?;
+    Ok(Fleet {
+        _node: node,
+        _router: router,
+        channel,
+    })
+}
+
+/// A search through `channel`, as the load functions take it.
+fn caller(
+    channel: Channel,
+) -> impl Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    let client = SearchClient::new(channel);
+    let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {API_KEY}").parse().expect("ascii");
+    move |q: String| {
+        let (mut client, key) = (client.clone(), key.clone());
+        Box::pin(async move {
+            let mut request = tonic::Request::new(SearchRequest {
+                tenant: "en".into(),
+                query: q,
+                top_k: 10,
+                ..Default::default()
+            });
+            request.metadata_mut().insert("authorization", key);
+            client.search(request).await.is_ok()
+        })
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let seconds = tandem_benches::bench_seconds();
+    let duration = Duration::from_secs(seconds);
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        let (plain_dir, tls_dir) = (dir.path().join("plain"), dir.path().join("tls"));
+        tandem_benches::write_english_shard(&plain_dir.join("index"), "en")?;
+        tandem_benches::copy_dir(&plain_dir.join("index"), &tls_dir.join("index"))?;
+        let tls = certificates(&tls_dir)?;
+        let fleets = [("plaintext", start_fleet(&plain_dir, None).await?), ("TLS", start_fleet(&tls_dir, Some(&tls)).await?)];
+        let queries = Arc::new(tandem_loadgen::natural_language_queries());
+        println!("router path (router + index-node, no model), English tldr pages, {} natural-language queries, top 10; {seconds} s per fleet and concurrency", queries.len());
+        for (_, fleet) in &fleets {
+            closed_loop(4, Duration::from_millis(500), queries.clone(), caller(fleet.channel.clone())).await;
+        }
+        let rounds = 10u32;
+        let slice = duration / rounds;
+        println!("\n| concurrency | fleet | QPS | p50 µs | p99 µs | errors |");
+        println!("|---|---|---|---|---|---|");
+        let mut ratios = Vec::new();
+        for concurrency in tandem_benches::env_list("BENCH_CONCURRENCY", &[1, 16]) {
+            let mut measured: Vec<Measured> = fleets.iter().map(|_| Measured::default()).collect();
+            for _ in 0..rounds {
+                for ((_, fleet), m) in fleets.iter().zip(measured.iter_mut()) {
+                    m.merge(measure(concurrency, slice, queries.clone(), caller(fleet.channel.clone())).await);
+                }
+            }
+            let stats: Vec<_> = measured.iter().map(Measured::stats).collect();
+            for ((name, _), s) in fleets.iter().zip(&stats) {
+                println!("| {concurrency} | {name} | {:.0} | {} | {} | {} |", s.qps, s.p50_us, s.p99_us, s.errors);
+            }
+            ratios.push((concurrency, stats));
+        }
+        println!();
+        for (concurrency, s) in ratios {
+            println!(
+                "concurrency {concurrency}: TLS / plaintext QPS {:.2}, p50 {:.2}, p99 {:.2}",
+                s[1].qps / s[0].qps,
+                s[1].p50_us as f64 / s[0].p50_us.max(1) as f64,
+                s[1].p99_us as f64 / s[0].p99_us.max(1) as f64,
+            );
+        }
+        Ok(())
+    })
+}
