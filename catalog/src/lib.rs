@@ -220,6 +220,42 @@ impl Catalog {
         Catalog::parse(&bytes)
     }
 
+    /// Reads the catalog file and, if given, the keys file that goes with
+    /// it (see [`Catalog::with_keys`]): the bytes a catalog is parsed from.
+    pub fn read_source(path: &Path, keys: Option<&Path>) -> Result<Vec<u8>, CatalogError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| CatalogError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let catalog = read(path)?;
+        match keys {
+            Some(keys) => Catalog::with_keys(&catalog, &read(keys)?),
+            None => Ok(catalog),
+        }
+    }
+
+    /// The catalog `catalog` with the key hashes of the keys file `keys`:
+    /// a TOML file of `[keys.<tenant>]` tables (`api_key_sha256`,
+    /// `write_key_sha256`) and nothing else, so that hashes can live in a
+    /// secret store (a Kubernetes Secret) while the rest of the catalog is
+    /// plain configuration. A keys file that holds anything else is
+    /// refused: a secret must not be able to add tenants or nodes.
+    pub fn with_keys(catalog: &[u8], keys: &[u8]) -> Result<Vec<u8>, CatalogError> {
+        let text = std::str::from_utf8(keys)?;
+        let table: toml::Table = toml::from_str(text)?;
+        if let Some(other) = table.keys().find(|k| *k != "keys") {
+            return Err(CatalogError::Invalid(vec![format!(
+                "keys file: {other:?} is not allowed; it holds only [keys.<tenant>] tables"
+            )]));
+        }
+        let mut bytes = catalog.to_vec();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(keys);
+        Ok(bytes)
+    }
+
     /// The embedded default catalog ([`EMBEDDED_DEFAULT`]).
     pub fn embedded_default() -> Result<Catalog, CatalogError> {
         Catalog::parse(EMBEDDED_DEFAULT.as_bytes())

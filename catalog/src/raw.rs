@@ -30,6 +30,21 @@ pub(super) struct RawCatalog {
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    /// `[keys.<tenant>]`: key hashes kept apart from the tenants (a
+    /// separate keys file, a Kubernetes Secret; see `Catalog::with_keys`).
+    #[serde(default)]
+    pub keys: BTreeMap<String, RawKeys>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// One `[keys.<tenant>]` table: more key hashes of that tenant.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawKeys {
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+    #[serde(default)]
+    pub write_key_sha256: Vec<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -460,3 +460,43 @@ fn unknown_keys_are_typos_in_this_format_and_ignored_in_a_newer_one() {
     assert_eq!(c.warnings().len(), 2, "{:?}", c.warnings());
     assert!(c.warnings().iter().all(|w| w.contains("ignored")));
 }
+
+/// Key hashes may live in a keys file of `[keys.<tenant>]` tables (a
+/// Kubernetes Secret) beside a catalog without them (a ConfigMap); the
+/// keys file may hold nothing else.
+#[test]
+fn key_hashes_from_a_keys_file_join_their_tenant() {
+    let without = base().replace(
+        &format!("api_key_sha256 = [\"{}\"]\n", hash_key("key-t1")),
+        "",
+    );
+    let no_keys = Catalog::parse(without.as_bytes()).unwrap();
+    assert_eq!(no_keys.tenant("t1").unwrap().key_hashes.len(), 0);
+    let keys = format!(
+        "[keys.t1]\napi_key_sha256 = [\"{}\"]\nwrite_key_sha256 = [\"{}\"]\n",
+        hash_key("key-t1"),
+        hash_key("write-t1")
+    );
+    let bytes = Catalog::with_keys(without.as_bytes(), keys.as_bytes()).unwrap();
+    let c = Catalog::parse(&bytes).unwrap();
+    assert!(matches!(
+        c.authorize("t1", Some("key-t1")),
+        AuthOutcome::Authorized(_)
+    ));
+    assert_eq!(c.tenant("t1").unwrap().write_key_hashes.len(), 1);
+    assert_ne!(
+        c.version(),
+        no_keys.version(),
+        "a key change is a new catalog"
+    );
+
+    let stranger = keys.replace("[keys.t1]", "[keys.nobody]");
+    let bytes = Catalog::with_keys(without.as_bytes(), stranger.as_bytes()).unwrap();
+    assert_problem(
+        std::str::from_utf8(&bytes).unwrap(),
+        "not a tenant of this catalog",
+    );
+    let smuggled = format!("{keys}\n[[tenants]]\nid = \"evil\"\n");
+    let err = Catalog::with_keys(without.as_bytes(), smuggled.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("only [keys.<tenant>]"), "{err}");
+}

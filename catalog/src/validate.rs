@@ -70,7 +70,7 @@ impl Problems {
 }
 
 /// Validates `raw` and builds the catalog with the given version.
-pub(super) fn build(raw: RawCatalog, version: Arc<str>) -> Result<Catalog, Vec<String>> {
+pub(super) fn build(mut raw: RawCatalog, version: Arc<str>) -> Result<Catalog, Vec<String>> {
     let mut p = Problems {
         format: raw.format.unwrap_or(1),
         ..Problems::default()
@@ -79,6 +79,7 @@ pub(super) fn build(raw: RawCatalog, version: Arc<str>) -> Result<Catalog, Vec<S
         p.push("format: 0 is not a format version (1, 2, ...)".to_string());
     }
     p.unknown("catalog", &raw.unknown);
+    merge_keys(&mut raw, &mut p);
     let regions = regions(&raw, &mut p);
     let nodes = nodes(&raw, &regions, &mut p);
 
@@ -227,6 +228,23 @@ fn check_addr(addr: &str) -> Result<(), &'static str> {
         return Err("must not have a path or query (gRPC paths are per method)");
     }
     Ok(())
+}
+
+/// Adds each `[keys.<tenant>]` table's hashes to its tenant's lists; a
+/// table for a tenant the catalog does not have is a problem.
+fn merge_keys(raw: &mut RawCatalog, p: &mut Problems) {
+    for (id, keys) in std::mem::take(&mut raw.keys) {
+        p.unknown(&format!("keys of tenant {id:?}"), &keys.unknown);
+        match raw.tenants.iter_mut().find(|t| t.id == id) {
+            Some(t) => {
+                t.api_key_sha256.extend(keys.api_key_sha256);
+                t.write_key_sha256.extend(keys.write_key_sha256);
+            }
+            None => p.push(format!(
+                "keys: tenant {id:?} is not a tenant of this catalog"
+            )),
+        }
+    }
 }
 
 /// Builds one tenant, pushing a problem for everything wrong with it. Returns

@@ -7,6 +7,7 @@
 //! listen = "127.0.0.1:7000"
 //! metrics_listen = "127.0.0.1:9000"
 //! catalog = "/etc/tandem/catalog.toml"   # absent: the embedded default
+//! catalog_keys = "/etc/tandem/keys/keys.toml"  # optional: key hashes apart
 //! default_timeout_ms = 2000              # when the caller sends no grpc-timeout
 //! per_try_timeout_ms = 500
 //! model_timeout_ms = 50                  # boosts/suggestions wait at most this
@@ -41,6 +42,10 @@ pub struct RouterConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Catalog file (watched); `None`: the embedded default catalog.
     pub catalog: Option<PathBuf>,
+    /// A keys file of `[keys.<tenant>]` tables that goes with the catalog
+    /// (watched too): key hashes kept in a secret store, apart from the
+    /// catalog's plain configuration.
+    pub catalog_keys: Option<PathBuf>,
     /// How often the catalog file is checked for changes.
     pub catalog_poll_ms: u64,
     /// Deadline for callers that send no `grpc-timeout`.
@@ -94,6 +99,7 @@ impl Default for RouterConfig {
             health_listen: None,
             admin_listen: None,
             catalog: None,
+            catalog_keys: None,
             catalog_poll_ms: 500,
             default_timeout_ms: 2000,
             max_timeout_ms: 30_000,

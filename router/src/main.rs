@@ -54,6 +54,11 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     catalog: Option<PathBuf>,
+    /// Keys file of `[keys.<tenant>]` tables (API key hashes kept apart from
+    /// the catalog, e.g. in a Kubernetes Secret; watched too).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog_keys: Option<PathBuf>,
     /// Admin API token; without one the admin API is off.
     #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
     #[serde(skip)]

@@ -32,7 +32,8 @@ pub async fn run(
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
     let catalog = match &config.catalog {
-        Some(path) => Catalog::load_file(path)
+        Some(path) => Catalog::read_source(path, config.catalog_keys.as_deref())
+            .and_then(|bytes| Catalog::parse(&bytes))
             .with_context(|| format!("cannot start with catalog {}", path.display()))?,
         None => Catalog::embedded_default().context("the embedded default catalog is invalid")?,
     };

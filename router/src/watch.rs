@@ -24,11 +24,14 @@ pub fn reload_now(state: &RouterState) -> Result<Reload, String> {
         let version = state.catalog.current().version().into();
         return Ok(Reload::Unchanged { version });
     };
-    apply(state, path, read_catalog(path))
+    apply(state, path, read_catalog(state, path))
 }
 
-fn read_catalog(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read catalog {}: {e}", path.display()))
+/// The catalog's bytes: the file, with the keys file's tables if the
+/// router has one.
+fn read_catalog(state: &RouterState, path: &Path) -> Result<Vec<u8>, String> {
+    crate::catalog::Catalog::read_source(path, state.config.catalog_keys.as_deref())
+        .map_err(|e| e.to_string())
 }
 
 /// Puts the catalog file's `bytes` in force if they are new and valid, and
@@ -81,10 +84,14 @@ pub async fn watch_catalog(state: Arc<RouterState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The file was read at start, but it may have changed since: the first
     // tick always reads it.
-    let mut last_seen: Option<FileStamp> = None;
+    // The catalog's stamp and the keys file's.
+    let mut last_seen: Option<(FileStamp, Option<FileStamp>)> = None;
     loop {
         tick.tick().await;
-        let stamp = FileStamp::of(&path);
+        let stamp = FileStamp::of(&path).map(|catalog| {
+            let keys = state.config.catalog_keys.as_deref().and_then(FileStamp::of);
+            (catalog, keys)
+        });
         if stamp.is_some() && stamp == last_seen {
             continue;
         }
@@ -92,7 +99,7 @@ pub async fn watch_catalog(state: Arc<RouterState>) {
         let file = path.clone();
         // File I/O and parsing (a large catalog) stay off the reactor.
         let read = tokio::task::spawn_blocking(move || {
-            let bytes = read_catalog(&file);
+            let bytes = read_catalog(&state, &file);
             let was_read = bytes.is_ok();
             let _ = apply(&state, &file, bytes);
             was_read
@@ -104,7 +111,9 @@ pub async fn watch_catalog(state: Arc<RouterState>) {
         // it changes; one that could not be read is tried every poll. A
         // stamp too fresh to trust is not kept (see `FileStamp::settled`).
         if matches!(read, Ok(true)) {
-            last_seen = stamp.filter(FileStamp::settled);
+            last_seen = stamp.filter(|(catalog, keys)| {
+                catalog.settled() && keys.as_ref().is_none_or(FileStamp::settled)
+            });
         }
     }
 }

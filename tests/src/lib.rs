@@ -91,8 +91,19 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin` with `args` and waits for its readiness line.
     pub fn spawn(bin: &str, args: &[String]) -> anyhow::Result<Proc> {
+        Self::spawn_with_env(bin, args, &[])
+    }
+
+    /// Starts `bin` with `args` and the environment variables `env` (on
+    /// top of the harness's) and waits for its readiness line.
+    pub fn spawn_with_env(
+        bin: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Proc> {
         let mut child = Command::new(bin_path(bin))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
