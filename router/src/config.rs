@@ -59,6 +59,9 @@ pub struct RouterConfig {
     pub model_timeout_ms: u64,
     /// Active health-probe period.
     pub probe_interval_ms: u64,
+    /// How often the nodes' DNS names are resolved again while their
+    /// connections stay up (a rescheduled pod is found; 0: never).
+    pub dns_recheck_ms: u64,
     /// Active health-probe timeout.
     pub probe_timeout_ms: u64,
     /// Replica maps kept in the cache.
@@ -106,6 +109,7 @@ impl Default for RouterConfig {
             per_try_timeout_ms: 500,
             model_timeout_ms: 50,
             probe_interval_ms: 200,
+            dns_recheck_ms: 10_000,
             probe_timeout_ms: 250,
             cache_max_tenants: 100_000,
             cache_ttl_ms: 60_000,

@@ -83,6 +83,10 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     probe_interval_ms: Option<u64>,
+    /// How often nodes' DNS names are resolved again while connected (0: never).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_recheck_ms: Option<u64>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     catalog_poll_ms: Option<u64>,

@@ -46,6 +46,13 @@ pub async fn run(
 
     tokio::spawn(watch_catalog(state.clone()));
     tokio::spawn(probe_loop(state.clone()));
+    if config.dns_recheck_ms > 0 {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let every = ms(state.config.dns_recheck_ms);
+            crate::channels::recheck_names_forever(&state.resilience.channels, every).await
+        });
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut routes = RoutesBuilder::default();
