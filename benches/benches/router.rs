@@ -32,17 +32,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_benches::{closed_loop, measure, repo_root, Measured, Server};
+use tandem_benches::{closed_loop, measure, repo_root, Call, Measured, Server};
 use tandem_proto::v1::index_node_client::IndexNodeClient;
-use tandem_proto::v1::search_client::SearchClient;
-use tandem_proto::v1::{SearchRequest, ShardSearchRequest};
+use tandem_proto::v1::ShardSearchRequest;
 use tonic::transport::Channel;
 
 /// Each tenant's key is this and its id (a key belongs to one tenant).
 const API_KEY: &str = "bench-key";
-
-/// One query through one path, as the load functions take it.
-type Call = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
 /// One way to the index-node.
 struct Route_ {
@@ -172,24 +168,7 @@ fn shard_call(channel: Channel) -> Call {
 }
 
 fn router_call(channel: Channel, tenant: &'static str) -> Call {
-    let client = SearchClient::new(channel);
-    // Made once: formatting the header per call would charge the client's
-    // work to the router's path.
-    let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {API_KEY}-{tenant}").parse().expect("ascii");
-    Arc::new(move |q: String| {
-        let (mut client, key) = (client.clone(), key.clone());
-        Box::pin(async move {
-            let mut request = tonic::Request::new(SearchRequest {
-                tenant: tenant.into(),
-                query: q,
-                top_k: 10,
-                ..Default::default()
-            });
-            request.metadata_mut().insert("authorization", key);
-            client.search(request).await.is_ok()
-        })
-    })
+    tandem_benches::search_call(channel, tenant, &format!("{API_KEY}-{tenant}"))
 }
 
 async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {

@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use tandem_benches::{closed_loop, measure, Measured, Server};
 use tandem_common::tls::throwaway::{ThrowawayCa, LOOPBACK_NAMES};
-use tandem_proto::v1::search_client::SearchClient;
-use tandem_proto::v1::SearchRequest;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 const API_KEY: &str = "bench-key-en";
@@ -123,22 +121,8 @@ fn caller(
        + Send
        + Sync
        + 'static {
-    let client = SearchClient::new(channel);
-    let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {API_KEY}").parse().expect("ascii");
-    move |q: String| {
-        let (mut client, key) = (client.clone(), key.clone());
-        Box::pin(async move {
-            let mut request = tonic::Request::new(SearchRequest {
-                tenant: "en".into(),
-                query: q,
-                top_k: 10,
-                ..Default::default()
-            });
-            request.metadata_mut().insert("authorization", key);
-            client.search(request).await.is_ok()
-        })
-    }
+    let call = tandem_benches::search_call(channel, "en", API_KEY);
+    move |q| call(q)
 }
 
 fn main() -> anyhow::Result<()> {

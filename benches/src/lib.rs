@@ -71,6 +71,36 @@ pub fn write_english_shard(index_dir: &Path, tenant: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// One query through one path, as the load functions take it.
+pub type Call = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// `Search/Search` for `tenant` through the router at `channel` with the
+/// API key `key` (top 10 with snippets).
+pub fn search_call(channel: tonic::transport::Channel, tenant: &'static str, key: &str) -> Call {
+    let client = tandem_proto::v1::search_client::SearchClient::new(channel);
+    // Made once: formatting the header per call would charge the client's
+    // work to the router's path.
+    let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {key}").parse().expect("ascii");
+    Arc::new(move |q: String| {
+        let (mut client, key) = (client.clone(), key.clone());
+        Box::pin(async move {
+            let mut request = tonic::Request::new(tandem_proto::v1::SearchRequest {
+                tenant: tenant.into(),
+                query: q,
+                top_k: 10,
+                ..Default::default()
+            });
+            request.metadata_mut().insert("authorization", key);
+            client.search(request).await.is_ok()
+        })
+    })
+}
+
 /// Path of the sample corpus.
 pub fn sample_corpus() -> PathBuf {
     repo_root().join("data/tldr_pages/docs.jsonl.gz")

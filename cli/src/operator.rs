@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use tandem_common::internal::InternalToken;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 /// An `IndexNode` client whose calls carry the internal token.
 pub type IndexClient = IndexNodeClient<InterceptedService<Channel, InternalToken>>;
@@ -69,11 +69,7 @@ pub fn ca_cert() -> Option<Vec<u8>> {
 /// `addr` (`host:port` or a URI) as a URI: a `host:port` gets `https://`
 /// when a CA is set, `http://` otherwise.
 pub fn uri(addr: &str) -> String {
-    match (addr.contains("://"), ca_cert().is_some()) {
-        (true, _) => addr.to_string(),
-        (false, true) => format!("https://{addr}"),
-        (false, false) => format!("http://{addr}"),
-    }
+    tandem_client::uri_of(addr, ca_cert().is_some())
 }
 
 /// An endpoint for `addr` (see [`uri`]), with TLS verified against the
@@ -85,12 +81,8 @@ pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
     if !uri.starts_with("https://") {
         return Ok(endpoint);
     }
-    let tls = match ca_cert() {
-        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
-        None => ClientTlsConfig::new().with_native_roots(),
-    };
     endpoint
-        .tls_config(tls)
+        .tls_config(tandem_client::tls_config(ca_cert().as_deref()))
         .with_context(|| format!("cannot set up TLS for {addr}"))
 }
 

@@ -12,14 +12,14 @@ use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestRes
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::classify::{is_failover_status, is_local_timeout, is_server_timeout};
-use crate::config::{ClientConfig, ClientError};
+use crate::config::{tls_config, ClientConfig, ClientError};
 use crate::failover::{FailoverPolicy, Lease};
 use crate::prober::{self, ProbeTiming};
 use crate::switch::{Switch, MAX_ROUTERS};
@@ -319,15 +319,5 @@ async fn probe_health(channel: Option<Channel>) -> bool {
     match HealthClient::new(channel).check(request).await {
         Ok(response) => response.into_inner().status == ServingStatus::Serving as i32,
         Err(_) => false,
-    }
-}
-
-/// TLS to `https://` routers: verified against `ca_cert` (PEM) if given,
-/// else against the system's trusted roots.
-fn tls_config(ca_cert: Option<&[u8]>) -> ClientTlsConfig {
-    let tls = ClientTlsConfig::new();
-    match ca_cert {
-        Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
-        None => tls.with_native_roots(),
     }
 }

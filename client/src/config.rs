@@ -26,11 +26,27 @@ impl RegionEndpoint {
     /// The address as a URI tonic can dial: topology files and flags carry
     /// plain `host:port`.
     pub fn uri(&self) -> String {
-        if self.addr.contains("://") {
-            self.addr.clone()
-        } else {
-            format!("http://{}", self.addr)
-        }
+        uri_of(&self.addr, false)
+    }
+}
+
+/// `addr` (`host:port` or a URI) as a URI: a `host:port` gets `https://`
+/// when the cluster serves TLS, `http://` otherwise; a URI is kept.
+pub fn uri_of(addr: &str, tls: bool) -> String {
+    match (addr.contains("://"), tls) {
+        (true, _) => addr.to_string(),
+        (false, true) => format!("https://{addr}"),
+        (false, false) => format!("http://{addr}"),
+    }
+}
+
+/// TLS to an `https://` tandem address: verified against `ca_cert` (PEM)
+/// if given, else against the system's trusted roots.
+pub fn tls_config(ca_cert: Option<&[u8]>) -> tonic::transport::ClientTlsConfig {
+    let tls = tonic::transport::ClientTlsConfig::new();
+    match ca_cert {
+        Some(pem) => tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        None => tls.with_native_roots(),
     }
 }
 

@@ -54,5 +54,5 @@ pub mod topology;
 
 pub use classify::is_failover_status;
 pub use client::{CallInfo, TandemClient};
-pub use config::{ClientConfig, ClientError, RegionEndpoint};
+pub use config::{tls_config, uri_of, ClientConfig, ClientError, RegionEndpoint};
 pub use topology::{NodeInfo, RegionInfo, TenantInfo, Topology, TopologyError};

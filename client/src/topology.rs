@@ -224,11 +224,7 @@ impl Topology {
     /// `addr` (a `host:port` of this file) as a URI: `https://` when the
     /// cluster serves TLS, `http://` otherwise; a full URI is kept.
     pub fn uri(&self, addr: &str) -> String {
-        match (addr.contains("://"), self.ca_cert.is_some()) {
-            (true, _) => addr.to_string(),
-            (false, true) => format!("https://{addr}"),
-            (false, false) => format!("http://{addr}"),
-        }
+        crate::config::uri_of(addr, self.ca_cert.is_some())
     }
 
     /// The cluster's CA certificate (PEM), when it serves TLS.

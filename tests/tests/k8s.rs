@@ -109,7 +109,10 @@ fn name(object: &Value) -> &str {
 }
 
 /// ConfigMap name -> its data.
-fn config_maps(objects: &[Value]) -> BTreeMap<String, BTreeMap<String, String>> {
+type ConfigMaps = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The rendered ConfigMaps.
+fn config_maps(objects: &[Value]) -> ConfigMaps {
     of_kind(objects, "ConfigMap")
         .map(|cm| {
             let data = cm["data"].as_object().expect("data");
@@ -159,8 +162,7 @@ fn secret_files(secret: &str, dir: &Path) -> BTreeMap<String, String> {
 
 /// Puts each volume of `pod` in a directory under `root`; returns the
 /// container's mount path -> local directory.
-fn mount(pod: &Value, container: &Value, objects: &[Value], root: &Path) -> Vec<(String, PathBuf)> {
-    let maps = config_maps(objects);
+fn mount(pod: &Value, container: &Value, maps: &ConfigMaps, root: &Path) -> Vec<(String, PathBuf)> {
     let volumes = pod["volumes"].as_array().cloned().unwrap_or_default();
     let mut mounts = Vec::new();
     for m in container["volumeMounts"].as_array().expect("mounts") {
@@ -215,8 +217,7 @@ const OBJECT_STORE_ENV: [(&str, &str); 5] = [
 
 /// The container's environment as the kubelet would set it (the first
 /// pod's name for `metadata.name`).
-fn environment(container: &Value, pod_name: &str, objects: &[Value]) -> Vec<(String, String)> {
-    let maps = config_maps(objects);
+fn environment(container: &Value, pod_name: &str, maps: &ConfigMaps) -> Vec<(String, String)> {
     let mut env = Vec::new();
     for e in container["env"].as_array().cloned().unwrap_or_default() {
         let key = e["name"].as_str().expect("env name").to_string();
@@ -264,12 +265,12 @@ fn local_arg(arg: &str, env: &[(String, String)], mounts: &[(String, PathBuf)]) 
 
 /// Starts the workload's container as its manifest says; it must become
 /// ready and serve health on the kubelet's port.
-async fn start_as_rendered(workload: &Value, objects: &[Value], root: &Path) {
+async fn start_as_rendered(workload: &Value, maps: &ConfigMaps, root: &Path) {
     let pod = &workload["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     let pod_name = format!("{}-0", name(workload));
-    let mounts = mount(pod, container, objects, &root.join(&pod_name));
-    let env = environment(container, &pod_name, objects);
+    let mounts = mount(pod, container, maps, &root.join(&pod_name));
+    let env = environment(container, &pod_name, maps);
     let command = container["command"][0].as_str().expect("command");
     let args: Vec<String> = container["args"]
         .as_array()
@@ -343,7 +344,7 @@ async fn each_region_renders_validates_and_its_processes_start_as_rendered() {
         assert!(catalog.node(&format!("{short}-router")).is_some());
         for kind in ["StatefulSet", "Deployment"] {
             for workload in of_kind(&objects, kind) {
-                start_as_rendered(workload, &objects, &dir.path().join(region)).await;
+                start_as_rendered(workload, &maps, &dir.path().join(region)).await;
             }
         }
     }

@@ -55,14 +55,6 @@ async fn steady_load(client: TandemClient, stop: Arc<AtomicU64>, counts: Arc<[At
     }
 }
 
-/// The leaf certificate a fresh TLS handshake with `addr` is shown.
-async fn served_leaf(tls: &Tls, addr: SocketAddr) -> Vec<u8> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let conn = tls.connector().connect(name, tcp).await.expect("handshake");
-    conn.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
-}
-
 /// Every process of `topology` serves the certificate in `files` to new
 /// handshakes, within `within`.
 async fn wait_until_served(topology: &Topology, files: &TlsFiles, within: Duration) {
@@ -71,7 +63,7 @@ async fn wait_until_served(topology: &Topology, files: &TlsFiles, within: Durati
     let deadline = tokio::time::Instant::now() + within;
     for node in &topology.nodes {
         let addr: SocketAddr = node.addr.parse().expect("host:port");
-        while served_leaf(&tls, addr).await != expected {
+        while tls.peer_leaf(addr, "localhost").await.expect("handshake") != expected {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{} still serves the old certificate",

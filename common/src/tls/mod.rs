@@ -217,6 +217,22 @@ impl Tls {
         tokio_rustls::TlsConnector::from(self.inner.client.clone())
     }
 
+    /// The leaf certificate (DER) a fresh handshake with the peer at `addr`,
+    /// verified as `name`, is shown: which certificate a process serves now
+    /// (after a rotation, say).
+    pub async fn peer_leaf(
+        &self,
+        addr: std::net::SocketAddr,
+        name: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let conn = self.connector().connect(name, tcp).await?;
+        let certs = conn.get_ref().1.peer_certificates().unwrap_or_default();
+        let leaf = certs.first().context("the peer showed no certificate")?;
+        Ok(leaf.to_vec())
+    }
+
     /// The leaf certificate in force (DER), e.g. to see that a reload took.
     pub fn current_leaf(&self) -> Vec<u8> {
         let material = self.inner.current.0.load();

@@ -125,7 +125,7 @@ fn tls_flags_come_as_a_set() {
 mod handshakes {
     use std::net::SocketAddr;
 
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
     use tonic::service::interceptor::InterceptedService;
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Server};
     use tonic_health::pb::health_client::HealthClient;
@@ -170,14 +170,6 @@ mod handshakes {
             .await
     }
 
-    /// The leaf certificate a fresh handshake with `addr` is shown.
-    async fn served_leaf(tls: &Tls, addr: SocketAddr) -> Vec<u8> {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let conn = tls.connector().connect(name, tcp).await.unwrap();
-        conn.get_ref().1.peer_certificates().unwrap()[0].to_vec()
-    }
-
     #[tokio::test]
     async fn processes_pass_by_certificate_operators_by_token_strangers_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
@@ -212,11 +204,17 @@ mod handshakes {
 
         // A rotated certificate is served to new handshakes; the open
         // connection keeps working.
-        assert_eq!(served_leaf(&tls, addr).await, leaf_of(&first.0));
+        assert_eq!(
+            tls.peer_leaf(addr, "localhost").await.unwrap(),
+            leaf_of(&first.0)
+        );
         let second = ca.issue();
         write_set(dir.path(), &second, &ca.pem);
         assert!(tls.reload().unwrap());
-        assert_eq!(served_leaf(&tls, addr).await, leaf_of(&second.0));
+        assert_eq!(
+            tls.peer_leaf(addr, "localhost").await.unwrap(),
+            leaf_of(&second.0)
+        );
         check(process, false).await.unwrap();
     }
 
