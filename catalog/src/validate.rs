@@ -231,7 +231,7 @@ fn check_addr(addr: &str) -> Result<(), &'static str> {
 }
 
 /// Adds each `[keys.<tenant>]` table's hashes to its tenant's lists; a
-/// table for a tenant the catalog does not have is a problem.
+/// table for a tenant the catalog does not have is a warning.
 fn merge_keys(raw: &mut RawCatalog, p: &mut Problems) {
     for (id, keys) in std::mem::take(&mut raw.keys) {
         p.unknown(&format!("keys of tenant {id:?}"), &keys.unknown);
@@ -240,8 +240,11 @@ fn merge_keys(raw: &mut RawCatalog, p: &mut Problems) {
                 t.api_key_sha256.extend(keys.api_key_sha256);
                 t.write_key_sha256.extend(keys.write_key_sha256);
             }
-            None => p.push(format!(
-                "keys: tenant {id:?} is not a tenant of this catalog"
+            // Logged, not refused: the keys file (a Secret) and the catalog
+            // (a ConfigMap) change apart, so a deleted tenant's keys may
+            // outlive it for a while, and a new tenant's may come first.
+            None => p.warnings.push(format!(
+                "keys: tenant {id:?} is not a tenant of this catalog; its keys are ignored"
             )),
         }
     }

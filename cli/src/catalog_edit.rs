@@ -85,16 +85,8 @@ impl CatalogFile {
     /// Appends `entry` to the string list `field` of `tenant` (made if
     /// missing); a value already there is not added twice.
     pub fn add_to_list(&mut self, tenant: &str, field: &str, entry: &str) -> anyhow::Result<()> {
-        let table = self.tenant_table(tenant)?;
-        let list = table
-            .entry(field)
-            .or_insert_with(|| value(toml_edit::Array::new()))
-            .as_array_mut()
-            .with_context(|| format!("`{field}` of tenant {tenant} is not a list"))?;
-        if !list.iter().any(|v| v.as_str() == Some(entry)) {
-            list.push(entry);
-        }
-        Ok(())
+        push_unique(self.tenant_table(tenant)?, field, entry)
+            .with_context(|| format!("tenant {tenant}"))
     }
 
     /// Removes `entry` from the string list `field` of `tenant`; returns
@@ -105,13 +97,7 @@ impl CatalogFile {
         field: &str,
         entry: &str,
     ) -> anyhow::Result<bool> {
-        let table = self.tenant_table(tenant)?;
-        let Some(list) = table.get_mut(field).and_then(Item::as_array_mut) else {
-            return Ok(false);
-        };
-        let before = list.len();
-        list.retain(|v| v.as_str() != Some(entry));
-        Ok(list.len() < before)
+        Ok(remove_entry(self.tenant_table(tenant)?, field, entry))
     }
 
     /// The string list `field` of `tenant` (empty if missing).
@@ -125,15 +111,39 @@ impl CatalogFile {
             .iter()
             .find(|t| t.get("id").and_then(Item::as_str) == Some(tenant))
             .with_context(|| format!("tenant {tenant:?} is not in the catalog"))?;
-        Ok(table
-            .get(field)
-            .and_then(Item::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(strings(table, field))
+    }
+
+    /// Appends `table` as a new `[[tenants]]` entry (validated by
+    /// [`CatalogFile::save`]).
+    pub fn add_tenant(&mut self, table: Table) -> anyhow::Result<()> {
+        let tenants = self
+            .doc
+            .entry("tenants")
+            .or_insert_with(|| Item::ArrayOfTables(toml_edit::ArrayOfTables::new()))
+            .as_array_of_tables_mut()
+            .context("`tenants` of the catalog is not a list of tables")?;
+        tenants.push(table);
+        Ok(())
+    }
+
+    /// Removes `tenant`'s `[[tenants]]` entry and its `[keys.<tenant>]`
+    /// table, if any; returns whether the tenant was there.
+    pub fn remove_tenant(&mut self, tenant: &str) -> bool {
+        let Some(tenants) = self
+            .doc
+            .get_mut("tenants")
+            .and_then(Item::as_array_of_tables_mut)
+        else {
+            return false;
+        };
+        let before = tenants.len();
+        tenants.retain(|t| t.get("id").and_then(Item::as_str) != Some(tenant));
+        let removed = tenants.len() < before;
+        if let Some(keys) = self.doc.get_mut("keys").and_then(Item::as_table_like_mut) {
+            keys.remove(tenant);
+        }
+        removed
     }
 
     fn tenant_table(&mut self, tenant: &str) -> anyhow::Result<&mut Table> {
@@ -152,12 +162,157 @@ impl CatalogFile {
     pub fn save(&self, path: &Path) -> anyhow::Result<Catalog> {
         let text = self.doc.to_string();
         let catalog = Catalog::parse(text.as_bytes()).context("the edited catalog is invalid")?;
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, &text).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot replace {}", path.display()))?;
+        write_atomically(path, &text, None)?;
         Ok(catalog)
     }
+}
+
+/// A keys file (`--catalog-keys` of the routers: `[keys.<tenant>]` tables
+/// of key hashes and nothing else, a Secret in a fleet), parsed for
+/// editing. A file that does not exist yet is empty.
+pub struct KeysFile {
+    doc: DocumentMut,
+}
+
+impl KeysFile {
+    /// Reads `path` (missing: empty).
+    pub fn load(path: &Path) -> anyhow::Result<KeysFile> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read keys file {}", path.display()))
+            }
+        };
+        let doc = text
+            .parse::<DocumentMut>()
+            .with_context(|| format!("cannot parse keys file {}", path.display()))?;
+        Ok(KeysFile { doc })
+    }
+
+    /// `[keys.<tenant>]`, made if missing.
+    fn table(&mut self, tenant: &str) -> anyhow::Result<&mut Table> {
+        let keys = self
+            .doc
+            .entry("keys")
+            .or_insert_with(|| {
+                let mut t = Table::new();
+                t.set_implicit(true);
+                Item::Table(t)
+            })
+            .as_table_mut()
+            .context("`keys` of the keys file is not a table")?;
+        keys.entry(tenant)
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("`keys.{tenant}` is not a table"))
+    }
+
+    /// Appends `entry` to `field` of `[keys.<tenant>]`.
+    pub fn add_to_list(&mut self, tenant: &str, field: &str, entry: &str) -> anyhow::Result<()> {
+        push_unique(self.table(tenant)?, field, entry).with_context(|| format!("keys.{tenant}"))
+    }
+
+    /// Removes `entry` from `field` of `[keys.<tenant>]`; whether it was
+    /// there.
+    pub fn remove_from_list(&mut self, tenant: &str, field: &str, entry: &str) -> bool {
+        self.tenant_keys_mut(tenant)
+            .is_some_and(|t| remove_entry(t, field, entry))
+    }
+
+    /// `field` of `[keys.<tenant>]` (empty if missing).
+    pub fn list(&self, tenant: &str, field: &str) -> Vec<String> {
+        self.doc
+            .get("keys")
+            .and_then(|k| k.get(tenant))
+            .and_then(Item::as_table)
+            .map(|t| strings(t, field))
+            .unwrap_or_default()
+    }
+
+    /// Removes `[keys.<tenant>]`; whether it was there.
+    pub fn remove_tenant(&mut self, tenant: &str) -> bool {
+        self.doc
+            .get_mut("keys")
+            .and_then(Item::as_table_like_mut)
+            .is_some_and(|k| k.remove(tenant).is_some())
+    }
+
+    fn tenant_keys_mut(&mut self, tenant: &str) -> Option<&mut Table> {
+        self.doc.get_mut("keys")?.get_mut(tenant)?.as_table_mut()
+    }
+
+    /// Validates the file with the catalog at `catalog` (as the routers
+    /// merge them) and replaces `path` with it, readable by its owner only.
+    pub fn save(&self, path: &Path, catalog: &Path) -> anyhow::Result<Catalog> {
+        let text = self.doc.to_string();
+        let catalog_bytes = std::fs::read(catalog)
+            .with_context(|| format!("cannot read catalog {}", catalog.display()))?;
+        let merged = Catalog::with_keys(&catalog_bytes, text.as_bytes())
+            .context("the edited keys file is invalid")?;
+        let catalog = Catalog::parse(&merged).context("the edited keys file is invalid")?;
+        write_atomically(path, &text, Some(0o600))?;
+        Ok(catalog)
+    }
+}
+
+/// Appends `entry` to the string list `field` of `table` (made if missing)
+/// unless it is there.
+fn push_unique(table: &mut Table, field: &str, entry: &str) -> anyhow::Result<()> {
+    let list = table
+        .entry(field)
+        .or_insert_with(|| value(toml_edit::Array::new()))
+        .as_array_mut()
+        .with_context(|| format!("`{field}` is not a list"))?;
+    if !list.iter().any(|v| v.as_str() == Some(entry)) {
+        list.push(entry);
+    }
+    Ok(())
+}
+
+/// Removes `entry` from the string list `field` of `table`; whether it was
+/// there.
+fn remove_entry(table: &mut Table, field: &str, entry: &str) -> bool {
+    let Some(list) = table.get_mut(field).and_then(Item::as_array_mut) else {
+        return false;
+    };
+    let before = list.len();
+    list.retain(|v| v.as_str() != Some(entry));
+    list.len() < before
+}
+
+/// The string list `field` of `table` (empty if missing).
+fn strings(table: &Table, field: &str) -> Vec<String> {
+    table
+        .get(field)
+        .and_then(Item::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes `text` beside `path` (with `mode`, if given) and renames it over
+/// `path`, so a reader never sees half a file.
+fn write_atomically(path: &Path, text: &str, mode: Option<u32>) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    }
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
 /// `tenant` of `catalog`, or an error naming it.

@@ -8,13 +8,13 @@
 //! revoked one stops working within a moment in both regions, not at the
 //! next poll.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use rand::RngExt;
 use tandem_catalog::hash_key;
 
-use crate::catalog_edit::CatalogFile;
+use crate::catalog_edit::{CatalogFile, KeysFile};
 
 /// What a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,21 +45,111 @@ pub fn new_key(tenant: &str, scope: Scope) -> String {
     format!("{tenant}-{kind}{}", hex::encode(bytes))
 }
 
-/// Adds a new key of `scope` to `tenant` in the catalog at `path`; returns
-/// the key (the only time it is seen).
-pub fn create(path: &Path, tenant: &str, scope: Scope) -> anyhow::Result<String> {
-    let (mut file, _) = CatalogFile::load(path)?;
+/// `--catalog` and `--keys-file` of the commands that edit keys and
+/// tenants.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CatalogArgs {
+    /// Catalog file (default: the topology's).
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Keys file beside the catalog (the routers' `--catalog-keys`, a
+    /// Secret in a fleet): new key hashes go there instead of the catalog;
+    /// revoked keys and deleted tenants go from there too.
+    #[arg(long)]
+    pub keys_file: Option<PathBuf>,
+}
+
+impl CatalogArgs {
+    /// The files to edit: these, the catalog defaulting to the topology's.
+    pub fn source(self, target: &crate::commands::Target) -> anyhow::Result<KeySource> {
+        Ok(KeySource {
+            catalog: target.catalog_path(self.catalog)?,
+            keys_file: self.keys_file,
+        })
+    }
+}
+
+/// Where a tenant's key hashes are edited: its entry in the catalog, or,
+/// with a keys file (the routers' `--catalog-keys`, a Secret in a fleet),
+/// its `[keys.<tenant>]` table there. Listing and revoking look in both.
+#[derive(Clone, Debug)]
+pub struct KeySource {
+    /// The catalog file.
+    pub catalog: PathBuf,
+    /// The keys file, if the cluster keeps hashes apart from the catalog.
+    pub keys_file: Option<PathBuf>,
+}
+
+impl KeySource {
+    /// Key hashes in the catalog itself.
+    pub fn catalog(path: &Path) -> KeySource {
+        KeySource {
+            catalog: path.to_path_buf(),
+            keys_file: None,
+        }
+    }
+
+    /// Adds `hash` to `tenant`'s keys of `scope` where new keys go.
+    pub fn add(&self, tenant: &str, scope: Scope, hash: &str) -> anyhow::Result<()> {
+        let (mut file, catalog) = CatalogFile::load(&self.catalog)?;
+        crate::catalog_edit::tenant(&catalog, tenant)?;
+        match &self.keys_file {
+            Some(path) => {
+                let mut keys = KeysFile::load(path)?;
+                keys.add_to_list(tenant, scope.field(), hash)?;
+                keys.save(path, &self.catalog)?;
+            }
+            None => {
+                file.add_to_list(tenant, scope.field(), hash)?;
+                file.save(&self.catalog)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `hash` from `tenant`'s keys of `scope` wherever it is;
+    /// whether it was found.
+    fn remove(&self, tenant: &str, scope: Scope, hash: &str) -> anyhow::Result<bool> {
+        if let Some(path) = &self.keys_file {
+            let mut keys = KeysFile::load(path)?;
+            if keys.remove_from_list(tenant, scope.field(), hash) {
+                keys.save(path, &self.catalog)?;
+                return Ok(true);
+            }
+        }
+        let (mut file, _) = CatalogFile::load(&self.catalog)?;
+        if file.remove_from_list(tenant, scope.field(), hash)? {
+            file.save(&self.catalog)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Every hash of `tenant`'s keys of `scope`, from both places.
+    fn hashes(&self, tenant: &str, scope: Scope) -> anyhow::Result<Vec<String>> {
+        let (file, _) = CatalogFile::load(&self.catalog)?;
+        let mut all = file.list(tenant, scope.field())?;
+        if let Some(path) = &self.keys_file {
+            all.extend(KeysFile::load(path)?.list(tenant, scope.field()));
+        }
+        Ok(all)
+    }
+}
+
+/// Adds a new key of `scope` to `tenant`; returns the key (the only time it
+/// is seen).
+pub fn create(src: &KeySource, tenant: &str, scope: Scope) -> anyhow::Result<String> {
     let key = new_key(tenant, scope);
-    file.add_to_list(tenant, scope.field(), &hash_key(&key))?;
-    file.save(path)?;
+    src.add(tenant, scope, &hash_key(&key))?;
     Ok(key)
 }
 
 /// Removes the key whose SHA-256 is `sha256` from `tenant`'s keys of
-/// `scope`, and, when `replace`, adds a new one in the same edit (a
-/// rotation); returns the new key, if any.
+/// `scope`, and, when `replace`, adds a new one (a rotation: the new key is
+/// added first, so the tenant is never without one); returns the new key,
+/// if any.
 pub fn revoke(
-    path: &Path,
+    src: &KeySource,
     tenant: &str,
     scope: Scope,
     sha256: &str,
@@ -69,27 +159,26 @@ pub fn revoke(
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("--key-sha256 takes the key's SHA-256 as 64 hex digits (printf %s \"$KEY\" | sha256sum)");
     }
-    let (mut file, _) = CatalogFile::load(path)?;
-    if scope == Scope::Search && !replace && file.list(tenant, scope.field())?.len() == 1 {
-        bail!("that is the last search key of {tenant}: create another one first (a tenant without one cannot be searched)");
-    }
-    if !file.remove_from_list(tenant, scope.field(), &sha256)? {
+    let hashes = src.hashes(tenant, scope)?;
+    if !hashes.contains(&sha256) {
         bail!("tenant {tenant} has no {scope:?} key with that SHA-256");
+    }
+    if scope == Scope::Search && !replace && hashes.len() == 1 {
+        bail!("that is the last search key of {tenant}: create another one first (a tenant without one cannot be searched)");
     }
     let key = replace.then(|| new_key(tenant, scope));
     if let Some(key) = &key {
-        file.add_to_list(tenant, scope.field(), &hash_key(key))?;
+        src.add(tenant, scope, &hash_key(key))?;
     }
-    file.save(path)?;
+    src.remove(tenant, scope, &sha256)?;
     Ok(key)
 }
 
 /// The SHA-256 of every key of `tenant`, by scope.
-pub fn list(path: &Path, tenant: &str) -> anyhow::Result<Vec<(Scope, String)>> {
-    let (file, _) = CatalogFile::load(path)?;
+pub fn list(src: &KeySource, tenant: &str) -> anyhow::Result<Vec<(Scope, String)>> {
     let mut out = Vec::new();
     for scope in [Scope::Search, Scope::Write] {
-        for hash in file.list(tenant, scope.field())? {
+        for hash in src.hashes(tenant, scope)? {
             out.push((scope, hash));
         }
     }
@@ -137,31 +226,70 @@ api_key_sha256 = ["0000000000000000000000000000000000000000000000000000000000000
         let path = dir.path().join("catalog.toml");
         std::fs::write(&path, CATALOG).unwrap();
 
-        let key = create(&path, "t", Scope::Search).unwrap();
+        let src = KeySource::catalog(&path);
+        let key = create(&src, "t", Scope::Search).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&key), "only the hash is stored");
         assert!(text.contains(&hash_key(&key)));
         assert!(text.contains("# keep me"), "comments survive");
 
-        let rotated = revoke(&path, "t", Scope::Search, &hash_key(&key), true)
+        let rotated = revoke(&src, "t", Scope::Search, &hash_key(&key), true)
             .unwrap()
             .expect("a new key");
-        let hashes = list(&path, "t").unwrap();
+        let hashes = list(&src, "t").unwrap();
         assert!(hashes.contains(&(Scope::Search, hash_key(&rotated))));
         assert!(!hashes.contains(&(Scope::Search, hash_key(&key))));
 
-        let write = create(&path, "t", Scope::Write).unwrap();
-        assert!(list(&path, "t")
+        let write = create(&src, "t", Scope::Write).unwrap();
+        assert!(list(&src, "t")
             .unwrap()
             .contains(&(Scope::Write, hash_key(&write))));
-        revoke(&path, "t", Scope::Write, &hash_key(&write), false).unwrap();
-        assert!(revoke(&path, "t", Scope::Write, &hash_key(&write), false).is_err());
-        assert!(revoke(&path, "t", Scope::Search, "not-hex", false).is_err());
+        revoke(&src, "t", Scope::Write, &hash_key(&write), false).unwrap();
+        assert!(revoke(&src, "t", Scope::Write, &hash_key(&write), false).is_err());
+        assert!(revoke(&src, "t", Scope::Search, "not-hex", false).is_err());
         // The last search key stays until another exists.
         let zeros = "0".repeat(64);
-        revoke(&path, "t", Scope::Search, &hash_key(&rotated), false).unwrap();
-        let last = revoke(&path, "t", Scope::Search, &zeros, false).unwrap_err();
+        revoke(&src, "t", Scope::Search, &hash_key(&rotated), false).unwrap();
+        let last = revoke(&src, "t", Scope::Search, &zeros, false).unwrap_err();
         assert!(last.to_string().contains("last search key"), "{last}");
-        assert!(create(&path, "nobody", Scope::Search).is_err());
+        assert!(create(&src, "nobody", Scope::Search).is_err());
+    }
+
+    #[test]
+    fn a_keys_file_takes_new_keys_and_both_places_are_revocable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.toml");
+        std::fs::write(&path, CATALOG).unwrap();
+        let keys_path = dir.path().join("keys.toml");
+        let src = KeySource {
+            catalog: path.clone(),
+            keys_file: Some(keys_path.clone()),
+        };
+        let key = create(&src, "t", Scope::Search).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), CATALOG);
+        let keys = std::fs::read_to_string(&keys_path).unwrap();
+        assert!(
+            keys.contains("[keys.t]") && keys.contains(&hash_key(&key)),
+            "{keys}"
+        );
+        let mode = std::fs::metadata(&keys_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(list(&src, "t").unwrap().len(), 2, "catalog's and file's");
+        // The catalog's key goes from the catalog, the new one from the file.
+        revoke(&src, "t", Scope::Search, &"0".repeat(64), false).unwrap();
+        assert!(!std::fs::read_to_string(&path)
+            .unwrap()
+            .contains(&"0".repeat(64)));
+        let last = revoke(&src, "t", Scope::Search, &hash_key(&key), false).unwrap_err();
+        assert!(last.to_string().contains("last search key"), "{last}");
+        let rotated = revoke(&src, "t", Scope::Search, &hash_key(&key), true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            list(&src, "t").unwrap(),
+            [(Scope::Search, hash_key(&rotated))]
+        );
+        assert!(create(&src, "nobody", Scope::Search).is_err());
     }
 }

@@ -13,6 +13,7 @@
 //!   plane (`tandem promote` and `tandem replica add/remove` edit the
 //!   catalog; `tandem verify` compares replicas);
 //! - [`keys`]: a tenant's API keys (`tandem key create|rotate|revoke|list`);
+//! - [`tenant`]: a tenant's life (`tandem tenant create|delete`);
 //! - [`operator`]: the operator's internal token and node clients that
 //!   carry it;
 //! - [`procfs`]: what the drills and shutdown know about processes.
@@ -30,6 +31,7 @@ pub mod procfs;
 pub mod promote;
 pub mod replica;
 mod supervise;
+pub mod tenant;
 pub mod verify;
 
 pub use supervise::Process;

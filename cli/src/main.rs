@@ -120,6 +120,12 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Create a tenant (placed, keyed, served) or delete one (from the
+    /// catalog, then from every node, its snapshots and models).
+    Tenant {
+        #[command(subcommand)]
+        action: tandem_cli::tenant::TenantAction,
+    },
     /// Add or remove a replica of a shard while the tenant is live.
     Replica {
         #[command(subcommand)]
@@ -227,9 +233,8 @@ enum KeyAction {
     List {
         #[arg(long)]
         tenant: String,
-        /// Catalog file (default: the topology's).
-        #[arg(long)]
-        catalog: Option<PathBuf>,
+        #[command(flatten)]
+        files: tandem_cli::keys::CatalogArgs,
     },
 }
 
@@ -241,9 +246,8 @@ struct KeyOf {
     /// `search` (Search, Suggest) or `write` (Documents.Write).
     #[arg(long, value_enum)]
     scope: tandem_cli::keys::Scope,
-    /// Catalog file (default: the topology's).
-    #[arg(long)]
-    catalog: Option<PathBuf>,
+    #[command(flatten)]
+    files: tandem_cli::keys::CatalogArgs,
 }
 
 #[derive(Subcommand)]
@@ -375,6 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Key { action } => key(&cli.target, action).await?,
+        Command::Tenant { action } => tandem_cli::tenant::run(&cli.target, action).await?,
         Command::Replica { action } => match action {
             ReplicaAction::Add {
                 at:
@@ -513,13 +518,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tandem key ...`: edits the catalog, then has every router reload it.
+/// `tandem key ...`: edits the catalog (or keys file), then has every
+/// router reload it.
 async fn key(target: &Target, action: KeyAction) -> anyhow::Result<()> {
     use tandem_cli::keys;
     let (of, old) = match action {
-        KeyAction::List { tenant, catalog } => {
-            let path = target.catalog_path(catalog)?;
-            for (scope, hash) in keys::list(&path, &tenant)? {
+        KeyAction::List { tenant, files } => {
+            for (scope, hash) in keys::list(&files.source(target)?, &tenant)? {
                 println!("{:<6} {hash}", format!("{scope:?}").to_lowercase());
             }
             return Ok(());
@@ -528,10 +533,10 @@ async fn key(target: &Target, action: KeyAction) -> anyhow::Result<()> {
         KeyAction::Rotate { key, key_sha256 } => (key, Some((key_sha256, true))),
         KeyAction::Revoke { key, key_sha256 } => (key, Some((key_sha256, false))),
     };
-    let path = target.catalog_path(of.catalog)?;
+    let src = of.files.source(target)?;
     let new = match old {
-        None => Some(keys::create(&path, &of.tenant, of.scope)?),
-        Some((hash, replace)) => keys::revoke(&path, &of.tenant, of.scope, &hash, replace)?,
+        None => Some(keys::create(&src, &of.tenant, of.scope)?),
+        Some((hash, replace)) => keys::revoke(&src, &of.tenant, of.scope, &hash, replace)?,
     };
     match &new {
         Some(k) => println!("new {:?} key of {}: {k}", of.scope, of.tenant),

@@ -1,5 +1,6 @@
 //! The leader's side of writes and replication: who may write to a shard,
-//! and serving a follower's pull from the shard's log.
+//! serving a follower's pull from the shard's log, and asking the other
+//! replicas which epoch they have seen.
 //!
 //! Epochs fence leadership. A batch is taken only by the node the sender
 //! believes is the leader at that epoch, and only if the node agrees: its
@@ -11,11 +12,17 @@
 
 use std::time::Duration;
 
-use tandem_proto::v1::{IngestRequest, ReadLogRequest, ReadLogResponse};
+use tandem_catalog::Node;
+use tandem_common::channel::ChannelSettings;
+use tandem_common::internal::InternalToken;
+use tandem_common::tls::Tls;
+use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_proto::v1::{IngestRequest, ReadLogRequest, ReadLogResponse, ShardRef};
 use tonic::Status;
 
 use crate::follower::PULL_OPS;
 use crate::roles::Role;
+use crate::shard::ShardKey;
 use crate::writer::WriterHandle;
 
 /// Largest pull answer, in bytes of records (beyond one record).
@@ -143,4 +150,36 @@ async fn check_history(writer: &WriterHandle, req: &ReadLogRequest) -> Result<()
         ))),
         _ => Ok(()),
     }
+}
+
+/// The highest epoch `node` has seen for the shard, if it answers in time.
+pub async fn epoch_of(
+    node: &Node,
+    key: &ShardKey,
+    internal: &InternalToken,
+    tls: Option<Tls>,
+) -> Option<u64> {
+    let settings = ChannelSettings {
+        connect_timeout: Duration::from_secs(1),
+        tls,
+        ..ChannelSettings::default()
+    };
+    let channel = tandem_common::channel::channel(&node.addr, settings).ok()?;
+    let ask = async {
+        let mut client = IndexNodeClient::with_interceptor(channel, internal.clone());
+        let info = client
+            .get_shard_info(ShardRef {
+                tenant: key.tenant.clone(),
+                shard: key.shard,
+                digest: false,
+                digest_at_seq: 0,
+            })
+            .await
+            .ok()?;
+        Some(info.into_inner().epoch)
+    };
+    tokio::time::timeout(Duration::from_secs(1), ask)
+        .await
+        .ok()
+        .flatten()
 }

@@ -8,7 +8,7 @@
 //! a bounded set open), [`roles`] (leader or follower, from the catalog),
 //! [`leader`] (who may write; serving pulls), [`follower`] (pulling),
 //! [`snapshot`] and [`bootstrap`] (snapshots in an object store; building a
-//! replica from one),
+//! replica from one), [`retire`] (removing a deleted tenant),
 //! [`pool`] (bounded CPU pool that sheds load), [`service`] (the gRPC
 //! surface), [`node`] (wiring a process together).
 //!
@@ -26,6 +26,7 @@ pub mod pool;
 pub mod query;
 pub mod ranking;
 pub mod registry;
+pub mod retire;
 pub mod roles;
 pub mod schema;
 pub mod service;

@@ -278,6 +278,38 @@ impl ShardRegistry {
         Ok(())
     }
 
+    /// Removes a shard from this node: stops its writer, forgets it, clears
+    /// its health name and deletes its directory. Returns the bytes removed
+    /// (0 if the shard was not here). Searches holding the open shard
+    /// finish on it; later ones get NOT_FOUND.
+    pub async fn remove(self: &Arc<Self>, key: &ShardKey) -> anyhow::Result<u64> {
+        if let Some((_, writer)) = self.writers.remove(key) {
+            writer.close().await;
+        }
+        self.open.invalidate(key);
+        self.known.remove(key);
+        self.held_back.remove(key);
+        self.write_locks.remove(key);
+        let mut health = self.health.clone();
+        health.clear_service_status(&key.health_service()).await;
+        let dir = key.dir(&self.data_dir);
+        let bytes = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+            if !dir.exists() {
+                return Ok(0);
+            }
+            let bytes = dir_bytes(&dir);
+            // Renamed first: a crash half-way leaves no half shard that a
+            // restart would find and open.
+            let doomed = dir.with_extension("deleting");
+            std::fs::rename(&dir, &doomed)?;
+            std::fs::remove_dir_all(&doomed)?;
+            Ok(bytes)
+        })
+        .await??;
+        tracing::info!(shard = %key, bytes, "shard deleted");
+        Ok(bytes)
+    }
+
     /// Bytes of the operation logs of the shards with a writer.
     pub fn log_bytes(&self) -> u64 {
         self.writers.iter().map(|w| w.log.bytes()).sum()
@@ -398,4 +430,18 @@ impl ShardRegistry {
             health.set_service_status(name, status).await;
         });
     }
+}
+
+/// Bytes of the files under `dir` (best effort).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }

@@ -21,16 +21,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tandem_catalog::{Catalog, CatalogHandle, Node};
-use tandem_proto::v1::index_node_client::IndexNodeClient;
-use tandem_proto::v1::{ShardHealth, ShardRef};
+use tandem_proto::v1::ShardHealth;
 use tokio::task::AbortHandle;
 
 use crate::adopted;
 use crate::follower::{self, Follow, FollowerStatus, Lag};
+use crate::leader;
 use crate::registry::ShardRegistry;
 use crate::shard::ShardKey;
 use crate::snapshot::SnapshotStore;
-use tandem_common::channel::ChannelSettings;
 use tandem_common::internal::InternalToken;
 use tandem_common::tls::Tls;
 
@@ -301,7 +300,7 @@ impl Roles {
             .unwrap_or_default();
         let asks = others
             .iter()
-            .map(|node| epoch_of(node, key, &self.internal, self.tls.clone()));
+            .map(|node| leader::epoch_of(node, key, &self.internal, self.tls.clone()));
         let seen = futures::future::join_all(asks)
             .await
             .into_iter()
@@ -403,6 +402,46 @@ impl Roles {
             };
             adopted.insert(key, (role, marker.language));
         }
+    }
+
+    /// Whether this node's catalog lists `tenant` (never, without one).
+    pub fn lists_tenant(&self, tenant: &str) -> bool {
+        self.catalog
+            .get()
+            .is_some_and(|c| c.current().tenant(tenant).is_some())
+    }
+
+    /// Holds reconciliation rounds off while the guard lives (a tenant's
+    /// shards being removed must not be set up again half-way).
+    pub async fn hold_rounds(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.round.lock().await
+    }
+
+    /// Forgets everything set up for `tenant`'s shards: followers stop,
+    /// adoptions and confirmed leaderships are dropped.
+    pub fn forget_tenant(&self, tenant: &str) {
+        let ours = |key: &ShardKey| key.tenant == tenant;
+        self.set_up
+            .lock()
+            .expect("set-up lock")
+            .retain(|k, _| !ours(k));
+        self.confirmed
+            .lock()
+            .expect("confirmed lock")
+            .retain(|(k, _)| !ours(k));
+        self.adopted
+            .lock()
+            .expect("adopted lock")
+            .retain(|k, _| !ours(k));
+        self.followers
+            .lock()
+            .expect("followers lock")
+            .retain(|k, running| {
+                if ours(k) {
+                    running.task.abort();
+                }
+                !ours(k)
+            });
     }
 
     /// Shards this node leads.
@@ -553,36 +592,4 @@ impl Roles {
         metrics::gauge!("index_bootstraps_in_progress").set(bootstrapping as f64);
         metrics::gauge!("index_oplog_bytes").set(self.registry.log_bytes() as f64);
     }
-}
-
-/// The highest epoch `node` has seen for the shard, if it answers in time.
-async fn epoch_of(
-    node: &Node,
-    key: &ShardKey,
-    internal: &InternalToken,
-    tls: Option<Tls>,
-) -> Option<u64> {
-    let settings = ChannelSettings {
-        connect_timeout: Duration::from_secs(1),
-        tls,
-        ..ChannelSettings::default()
-    };
-    let channel = tandem_common::channel::channel(&node.addr, settings).ok()?;
-    let ask = async {
-        let mut client = IndexNodeClient::with_interceptor(channel, internal.clone());
-        let info = client
-            .get_shard_info(ShardRef {
-                tenant: key.tenant.clone(),
-                shard: key.shard,
-                digest: false,
-                digest_at_seq: 0,
-            })
-            .await
-            .ok()?;
-        Some(info.into_inner().epoch)
-    };
-    tokio::time::timeout(Duration::from_secs(1), ask)
-        .await
-        .ok()
-        .flatten()
 }

@@ -10,9 +10,10 @@ use tandem_catalog::ids::validate_tenant_id;
 use tandem_common::faults::FaultRegistry;
 use tandem_proto::v1::index_node_server::IndexNode;
 use tandem_proto::v1::{
-    BootstrapRequest, CreateShardRequest, IngestRequest, IngestResponse, ListShardsRequest,
-    ListShardsResponse, ReadLogRequest, ReadLogResponse, ShardHealth, ShardInfo, ShardRef,
-    ShardRole, ShardSearchRequest, ShardSearchResponse, SnapshotInfo,
+    BootstrapRequest, CreateShardRequest, DeleteTenantRequest, DeleteTenantResponse, IngestRequest,
+    IngestResponse, ListShardsRequest, ListShardsResponse, ReadLogRequest, ReadLogResponse,
+    ShardHealth, ShardInfo, ShardRef, ShardRole, ShardSearchRequest, ShardSearchResponse,
+    SnapshotInfo,
 };
 use tonic::{Request, Response, Status};
 
@@ -20,6 +21,7 @@ use crate::bootstrap;
 use crate::leader;
 use crate::pool::SearchPool;
 use crate::registry::{ShardError, ShardRegistry};
+use crate::retire;
 use crate::roles::{Role, Roles};
 use crate::shard::{SearchError, SearchParams, ShardKey};
 use crate::snapshot::SnapshotStore;
@@ -491,6 +493,17 @@ impl IndexNode for IndexService {
             .filter(|info| !not_serving_only || info.health != ShardHealth::Serving as i32)
             .collect();
         Ok(Response::new(ListShardsResponse { shards }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<DeleteTenantRequest>,
+    ) -> Result<Response<DeleteTenantResponse>, Status> {
+        let tenant = request.into_inner().tenant;
+        let store = self.snapshots.as_ref().map(|(store, _)| store);
+        retire::delete_tenant(&self.registry, &self.roles, store, &tenant)
+            .await
+            .map(Response::new)
     }
 }
 

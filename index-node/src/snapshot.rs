@@ -114,8 +114,15 @@ impl SnapshotStore {
         opts.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
         let (store, root) = object_store::parse_url_opts(&parsed, opts)
             .with_context(|| format!("cannot open snapshot store {url:?}"))?;
+        let store: Arc<dyn ObjectStore> = if parsed.scheme() == "file" {
+            // A directory left empty by a deletion goes too, so that a
+            // collected snapshot or a deleted tenant leaves nothing behind.
+            Arc::new(object_store::local::LocalFileSystem::new().with_automatic_cleanup(true))
+        } else {
+            Arc::from(store)
+        };
         Ok(SnapshotStore {
-            store: Arc::from(store),
+            store,
             root,
             url: url.to_string(),
         })
@@ -298,6 +305,30 @@ impl SnapshotStore {
         };
         progress.done.fetch_add(written, Ordering::Relaxed);
         Ok(written)
+    }
+
+    /// Deletes every object under `tenant`'s prefix (every snapshot of
+    /// every shard: a deleted tenant); returns how many were removed.
+    pub async fn delete_tenant(&self, tenant: &str) -> anyhow::Result<u64> {
+        let root = self.root.child(tenant);
+        let mut removed = 0;
+        let mut objects = self.store.list(Some(&root));
+        // Nodes sharing the store delete at once: what another removed
+        // first is not an error.
+        let gone = |e: &object_store::Error| matches!(e, object_store::Error::NotFound { .. });
+        while let Some(meta) = objects.next().await {
+            let location = match meta {
+                Ok(meta) => meta.location,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match self.store.delete(&location).await {
+                Ok(()) => removed += 1,
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(removed)
     }
 
     /// Deletes all but the newest `keep` snapshots of the shard.

@@ -59,6 +59,16 @@ impl TenantHealth {
             .await;
     }
 
+    /// Forgets `tenant`: its health name becomes unknown again (NOT_FOUND),
+    /// as for a tenant this node never served (a deleted tenant).
+    pub async fn forget(&self, tenant: &str) {
+        let mut state = self.state.lock().await;
+        if state.known.remove(tenant) {
+            let mut reporter = self.reporter.clone();
+            reporter.clear_service_status(&service_name(tenant)).await;
+        }
+    }
+
     /// Reports every tenant NOT_SERVING for good (graceful shutdown).
     pub async fn report_all_not_serving(&self) {
         let mut state = self.state.lock().await;
@@ -102,6 +112,11 @@ mod tests {
         assert_eq!(status(&service, "tandem.model/es").await, Ok(not_serving));
         assert_eq!(
             status(&service, "tandem.model/fr").await,
+            Err(tonic::Code::NotFound)
+        );
+        health.forget("es").await;
+        assert_eq!(
+            status(&service, "tandem.model/es").await,
             Err(tonic::Code::NotFound)
         );
         health.report_all_not_serving().await;

@@ -155,6 +155,23 @@ impl Reloader {
         report.result
     }
 
+    /// Stops serving `tenant` and deletes its artifacts (`DeleteModels`);
+    /// returns the version that was served, if any, and the number of
+    /// artifact files removed.
+    pub async fn remove(
+        self: &Arc<Self>,
+        tenant: &str,
+    ) -> Result<(Option<Arc<str>>, usize), ModelError> {
+        let this = Arc::clone(self);
+        let name = tenant.to_string();
+        let removed = blocking(move || this.store.remove(&name)).await??;
+        self.refused_lock().remove(tenant);
+        self.health.forget(tenant).await;
+        self.publish_gauge();
+        tracing::info!(tenant, served = ?removed.0, artifacts = removed.1, "tenant models deleted");
+        Ok(removed)
+    }
+
     /// One watcher poll: reloads the tenants whose newest artifact is not the
     /// one served (nor one already refused).
     pub async fn scan(self: &Arc<Self>) -> Result<ScanSummary, ModelError> {

@@ -16,8 +16,8 @@ use std::time::Instant;
 use tandem_common::faults::FaultRegistry;
 use tandem_proto::v1::model_node_server::ModelNode;
 use tandem_proto::v1::{
-    BoostsRequest, BoostsResponse, ListModelsRequest, ListModelsResponse, LoadModelRequest,
-    ModelInfo, ModelSuggestRequest, ModelSuggestResponse,
+    BoostsRequest, BoostsResponse, DeleteModelsRequest, DeleteModelsResponse, ListModelsRequest,
+    ListModelsResponse, LoadModelRequest, ModelInfo, ModelSuggestRequest, ModelSuggestResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -89,6 +89,18 @@ impl ModelNode for ModelService {
         self.faults.check(&req.tenant, None).await?;
         let info = self.reloader.load(&req.tenant).await?;
         Ok(Response::new(info.into()))
+    }
+
+    async fn delete_models(
+        &self,
+        request: Request<DeleteModelsRequest>,
+    ) -> Result<Response<DeleteModelsResponse>, Status> {
+        let req = request.into_inner();
+        let (served, artifacts) = self.reloader.remove(&req.tenant).await?;
+        Ok(Response::new(DeleteModelsResponse {
+            served_version: served.map(|v| v.to_string()).unwrap_or_default(),
+            artifacts: artifacts as u32,
+        }))
     }
 
     async fn list_models(
@@ -174,6 +186,21 @@ mod tests {
             .expect("load")
             .into_inner();
         assert_eq!(loaded.version, v2);
+
+        let delete = |tenant: &str| {
+            svc.delete_models(Request::new(DeleteModelsRequest {
+                tenant: tenant.into(),
+            }))
+        };
+        let deleted = delete("en").await.expect("delete").into_inner();
+        assert_eq!((deleted.served_version, deleted.artifacts), (v2, 2));
+        assert!(!dir.path().join("en").exists(), "artifacts removed");
+        let gone = svc.suggest(suggest_req("en", "Ext", 3)).await.unwrap_err();
+        assert_eq!(gone.code(), tonic::Code::NotFound);
+        let again = delete("en").await.expect("idempotent").into_inner();
+        assert_eq!((again.served_version.as_str(), again.artifacts), ("", 0));
+        let bad = delete("../x").await.unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     }
 
     #[tokio::test]

@@ -228,6 +228,34 @@ impl ModelStore {
         Ok(info)
     }
 
+    /// Stops serving `tenant` and deletes its artifact directory (blocking);
+    /// returns the version that was served, if any, and how many artifact
+    /// files were removed. Removing a tenant with nothing left is not an
+    /// error, so a retried delete succeeds.
+    pub fn remove(&self, tenant: &str) -> Result<(Option<Arc<str>>, usize), ModelError> {
+        validate_tenant_id(tenant).map_err(ModelError::InvalidArgument)?;
+        let _guard = self
+            .load_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let artifacts = artifact::list_versions(&self.model_dir, tenant)?.len();
+        let dir = artifact::tenant_dir(&self.model_dir, tenant)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(ArtifactError::Io { path: dir, error }.into());
+            }
+        }
+        // The directory goes first: a watcher poll waiting for the lock
+        // then finds nothing to load again.
+        let served = self
+            .tenants
+            .remove(tenant)
+            .map(|(_, slot)| Arc::clone(slot.load().version()));
+        Ok((served, artifacts))
+    }
+
     fn install(&self, tenant: &str, model: TenantModel) {
         let model = Arc::new(model);
         match self.tenants.get(tenant) {

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 pub mod cli;
 pub mod cluster;
 pub mod s3;
+pub mod tenants;
 
 /// Admin token given to every node the harness starts with faults enabled.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";

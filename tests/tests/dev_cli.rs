@@ -1,7 +1,8 @@
 //! `tandem dev` and the `tandem` client commands, end to end: the cluster
 //! starts (every process answers health), the topology file has the
 //! documented names, both routers answer both tenants, the CLI commands
-//! work as processes (output and exit codes), shutdown stops every
+//! work as processes (output and exit codes; keys and tenants created and
+//! deleted), shutdown stops every
 //! process (those a drill restarted too), and a second start on the same
 //! data directory starts cleanly and reuses the data.
 //!
@@ -336,6 +337,7 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
     }
     ok(cwd, &["dial", "us-east-1", "100", "--topology", t]);
     assert_key_lifecycle(cwd, t);
+    tandem_e2e::tenants::assert_tenant_lifecycle(cwd, t, &cluster.data_dir).await;
     // Errors: a non-zero exit and a message, never a panic.
     let err = fails(cwd, &["search", "--topology", t, "--tenant", "nobody", "x"]);
     assert!(err.starts_with("tandem: "), "{err}");

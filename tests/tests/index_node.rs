@@ -9,8 +9,9 @@ use tandem_e2e::{sample_docs, start_index_node, with_bearer, Proc, ADMIN_TOKEN};
 use tandem_proto::v1::fault_injection_client::FaultInjectionClient;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::{
-    ClearFaultRequest, CreateShardRequest, Document, Fault, FaultAction, IngestRequest,
-    ListShardsRequest, ShardHealth, ShardRef, ShardSearchRequest, ShardSearchResponse,
+    ClearFaultRequest, CreateShardRequest, DeleteTenantRequest, Document, Fault, FaultAction,
+    IngestRequest, ListShardsRequest, ShardHealth, ShardRef, ShardSearchRequest,
+    ShardSearchResponse,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -319,6 +320,55 @@ async fn kill_9_after_ack_loses_nothing() {
     assert_eq!((info.num_docs, info.applied_seq), (600, 6));
     let res = search(&mut c, search_req("t", "file")).await.unwrap();
     assert!(res.total_hits > 0);
+}
+
+#[tokio::test]
+async fn delete_tenant_removes_its_shards_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let mut c = client(&node).await;
+    for (tenant, shard) in [("gone", 0), ("gone", 1), ("kept", 0)] {
+        create(&mut c, tenant, shard, "en").await;
+        ingest(&mut c, tenant, shard, 1, vec![doc("a", "alpha", "x")])
+            .await
+            .unwrap();
+    }
+    let delete = |tenant: &str| DeleteTenantRequest {
+        tenant: tenant.into(),
+    };
+    let name = "tandem.index/gone/0";
+    assert_eq!(
+        shard_health(&node, name).await.unwrap(),
+        ServingStatus::Serving as i32
+    );
+    let out = c.delete_tenant(delete("gone")).await.unwrap().into_inner();
+    assert_eq!(out.shards, [0, 1]);
+    assert!(out.bytes > 0);
+    assert!(!dir.path().join("shards/gone").exists());
+    let err = search(&mut c, search_req("gone", "alpha"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let health = shard_health(&node, name).await.unwrap_err();
+    assert_eq!(health.code(), Code::NotFound, "its health name is gone");
+    let kept = search(&mut c, search_req("kept", "alpha")).await.unwrap();
+    assert_eq!(kept.total_hits, 1);
+    let again = c.delete_tenant(delete("gone")).await.unwrap().into_inner();
+    assert!(again.shards.is_empty(), "idempotent");
+    let bad = c.delete_tenant(delete("../etc")).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    // A restart does not bring it back.
+    node.signal("KILL");
+    node.wait();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let listed = client(&node)
+        .await
+        .list_shards(ListShardsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let tenants: Vec<&str> = listed.shards.iter().map(|s| s.tenant.as_str()).collect();
+    assert_eq!(tenants, ["kept"]);
 }
 
 #[tokio::test]
