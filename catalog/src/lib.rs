@@ -37,7 +37,7 @@ pub use keys::{
 /// The catalog format this version writes and reads. A file of a newer
 /// format is accepted with the keys this version does not know ignored (and
 /// listed in [`Catalog::warnings`]); see `raw.rs`.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// The embedded default catalog (the documented example: a two-region
 /// loopback fleet), used when the router is started without a catalog file.
@@ -88,6 +88,10 @@ pub struct Region {
     pub id: Arc<str>,
     /// The paired region (validated to exist, differ and pair back).
     pub pair: Arc<str>,
+    /// The region's traffic dial as the catalog records it (`tandem dial`
+    /// writes it; 100 when absent): what every router of the region takes
+    /// on start and whenever the catalog's value changes.
+    pub dial: u8,
     /// The region's routers (nodes of kind router in it), in file order; the
     /// paired region forwards dialled-away traffic to these.
     pub routers: Vec<Arc<Node>>,

@@ -54,6 +54,9 @@ pub(super) struct RawKeys {
 pub(super) struct RawRegion {
     pub id: String,
     pub pair: String,
+    /// The region's traffic dial, 0..=100 (format 3; absent: 100).
+    #[serde(default)]
+    pub dial: Option<u32>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

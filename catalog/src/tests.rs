@@ -125,6 +125,22 @@ fn region_problems() {
     let dup = format!("{}\n[[regions]]\nid = \"a\"\npair = \"b\"\n", base());
     assert_problem(&dup, "region \"a\": duplicate region id");
     assert_problem("", "no [[regions]]");
+    assert_problem(
+        &base().replacen("pair = \"b\"", "pair = \"b\"\ndial = 101", 1),
+        "region \"a\": dial 101 is not a percentage",
+    );
+}
+
+#[test]
+fn a_region_dial_defaults_to_100() {
+    let c = Catalog::parse(base().as_bytes()).unwrap();
+    assert_eq!(c.region("a").unwrap().dial, 100);
+    let dialled = base().replacen("pair = \"b\"", "pair = \"b\"\ndial = 25", 1);
+    let c = Catalog::parse(dialled.as_bytes()).unwrap();
+    assert_eq!(
+        (c.region("a").unwrap().dial, c.region("b").unwrap().dial),
+        (25, 100)
+    );
 }
 
 #[test]

@@ -122,6 +122,7 @@ pub(super) fn build(mut raw: RawCatalog, version: Arc<str>) -> Result<Catalog, V
         .map(|r| Region {
             id: r.id.as_str().into(),
             pair: r.pair.as_str().into(),
+            dial: r.dial.map_or(100, |d| d.min(100) as u8),
             routers: raw
                 .nodes
                 .iter()
@@ -151,6 +152,12 @@ fn regions<'a>(raw: &'a RawCatalog, p: &mut Problems) -> HashMap<&'a str, &'a st
         p.unknown(&format!("region {:?}", r.id), &r.unknown);
         if pairs.insert(&r.id, &r.pair).is_some() {
             p.push(format!("region {:?}: duplicate region id", r.id));
+        }
+        if let Some(dial) = r.dial.filter(|d| *d > 100) {
+            p.push(format!(
+                "region {:?}: dial {dial} is not a percentage (0..=100)",
+                r.id
+            ));
         }
     }
     for r in &raw.regions {

@@ -114,6 +114,36 @@ impl CatalogFile {
         Ok(strings(table, field))
     }
 
+    /// Records `region`'s traffic dial (a format 3 field: the file's
+    /// format is raised to 3 if it is older).
+    pub fn set_dial(&mut self, region: &str, percent: u32) -> anyhow::Result<()> {
+        anyhow::ensure!(percent <= 100, "a dial goes from 0 to 100, not {percent}");
+        let table = self
+            .doc
+            .get_mut("regions")
+            .and_then(Item::as_array_of_tables_mut)
+            .and_then(|r| {
+                r.iter_mut()
+                    .find(|t| t.get("id").and_then(Item::as_str) == Some(region))
+            })
+            .with_context(|| format!("region {region:?} is not in the catalog"))?;
+        table.insert("dial", value(i64::from(percent)));
+        self.raise_format(3);
+        Ok(())
+    }
+
+    /// Sets `format` to at least `format`.
+    fn raise_format(&mut self, format: i64) {
+        let current = self
+            .doc
+            .get("format")
+            .and_then(Item::as_integer)
+            .unwrap_or(1);
+        if current < format {
+            self.doc.insert("format", value(format));
+        }
+    }
+
     /// Appends `table` as a new `[[tenants]]` entry (validated by
     /// [`CatalogFile::save`]).
     pub fn add_tenant(&mut self, table: Table) -> anyhow::Result<()> {

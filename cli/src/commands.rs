@@ -135,16 +135,13 @@ impl Target {
     /// Admin channels to every router, with the admin token.
     async fn admin(&self) -> anyhow::Result<(Vec<(String, Channel)>, String)> {
         let topology = self.topology()?;
-        let routers: Vec<(String, String)> = match (&self.admin, &topology) {
-            (Some(addr), _) => vec![(
-                self.region.clone().unwrap_or_else(|| "router".into()),
-                addr.clone(),
-            )],
-            (None, Some(t)) => t
-                .regions
-                .iter()
-                .map(|r| (r.name.clone(), r.admin.clone().unwrap_or(r.router.clone())))
-                .collect(),
+        let endpoints = match (&self.admin, &topology) {
+            // A name (a headless Service) stands for every router behind it.
+            (Some(addr), _) => crate::operator::every_address(addr).await?,
+            (None, Some(t)) => admin_addresses(t)
+                .into_iter()
+                .map(|(name, addr)| Ok((name, crate::operator::endpoint(&addr)?)))
+                .collect::<anyhow::Result<_>>()?,
             (None, None) => bail!("no router: pass --admin HOST:PORT or --topology FILE"),
         };
         let token = self
@@ -152,15 +149,36 @@ impl Target {
             .clone()
             .or_else(|| topology.as_ref().map(|t| t.admin_token.clone()))
             .context("no admin token: pass --admin-token or --topology")?;
-        let mut channels = Vec::new();
-        for (name, addr) in routers {
-            let channel = crate::operator::endpoint(&addr)?
-                .connect_timeout(Duration::from_secs(2))
-                .connect_lazy();
-            channels.push((name, channel));
-        }
+        let channels = endpoints
+            .into_iter()
+            .map(|(name, endpoint)| {
+                let channel = endpoint
+                    .connect_timeout(Duration::from_secs(2))
+                    .connect_lazy();
+                (name, channel)
+            })
+            .collect();
         Ok((channels, token))
     }
+}
+
+/// Every router's admin address in `t`, named "region (router id)": the
+/// routers listed as nodes with an admin address, else each region's
+/// `admin` (or its router, in files older than the admin listener).
+fn admin_addresses(t: &Topology) -> Vec<(String, String)> {
+    let nodes: Vec<(String, String)> = t
+        .nodes
+        .iter()
+        .filter(|n| n.kind == tandem_client::NodeInfo::KIND_ROUTER)
+        .filter_map(|n| Some((format!("{} ({})", n.region, n.id), n.admin.clone()?)))
+        .collect();
+    if !nodes.is_empty() {
+        return nodes;
+    }
+    t.regions
+        .iter()
+        .map(|r| (r.name.clone(), r.admin.clone().unwrap_or(r.router.clone())))
+        .collect()
 }
 
 fn print_route(route: Option<&Route>, took_micros: Option<u64>) {
@@ -391,8 +409,27 @@ fn status_json(s: &tandem_proto::v1::StatusResponse) -> serde_json::Value {
     })
 }
 
-/// `tandem dial REGION PERCENT`: sets the dial on every router.
-pub async fn dial(target: &Target, region: &str, percent: u32) -> anyhow::Result<()> {
+/// `tandem dial REGION PERCENT`: records the dial in the catalog (`catalog`:
+/// the file, default the topology's), from which every router takes it on
+/// start and when it changes, then pushes it to every router at once.
+pub async fn dial(
+    target: &Target,
+    region: &str,
+    percent: u32,
+    catalog: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    match target.catalog_path(catalog) {
+        Ok(path) => {
+            let (mut file, _) = crate::catalog_edit::CatalogFile::load(&path)?;
+            file.set_dial(region, percent)?;
+            file.save(&path)?;
+            println!("dial of {region} recorded in {}", path.display());
+        }
+        Err(_) => println!(
+            "no catalog to record the dial in (--catalog FILE): a router that restarts \
+             goes back to the catalog's dial"
+        ),
+    }
     let failures = on_every_router(target, |mut admin, token| async move {
         let request = SetDialRequest {
             region: region.into(),

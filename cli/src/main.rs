@@ -54,6 +54,10 @@ enum Command {
         /// (`ca_cert`). Default: plaintext.
         #[arg(long)]
         tls: bool,
+        /// Routers in each region (the topology lists them all; the CLI and
+        /// the client library spread calls over them).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+        routers_per_region: u16,
     },
     /// Search a tenant through the routers.
     Search {
@@ -80,8 +84,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Set a region's traffic dial (0-100) on every router.
-    Dial { region: String, percent: u32 },
+    /// Set a region's traffic dial (0-100): recorded in the catalog (it
+    /// survives restarts) and pushed to every router at once.
+    Dial {
+        region: String,
+        percent: u32,
+        /// Catalog file (default: the topology's).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
     /// Write documents from a JSON-lines file (or `-` for stdin) through a
     /// router's `Documents.Write`, in batches, with a progress bar.
     Ingest {
@@ -325,12 +336,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             docs_limit,
             sample_data,
             tls,
+            routers_per_region,
         } => {
             let repo = dev::sample_data::locate(sample_data.as_deref())?;
             let mut opts = DevOptions::new(data_dir, repo);
             opts.topology = write_topology.or(cli.target.topology);
             opts.docs_limit = docs_limit;
             opts.tls = tls;
+            opts.routers_per_region = usize::from(routers_per_region);
             dev::run(opts).await?;
         }
         Command::Search {
@@ -343,7 +356,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::suggest(&cli.target, &tenant, &prefix, k).await?
         }
         Command::Status { json } => commands::status(&cli.target, json).await?,
-        Command::Dial { region, percent } => commands::dial(&cli.target, &region, percent).await?,
+        Command::Dial {
+            region,
+            percent,
+            catalog,
+        } => commands::dial(&cli.target, &region, percent, catalog).await?,
         Command::Ingest {
             tenant,
             write_key,

@@ -86,6 +86,42 @@ pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
         .with_context(|| format!("cannot set up TLS for {addr}"))
 }
 
+/// One endpoint per address that `addr`'s host name resolves to (one for
+/// an IP address), labelled with it: how `--admin` reaches every router pod
+/// behind a Kubernetes headless Service. TLS is still verified against the
+/// name, not the address.
+pub async fn every_address(addr: &str) -> anyhow::Result<Vec<(String, Endpoint)>> {
+    let uri: tonic::transport::Uri = uri(addr)
+        .parse()
+        .with_context(|| format!("bad address {addr:?}"))?;
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(vec![(addr.to_string(), endpoint(addr)?)]);
+    }
+    let mut resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve {host}"))?
+        .collect();
+    resolved.sort();
+    resolved.dedup();
+    let mut out = Vec::with_capacity(resolved.len());
+    for socket in resolved {
+        let scheme = if https { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{socket}"))
+            .with_context(|| format!("bad address {socket}"))?;
+        if https {
+            let tls = tandem_client::tls_config(ca_cert().as_deref()).domain_name(host);
+            endpoint = endpoint
+                .tls_config(tls)
+                .with_context(|| format!("cannot set up TLS for {addr}"))?;
+        }
+        out.push((format!("{host} at {socket}"), endpoint));
+    }
+    Ok(out)
+}
+
 /// A client of the index-node at `addr` (`host:port` or a URI), connected
 /// within two seconds.
 pub async fn index_node(addr: &str) -> anyhow::Result<IndexClient> {
@@ -98,4 +134,24 @@ pub async fn index_node(addr: &str) -> anyhow::Result<IndexClient> {
         channel,
         internal_token()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_stands_for_every_address_it_resolves_to() {
+        let one = every_address("127.0.0.1:7001").await.unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].0, "127.0.0.1:7001");
+        let named = every_address("localhost:7001").await.unwrap();
+        assert!(
+            named
+                .iter()
+                .any(|(label, _)| label == "localhost at 127.0.0.1:7001"),
+            "{:?}",
+            named.iter().map(|(l, _)| l).collect::<Vec<_>>()
+        );
+    }
 }

@@ -19,7 +19,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::classify::{is_failover_status, is_local_timeout, is_server_timeout};
-use crate::config::{tls_config, ClientConfig, ClientError};
+use crate::config::{tls_config, uri_of, ClientConfig, ClientError};
 use crate::failover::{FailoverPolicy, Lease};
 use crate::prober::{self, ProbeTiming};
 use crate::switch::{Switch, MAX_ROUTERS};
@@ -69,6 +69,26 @@ struct AttemptError {
     failover: bool,
 }
 
+/// The endpoint of one router of `region` at `addr` (TLS for `https://`).
+fn endpoint(config: &ClientConfig, region: &str, addr: &str) -> Result<Endpoint, ClientError> {
+    let bad = |e: tonic::transport::Error| ClientError::BadAddress {
+        region: region.to_string(),
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    };
+    let uri = uri_of(addr, false);
+    let mut endpoint = Endpoint::from_shared(uri.clone())
+        .map_err(bad)?
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true);
+    if uri.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(tls_config(config.ca_cert.as_deref()))
+            .map_err(bad)?;
+    }
+    Ok(endpoint)
+}
+
 impl TandemClient {
     /// Validates `config` and builds the client. Connections are made
     /// lazily by the first call to each router, so an unreachable router
@@ -88,26 +108,15 @@ impl TandemClient {
             if names.iter().any(|n| **n == *region.name) {
                 return Err(ClientError::DuplicateRegion(region.name.clone()));
             }
-            let endpoint =
-                Endpoint::from_shared(region.uri()).map_err(|e| ClientError::BadAddress {
-                    region: region.name.clone(),
-                    addr: region.addr.clone(),
-                    reason: e.to_string(),
-                })?;
-            let mut endpoint = endpoint
-                .connect_timeout(config.connect_timeout)
-                .tcp_nodelay(true);
-            if region.uri().starts_with("https://") {
-                endpoint = endpoint
-                    .tls_config(tls_config(config.ca_cert.as_deref()))
-                    .map_err(|e| ClientError::BadAddress {
-                        region: region.name.clone(),
-                        addr: region.addr.clone(),
-                        reason: e.to_string(),
-                    })?;
+            let mut endpoints = Vec::with_capacity(1 + region.more.len());
+            for addr in std::iter::once(&region.addr).chain(&region.more) {
+                endpoints.push(endpoint(&config, &region.name, addr)?);
             }
             names.push(Arc::from(region.name.as_str()));
-            channels.push(endpoint.connect_lazy());
+            channels.push(match endpoints.len() {
+                1 => endpoints.remove(0).connect_lazy(),
+                _ => Channel::balance_list(endpoints.into_iter()),
+            });
         }
         let home = names
             .iter()

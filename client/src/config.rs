@@ -12,6 +12,9 @@ pub struct RegionEndpoint {
     pub name: String,
     /// Router address: `host:port` (`http://` is added) or a full URI.
     pub addr: String,
+    /// The region's other routers, if it has several: calls are spread
+    /// over all of them (tonic's balanced channel).
+    pub more: Vec<String>,
 }
 
 impl RegionEndpoint {
@@ -20,7 +23,16 @@ impl RegionEndpoint {
         RegionEndpoint {
             name: name.into(),
             addr: addr.into(),
+            more: Vec::new(),
         }
+    }
+
+    /// A region served by several routers (the first is `addrs[0]`).
+    pub fn with_routers(name: impl Into<String>, addrs: Vec<String>) -> Self {
+        let mut addrs = addrs.into_iter();
+        let mut region = RegionEndpoint::new(name, addrs.next().unwrap_or_default());
+        region.more = addrs.collect();
+        region
     }
 
     /// The address as a URI tonic can dial: topology files and flags carry

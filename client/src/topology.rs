@@ -52,8 +52,12 @@ pub struct RegionInfo {
     /// The paired region's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paired: Option<String>,
-    /// The region's router gRPC address, `host:port`.
+    /// The region's (first) router gRPC address, `host:port`.
     pub router: String,
+    /// Every router of the region, `host:port`, the first one first (absent
+    /// in files of a single-router cluster: then `router` alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routers: Vec<String>,
     /// The router's Prometheus metrics address, `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
@@ -61,6 +65,18 @@ pub struct RegionInfo {
     /// never the public one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+}
+
+impl RegionInfo {
+    /// Every router of the region (`routers`, or `router` alone in a file
+    /// that has no list).
+    pub fn all_routers(&self) -> Vec<String> {
+        if self.routers.is_empty() {
+            vec![self.router.clone()]
+        } else {
+            self.routers.clone()
+        }
+    }
 }
 
 /// One process of the cluster.
@@ -77,6 +93,9 @@ pub struct NodeInfo {
     /// Prometheus metrics address, `host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// A router's admin API address, `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
     /// OS process id, so a drill can kill or freeze it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -217,7 +236,10 @@ impl Topology {
     pub fn region_endpoints(&self) -> Vec<RegionEndpoint> {
         self.regions
             .iter()
-            .map(|r| RegionEndpoint::new(&r.name, self.uri(&r.router)))
+            .map(|r| {
+                let addrs = r.all_routers().iter().map(|a| self.uri(a)).collect();
+                RegionEndpoint::with_routers(&r.name, addrs)
+            })
             .collect()
     }
 

@@ -167,16 +167,32 @@ pub enum DialError {
     OutOfRange(u32),
 }
 
-/// Every region's dial, read on the hot path without locks and set by the
-/// admin API. The set of regions follows the catalog ([`Dials::sync`]);
-/// values survive catalog reloads.
+/// Every region's dial, read on the hot path without locks, set by the
+/// admin API and by the catalog. The set of regions follows the catalog
+/// ([`Dials::sync`]).
+///
+/// The catalog records each region's dial (`tandem dial` writes it, and
+/// pushes the value to every router through the admin API at once). A
+/// router takes the catalog's value when it starts and whenever that value
+/// *changes* from one catalog to the next; between changes the value set
+/// through the admin API stands. So a push is not undone by a catalog that
+/// has not caught up yet (a ConfigMap takes a while to reach a pod), a
+/// router that missed the push converges when the catalog arrives, and a
+/// restarted router starts at the recorded dial instead of 100.
 #[derive(Debug)]
 pub struct Dials {
-    by_region: ArcSwap<HashMap<Arc<str>, Arc<AtomicU8>>>,
+    by_region: ArcSwap<HashMap<Arc<str>, Arc<Slot>>>,
+}
+
+/// One region's dial and the catalog value it last took.
+#[derive(Debug)]
+struct Slot {
+    value: AtomicU8,
+    from_catalog: AtomicU8,
 }
 
 impl Dials {
-    /// All of `catalog`'s regions at 100.
+    /// All of `catalog`'s regions at the catalog's dials.
     pub fn from_catalog(catalog: &Catalog) -> Self {
         let dials = Dials {
             by_region: ArcSwap::from_pointee(HashMap::new()),
@@ -191,7 +207,7 @@ impl Dials {
         self.by_region
             .load()
             .get(region)
-            .map_or(FULL, |d| d.load(Relaxed))
+            .map_or(FULL, |d| d.value.load(Relaxed))
     }
 
     /// Sets the dial of `region`; returns the previous value.
@@ -204,25 +220,42 @@ impl Dials {
         let dial = map
             .get(region)
             .ok_or_else(|| DialError::UnknownRegion(region.to_string()))?;
-        Ok(dial.swap(value, Relaxed))
+        Ok(dial.value.swap(value, Relaxed))
     }
 
-    /// Follows a catalog reload: new regions start at 100, removed ones are
-    /// dropped, the others keep their value.
+    /// Follows a catalog (at start and on every reload): new regions start
+    /// at the catalog's dial, removed ones are dropped, and a region whose
+    /// catalog dial changed takes the new value; the others keep theirs.
     pub fn sync(&self, catalog: &Catalog) {
         self.by_region.rcu(|current| {
             catalog
                 .regions()
                 .iter()
                 .map(|r| {
-                    let dial = current
-                        .get(&r.id)
-                        .cloned()
-                        .unwrap_or_else(|| Arc::new(AtomicU8::new(FULL)));
-                    (Arc::clone(&r.id), dial)
+                    let slot = current.get(&r.id).cloned().unwrap_or_else(|| {
+                        Arc::new(Slot {
+                            value: AtomicU8::new(r.dial),
+                            from_catalog: AtomicU8::new(r.dial),
+                        })
+                    });
+                    (Arc::clone(&r.id), slot)
                 })
                 .collect::<HashMap<_, _>>()
         });
+        let map = self.by_region.load();
+        for r in catalog.regions() {
+            let Some(slot) = map.get(&r.id) else {
+                continue;
+            };
+            let before = slot.from_catalog.swap(r.dial, Relaxed);
+            if before != r.dial {
+                let previous = slot.value.swap(r.dial, Relaxed);
+                tracing::warn!(region = %r.id, from = previous, to = r.dial,
+                    "traffic dial set from the catalog");
+            }
+            metrics::gauge!("router_dial_percent", "region" => r.id.to_string())
+                .set(f64::from(slot.value.load(Relaxed)));
+        }
     }
 
     /// Every region's dial, sorted by region, for status output.
@@ -231,7 +264,7 @@ impl Dials {
             .by_region
             .load()
             .iter()
-            .map(|(k, v)| (Arc::clone(k), v.load(Relaxed)))
+            .map(|(k, v)| (Arc::clone(k), v.value.load(Relaxed)))
             .collect();
         out.sort();
         out
@@ -387,5 +420,32 @@ mod tests {
             dials.snapshot(),
             vec![("eu-west".into(), 40), ("us-east".into(), 100)]
         );
+    }
+
+    fn with_dial(eu_west: u8) -> Catalog {
+        let text = tandem_catalog::EMBEDDED_DEFAULT.replacen(
+            "pair = \"us-east\"",
+            &format!("pair = \"us-east\"\ndial = {eu_west}"),
+            1,
+        );
+        Catalog::parse(text.as_bytes()).expect("valid")
+    }
+
+    #[test]
+    fn the_catalog_dial_is_taken_at_start_and_when_it_changes() {
+        // A restarted router starts at the recorded dial.
+        let dials = Dials::from_catalog(&with_dial(30));
+        assert_eq!(dials.get("eu-west"), 30);
+        // A push is not undone by a catalog that has not caught up.
+        dials.set("eu-west", 60).unwrap();
+        dials.sync(&with_dial(30));
+        assert_eq!(dials.get("eu-west"), 60);
+        // The catalog's new value is taken, once.
+        dials.sync(&with_dial(0));
+        assert_eq!(dials.get("eu-west"), 0);
+        dials.set("eu-west", 100).unwrap();
+        dials.sync(&with_dial(0));
+        assert_eq!(dials.get("eu-west"), 100);
+        assert_eq!(dials.get("us-east"), 100);
     }
 }

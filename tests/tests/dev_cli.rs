@@ -510,3 +510,74 @@ async fn dev_command_stops_what_drills_restarted_and_what_a_crash_left() {
     assert!(status.success(), "tandem dev exited with {status}");
     assert_all_gone(&last, "tandem dev's shutdown").await;
 }
+
+/// `--routers-per-region 2`: the topology lists every router, the CLI
+/// reaches all of them, and a dial set once is in force on both routers of
+/// the region, recorded in the catalog, and survives a SIGKILL and restart
+/// of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_routers_per_region_share_a_dial_that_survives_restarts() {
+    use tandem_cli::drill::restart;
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("dev");
+    let mut opts = options(&data);
+    opts.docs_limit = Some(50);
+    opts.routers_per_region = 2;
+    let cluster = start_cluster(&opts).await.expect("cluster");
+    let topology = cluster.current_topology();
+    for region in &topology.regions {
+        assert_eq!(region.routers.len(), 2, "{region:?}");
+        assert_eq!(region.routers[0], region.router);
+    }
+    let t = cluster.topology_path();
+    let t = t.to_str().expect("utf-8 path");
+    let cwd = dir.path();
+    let out = ok(cwd, &["dial", "us-east-1", "40", "--topology", t]);
+    assert_eq!(
+        out.matches("dial of us-east-1 set to 40%").count(),
+        4,
+        "every router of both regions: {out}"
+    );
+    let catalog = std::fs::read_to_string(data.join("catalog.toml")).expect("catalog");
+    assert!(catalog.contains("dial = 40"), "{catalog}");
+    for region in ["us-east-1", "us-east-2"] {
+        let args = ["search", "--topology", t, "--region", region];
+        ok(
+            cwd,
+            &[&args[..], &["--tenant", "tldr-en", "list files"]].concat(),
+        );
+    }
+
+    // Both routers of us-east-1 die and come back on the same ports.
+    let routers: Vec<_> = topology.nodes_of("router", "us-east-1").cloned().collect();
+    let snapshots: Vec<_> = routers
+        .iter()
+        .map(|n| restart::snapshot(n, n.admin.clone(), &data.join("logs")).expect("snapshot"))
+        .collect();
+    for s in &snapshots {
+        procfs::send(s.pid, Signal::Kill);
+    }
+    for s in &snapshots {
+        restart::kill(s).await.expect("killed");
+    }
+    for s in &snapshots {
+        let pid = restart::restart(s).await.expect("restarted");
+        restart::update_topology(&[cluster.topology_path()], &s.id, pid).expect("topology");
+    }
+    let out = ok(cwd, &["status", "--json", "--topology", t]);
+    let views: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("status --json line"))
+        .collect();
+    assert_eq!(views.len(), 4, "{out}");
+    for view in &views {
+        let dial = view["regions"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == "us-east-1"))
+            .map(|r| r["dial_percent"].clone());
+        assert_eq!(dial, Some(Value::from(40)), "{view}");
+    }
+    ok(cwd, &["dial", "us-east-1", "100", "--topology", t]);
+    stop_and_check(cluster).await;
+}

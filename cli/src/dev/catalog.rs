@@ -3,18 +3,18 @@
 
 use tandem_client::{NodeInfo, RegionInfo, TenantInfo, Topology};
 
-use super::setup::{Secrets, HOME, REGIONS, TENANTS};
+use super::setup::{router_id, Secrets, HOME, REGIONS, TENANTS};
 use crate::supervise::Process;
 
 /// Writes the routers' catalog to `path`, after checking it with the
 /// routers' own validation (`tandem_catalog`).
 pub(crate) fn write_catalog(
     path: &std::path::Path,
-    (nodes, routers): (&[Process], &[Process]),
+    (nodes, routers, per_region): (&[Process], &[Process], usize),
     scheme: &str,
     secrets: &Secrets,
 ) -> anyhow::Result<()> {
-    let text = catalog_toml((nodes, routers), scheme, secrets);
+    let text = catalog_toml((nodes, routers, per_region), scheme, secrets);
     tandem_catalog::Catalog::parse(text.as_bytes())
         .map_err(|e| anyhow::anyhow!("the dev catalog is invalid: {e}"))?;
     std::fs::write(path, text)?;
@@ -26,21 +26,23 @@ pub(crate) fn write_catalog(
 /// real ones once they listen, and the routers hot-reload it. Addresses
 /// are `scheme://` (`https` when the cluster serves TLS).
 fn catalog_toml(
-    (nodes, routers): (&[Process], &[Process]),
+    (nodes, routers, per_region): (&[Process], &[Process], usize),
     scheme: &str,
     secrets: &Secrets,
 ) -> String {
     let mut t = String::from(
-        "# Written by `tandem dev`; routers and index-nodes reload it when it changes.\nformat = 2\n\n",
+        "# Written by `tandem dev`; routers and index-nodes reload it when it changes.\nformat = 3\n\n",
     );
     for (region, pair, short) in REGIONS {
         t += &format!("[[regions]]\nid = \"{region}\"\npair = \"{pair}\"\n\n");
-        let id = format!("{short}-router");
-        let addr = routers
-            .iter()
-            .find(|r| r.id == id)
-            .map_or("127.0.0.1:1".to_string(), |r| r.grpc.clone());
-        t += &format!("[[nodes]]\nid = \"{id}\"\nregion = \"{region}\"\nkind = \"router\"\naddr = \"{scheme}://{addr}\"\n\n");
+        for i in 1..=per_region {
+            let id = router_id(short, i);
+            let addr = routers
+                .iter()
+                .find(|r| r.id == id)
+                .map_or("127.0.0.1:1".to_string(), |r| r.grpc.clone());
+            t += &format!("[[nodes]]\nid = \"{id}\"\nregion = \"{region}\"\nkind = \"router\"\naddr = \"{scheme}://{addr}\"\n\n");
+        }
     }
     for n in nodes {
         t += &format!(
@@ -80,13 +82,16 @@ pub(crate) fn topology(
         regions: REGIONS
             .iter()
             .map(|(region, pair, _)| {
-                let router = processes
+                let routers: Vec<&Process> = processes
                     .iter()
-                    .find(|p| p.kind == NodeInfo::KIND_ROUTER && p.region == *region);
+                    .filter(|p| p.kind == NodeInfo::KIND_ROUTER && p.region == *region)
+                    .collect();
+                let router = routers.first();
                 RegionInfo {
                     name: region.to_string(),
                     paired: Some(pair.to_string()),
                     router: router.map(|r| r.grpc.clone()).unwrap_or_default(),
+                    routers: routers.iter().map(|r| r.grpc.clone()).collect(),
                     metrics: router.map(|r| r.metrics.clone()),
                     admin: router.and_then(|r| r.admin.clone()),
                 }
@@ -100,6 +105,7 @@ pub(crate) fn topology(
                 region: p.region.clone(),
                 addr: p.grpc.clone(),
                 metrics: Some(p.metrics.clone()),
+                admin: p.admin.clone(),
                 pid: Some(p.pid),
             })
             .collect(),

@@ -64,6 +64,8 @@ pub struct DevOptions {
     pub router_args: Vec<String>,
     /// Serve TLS on every listener and channel (see [`tls`]).
     pub tls: bool,
+    /// Routers in each region (1 or more).
+    pub routers_per_region: usize,
 }
 
 impl DevOptions {
@@ -78,6 +80,7 @@ impl DevOptions {
             bin_dir: None,
             router_args: Vec::new(),
             tls: false,
+            routers_per_region: 1,
         }
     }
 }
@@ -206,10 +209,18 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     }
 
     let scheme = if tls.is_some() { "https" } else { "http" };
-    catalog::write_catalog(&catalog_path, (&processes, &[]), scheme, &secrets)?;
+    let per_region = opts.routers_per_region.max(1);
+    catalog::write_catalog(
+        &catalog_path,
+        (&processes, &[], per_region),
+        scheme,
+        &secrets,
+    )?;
     let mut routers = Vec::new();
-    for (region, _, short) in REGIONS {
-        let id = format!("{short}-router");
+    let router_ids = REGIONS.iter().flat_map(|(region, _, short)| {
+        (1..=per_region).map(move |i| (*region, setup::router_id(short, i)))
+    });
+    for (region, id) in router_ids {
         let mut args: Vec<String> = [
             "--router-id",
             &id,
@@ -247,7 +258,12 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             .await?,
         );
     }
-    catalog::write_catalog(&catalog_path, (&processes, &routers), scheme, &secrets)?;
+    catalog::write_catalog(
+        &catalog_path,
+        (&processes, &routers, per_region),
+        scheme,
+        &secrets,
+    )?;
     processes.extend(routers);
 
     setup::load_corpus(&processes, &secrets, &opts.repo, opts.docs_limit).await?;

@@ -29,6 +29,16 @@ pub(crate) const REGIONS: [(&str, &str, &str); 2] = [
     ("us-east-2", "us-east-1", "use2"),
 ];
 
+/// The id of router `i` (1-based) of the region with short name `short`:
+/// `use1-router`, then `use1-router-2`, `use1-router-3`, ...
+pub(crate) fn router_id(short: &str, i: usize) -> String {
+    if i == 1 {
+        format!("{short}-router")
+    } else {
+        format!("{short}-router-{i}")
+    }
+}
+
 /// Home region of both sample tenants.
 pub(crate) const HOME: &str = "us-east-1";
 

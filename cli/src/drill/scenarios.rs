@@ -216,6 +216,9 @@ pub struct Site {
 impl Site {
     /// The admin listener of `node` if it is a router (from the topology).
     fn admin_of(&self, node: &NodeInfo) -> Option<String> {
+        if node.admin.is_some() {
+            return node.admin.clone();
+        }
         let topology = Topology::load(&self.topology_file).ok()?;
         topology
             .regions
