@@ -137,6 +137,12 @@ pub struct Tenant {
     pub shards: Vec<Shard>,
     /// Model nodes serving the tenant's suggestions and boosts (may be empty).
     pub model_replicas: Vec<Arc<Node>>,
+    /// During a migration to active-active (`tandem migrate`): the share,
+    /// 0..=100, of the tenant's searches read from the replicas in its home
+    /// region's pair instead of its home region. 0 otherwise; only a tenant
+    /// that is not active-active, with a replica of every shard in the
+    /// pair, may have one.
+    pub ramp: u8,
     /// SHA-256 of each key with the search scope. Private so only
     /// [`verify_key`] (which compares in constant time) reads them.
     key_hashes: Vec<KeyHash>,

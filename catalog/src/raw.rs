@@ -104,6 +104,10 @@ pub(super) struct RawTenant {
     /// Shard number -> its leader (format 2; default: see validation).
     #[serde(default)]
     pub leaders: BTreeMap<String, RawLeader>,
+    /// Share of searches served by the home's pair during a migration
+    /// (format 3; absent: 0).
+    #[serde(default)]
+    pub ramp: Option<u32>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -524,3 +524,31 @@ fn key_hashes_from_a_keys_file_join_their_tenant() {
     let err = Catalog::with_keys(without.as_bytes(), smuggled.as_bytes()).unwrap_err();
     assert!(err.to_string().contains("only [keys.<tenant>]"), "{err}");
 }
+
+#[test]
+fn a_ramp_belongs_to_a_single_region_tenant_with_replicas_in_the_pair() {
+    let single = base().replace("active_active = true", "active_active = false");
+    let ramped = single.replace("model_replicas", "ramp = 25\nmodel_replicas");
+    let c = Catalog::parse(ramped.as_bytes()).expect("valid");
+    assert_eq!(c.tenant("t1").unwrap().ramp, 25);
+    assert_eq!(
+        Catalog::parse(single.as_bytes())
+            .unwrap()
+            .tenant("t1")
+            .unwrap()
+            .ramp,
+        0
+    );
+    assert_problem(
+        &base().replace("model_replicas", "ramp = 5\nmodel_replicas"),
+        "an active-active tenant has no ramp",
+    );
+    assert_problem(
+        &ramped.replace("ramp = 25", "ramp = 101"),
+        "ramp 101 is not a percentage",
+    );
+    assert_problem(
+        &ramped.replace("0 = [\"a-idx\", \"b-idx\"]", "0 = [\"a-idx\"]"),
+        "shard 0 has no replica in \"b\" to ramp to",
+    );
+}

@@ -347,6 +347,7 @@ fn tenant(
         }
     }
 
+    let ramp = ramp(t, &shards, home_pair, p);
     let what = format!("tenant {:?}", t.id);
     let model_replicas = replica_list(
         &what,
@@ -364,9 +365,36 @@ fn tenant(
         language: t.language.as_str().into(),
         shards,
         model_replicas,
+        ramp,
         key_hashes: key_hashes(&t.id, "api_key_sha256", &t.api_key_sha256, p),
         write_key_hashes: key_hashes(&t.id, "write_key_sha256", &t.write_key_sha256, p),
     }
+}
+
+/// The tenant's migration ramp: a percentage, for a tenant that is not
+/// active-active yet and has a replica of every shard in its home's pair.
+fn ramp(t: &RawTenant, shards: &[Shard], pair: Option<&str>, p: &mut Problems) -> u8 {
+    let Some(ramp) = t.ramp.filter(|r| *r > 0) else {
+        return 0;
+    };
+    let what = format!("tenant {:?}: ramp {ramp}", t.id);
+    if ramp > 100 {
+        p.push(format!("{what} is not a percentage (0..=100)"));
+    } else if t.active_active {
+        p.push(format!(
+            "{what}: an active-active tenant has no ramp (remove it)"
+        ));
+    } else if let Some(pair) = pair {
+        for s in shards {
+            if !s.replicas.iter().any(|n| &*n.region == pair) {
+                p.push(format!(
+                    "{what}: shard {} has no replica in {pair:?} to ramp to",
+                    s.number
+                ));
+            }
+        }
+    }
+    ramp.min(100) as u8
 }
 
 /// Parses one list of key hashes, refusing malformed and repeated entries.

@@ -390,6 +390,24 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
                 e.ejected_shards.join(",")
             );
         }
+        for r in &status.ramps {
+            let arm = |a: &Option<tandem_proto::v1::RampArm>| {
+                let a = a.clone().unwrap_or_default();
+                format!(
+                    "{} searches, {} errors, p99 {} us",
+                    a.requests, a.errors, a.p99_micros
+                )
+            };
+            println!(
+                "  ramp {}: {}% to {} ({}); home {} ({})",
+                r.tenant,
+                r.percent,
+                r.pair_region,
+                arm(&r.pair),
+                r.home_region,
+                arm(&r.home)
+            );
+        }
         if let Some(c) = &status.cache {
             println!("  replica-map cache: {} entries, {} hits, {} misses, {} negative hits; retry budget exhausted {} times", c.entries, c.hits, c.misses, c.negative_hits, status.retry_budget_exhausted);
         }
@@ -406,6 +424,10 @@ fn status_json(s: &tandem_proto::v1::StatusResponse) -> serde_json::Value {
         "router_id": s.router_id, "region": s.region, "catalog_version": s.catalog_version, "catalog_error": s.catalog_error,
         "regions": s.regions.iter().map(|r| serde_json::json!({"name": r.name, "paired": r.paired, "dial_percent": r.dial_percent, "router_healthy": r.router_healthy})).collect::<Vec<_>>(),
         "endpoints": s.endpoints.iter().map(|e| serde_json::json!({"node": e.node, "region": e.region, "kind": e.kind, "state": e.state, "ejections": e.ejections, "ewma_micros": e.ewma_micros, "in_flight": e.in_flight, "ejected_shards": e.ejected_shards})).collect::<Vec<_>>(),
+        "ramps": s.ramps.iter().map(|r| {
+            let arm = |a: &Option<tandem_proto::v1::RampArm>| a.as_ref().map(|a| serde_json::json!({"requests": a.requests, "errors": a.errors, "p99_micros": a.p99_micros}));
+            serde_json::json!({"tenant": r.tenant, "percent": r.percent, "home_region": r.home_region, "pair_region": r.pair_region, "home": arm(&r.home), "pair": arm(&r.pair)})
+        }).collect::<Vec<_>>(),
     })
 }
 

@@ -118,6 +118,7 @@ pub fn status(state: &RouterState) -> StatusResponse {
         }),
         retry_budget_exhausted: state.resilience.budget.exhausted_total(),
         tenants: catalog.tenant_count() as u64,
+        ramps: state.ramps.snapshot(&catalog),
     }
 }
 

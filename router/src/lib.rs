@@ -15,6 +15,8 @@
 //! - [`hedge`]: adaptive hedging delay.
 //! - [`budget`]: the retry + hedge budget.
 //! - [`dial`]: the traffic dial (serve here or forward to the paired region).
+//! - [`ramp`]: a migrating tenant's share read from the new region, and
+//!   the counters of its health gates.
 //! - [`retry`]: which failures are retried and whom they blame.
 //!
 //! The serving layer carries a query through them:
@@ -54,6 +56,7 @@ pub mod method;
 pub mod node;
 pub mod outlier;
 pub mod probe;
+pub mod ramp;
 pub mod replicas;
 pub mod request_metrics;
 pub mod retry;

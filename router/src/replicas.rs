@@ -96,6 +96,9 @@ pub struct ReplicaMap {
     pub shards: Vec<ShardReplicas>,
     /// The tenant's model replicas, ordered like shard replicas.
     pub models: Vec<Replica>,
+    /// For a tenant with a migration ramp: the same replicas preferring
+    /// the home's pair (see [`crate::ramp`]).
+    pub ramped: Option<Arc<ReplicaMap>>,
 }
 
 /// Why a replica map could not be resolved.
@@ -132,11 +135,28 @@ impl ReplicaMap {
             .region(local_region)
             .ok_or_else(|| ResolveError::UnknownRegion(local_region.to_string()))?;
         let preferred = tenant.preferred_region(&local.id);
+        let mut map = ReplicaMap::preferring(catalog, tenant, &local.id, preferred);
+        if tenant.ramp > 0 && !tenant.active_active {
+            if let Some(pair) = catalog.pair_of(preferred) {
+                let ramped = ReplicaMap::preferring(catalog, tenant, &local.id, pair);
+                map.ramped = Some(Arc::new(ramped));
+            }
+        }
+        Ok(map)
+    }
+
+    /// `tenant`'s replicas as seen from `local`, `preferred`'s first.
+    fn preferring(
+        catalog: &Catalog,
+        tenant: &Arc<Tenant>,
+        local: &Arc<str>,
+        preferred: &str,
+    ) -> ReplicaMap {
         let paired = catalog.pair_of(preferred).map(|p| &**p);
         let order = |nodes: &[Arc<Node>]| tiered(nodes, preferred, paired);
-        Ok(ReplicaMap {
+        ReplicaMap {
             tenant: Arc::clone(tenant),
-            local_region: Arc::clone(&local.id),
+            local_region: Arc::clone(local),
             preferred_region: preferred.into(),
             catalog_version: catalog.version().into(),
             shards: tenant
@@ -148,7 +168,8 @@ impl ReplicaMap {
                 })
                 .collect(),
             models: order(&tenant.model_replicas),
-        })
+            ramped: None,
+        }
     }
 
     /// The replicas of shard `n`.

@@ -19,6 +19,7 @@ use crate::catalog::{is_valid_id, verify_key_hash, AuthOutcome, KeyCheck, KeyHas
 use crate::dial::{decide, draw, Decision, DialFacts, FORWARDED_HEADER};
 use crate::forward::{self, Forwarded};
 use crate::method::{Answer, PublicMethod};
+use crate::ramp;
 use crate::replicas::ReplicaMap;
 use crate::request_metrics::RequestMetrics;
 use crate::state::RouterState;
@@ -142,7 +143,16 @@ impl SearchService {
                 return answer;
             }
         }
-        let mut answer = request.serve_here(&self.state, &map, &ctx).await?;
+        let (map, arm) = ramp::choose(&map, draw(&mut rand::rng()));
+        let started = StdInstant::now();
+        let served = request.serve_here(&self.state, map, &ctx).await;
+        if let Some(arm) = arm.filter(|_| M::NAME == "Search") {
+            let route = served.as_ref().ok().and_then(|a| a.route());
+            let failed = served.is_err();
+            let elapsed = started.elapsed();
+            self.state.ramps.record(map, arm, failed, route, elapsed);
+        }
+        let mut answer = served?;
         if let Some(route) = answer.route_mut() {
             route.forwarded = from.is_some();
             route.entry_region = from.unwrap_or_else(|| String::from(&*self.state.region));

@@ -36,6 +36,8 @@ pub struct RouterState {
     pub resilience: Resilience,
     /// Traffic dials of every region.
     pub dials: Dials,
+    /// Counters of the migration ramps in force.
+    pub ramps: crate::ramp::RampStats,
     /// Probe results of routers.
     pub routers: RouterHealth,
     /// The cluster's internal token (carried by every call to a node or to
@@ -81,6 +83,7 @@ impl RouterState {
         Ok(Self {
             region: Arc::from(config.region.as_str()),
             dials: Dials::from_catalog(&catalog),
+            ramps: Default::default(),
             cache: ReplicaMapCache::new(
                 config.cache_max_tenants,
                 ms(config.cache_ttl_ms),
