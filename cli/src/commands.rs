@@ -392,7 +392,7 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
         }
         for r in &status.ramps {
             let arm = |a: &Option<tandem_proto::v1::RampArm>| {
-                let a = a.clone().unwrap_or_default();
+                let a = a.unwrap_or_default();
                 format!(
                     "{} searches, {} errors, p99 {} us",
                     a.requests, a.errors, a.p99_micros
