@@ -114,6 +114,25 @@ impl CatalogFile {
         Ok(strings(table, field))
     }
 
+    /// Sets `tenant`'s migration ramp (format 3); 0 removes it.
+    pub fn set_ramp(&mut self, tenant: &str, percent: u8) -> anyhow::Result<()> {
+        let table = self.tenant_table(tenant)?;
+        if percent == 0 {
+            table.remove("ramp");
+        } else {
+            table.insert("ramp", value(i64::from(percent)));
+        }
+        self.raise_format(3);
+        Ok(())
+    }
+
+    /// Sets whether `tenant` is active-active.
+    pub fn set_active_active(&mut self, tenant: &str, on: bool) -> anyhow::Result<()> {
+        self.tenant_table(tenant)?
+            .insert("active_active", value(on));
+        Ok(())
+    }
+
     /// Records `region`'s traffic dial (a format 3 field: the file's
     /// format is raised to 3 if it is older).
     pub fn set_dial(&mut self, region: &str, percent: u32) -> anyhow::Result<()> {
@@ -194,6 +213,63 @@ impl CatalogFile {
         let catalog = Catalog::parse(text.as_bytes()).context("the edited catalog is invalid")?;
         write_atomically(path, &text, None)?;
         Ok(catalog)
+    }
+}
+
+/// Loads the catalog at `path`, applies `change` and saves it (validated),
+/// holding an exclusive lock on `<path>.lock` meanwhile: edits that run at
+/// once (a batch of migrations, another `tandem` command) each apply to
+/// the latest file, and none is lost.
+pub fn edit(
+    path: &Path,
+    change: impl FnOnce(&mut CatalogFile, &Catalog) -> anyhow::Result<()>,
+) -> anyhow::Result<Catalog> {
+    let _lock = FileLock::acquire(&lock_path(path, "lock"), true)?
+        .context("the catalog lock was not taken")?;
+    let (mut file, catalog) = CatalogFile::load(path)?;
+    change(&mut file, &catalog)?;
+    file.save(path)
+}
+
+/// `<path>.<suffix>`: a lock file beside the catalog.
+pub fn lock_path(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    name.into()
+}
+
+/// An exclusive `flock(2)` on a file, released when dropped (or when the
+/// process dies, so a killed command never leaves a stale lock).
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Takes the lock on `path` (made if missing): waiting for it when
+    /// `wait`, else `None` if another holder has it.
+    pub fn acquire(path: &Path, wait: bool) -> anyhow::Result<Option<FileLock>> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let mode = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), mode) } == 0 {
+            return Ok(Some(FileLock { _file: file }));
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() == std::io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        Err(error).with_context(|| format!("cannot lock {}", path.display()))
     }
 }
 

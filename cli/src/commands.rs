@@ -133,7 +133,7 @@ impl Target {
     }
 
     /// Admin channels to every router, with the admin token.
-    async fn admin(&self) -> anyhow::Result<(Vec<(String, Channel)>, String)> {
+    pub(crate) async fn admin(&self) -> anyhow::Result<(Vec<(String, Channel)>, String)> {
         let topology = self.topology()?;
         let endpoints = match (&self.admin, &topology) {
             // A name (a headless Service) stands for every router behind it.
@@ -308,7 +308,7 @@ pub async fn suggest(target: &Target, tenant: &str, prefix: &str, k: u32) -> any
     Ok(())
 }
 
-fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+pub(crate) fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
@@ -483,6 +483,28 @@ pub async fn reload_catalogs(target: &Target) -> anyhow::Result<()> {
         bail!("{failures} router(s) did not reload; they pick the file up at their next poll");
     }
     Ok(())
+}
+
+/// [`reload_catalogs`] without a line per router, for commands that edit
+/// the catalog many times (`tandem migrate`): a router that does not
+/// answer is logged, and takes the file at its next poll.
+pub async fn reload_catalogs_quietly(target: &Target) {
+    let Ok((routers, token)) = target.admin().await else {
+        tracing::warn!("no router to reload; they take the catalog at their next poll");
+        return;
+    };
+    for (name, channel) in routers {
+        let reloaded = match bearer(ReloadCatalogRequest {}, &token) {
+            Ok(request) => RouterAdminClient::new(channel)
+                .reload_catalog(request)
+                .await
+                .map_err(|s| s.message().to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = reloaded {
+            tracing::warn!(router = %name, error = %e, "router did not reload; it takes the catalog at its next poll");
+        }
+    }
 }
 
 /// Runs one admin `call` on every router of the target, printing a line per

@@ -14,6 +14,8 @@
 //!   catalog; `tandem verify` compares replicas);
 //! - [`keys`]: a tenant's API keys (`tandem key create|rotate|revoke|list`);
 //! - [`tenant`]: a tenant's life (`tandem tenant create|delete`);
+//! - [`migrate`]: single-region tenants to active-active, with a ramp and
+//!   health gates (`tandem migrate`);
 //! - [`operator`]: the operator's internal token and node clients that
 //!   carry it;
 //! - [`procfs`]: what the drills and shutdown know about processes.
@@ -26,6 +28,7 @@ pub mod dev;
 pub mod drill;
 pub mod ingest;
 pub mod keys;
+pub mod migrate;
 pub mod operator;
 pub mod procfs;
 pub mod promote;

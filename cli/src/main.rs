@@ -137,6 +137,10 @@ enum Command {
         #[command(subcommand)]
         action: tandem_cli::tenant::TenantAction,
     },
+    /// Make single-region tenants active-active: a live replica of every
+    /// shard in the paired region, then a traffic ramp with health gates
+    /// that roll back by themselves (resumable; --rollback undoes).
+    Migrate(tandem_cli::migrate::MigrateArgs),
     /// Add or remove a replica of a shard while the tenant is live.
     Replica {
         #[command(subcommand)]
@@ -397,6 +401,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Key { action } => key(&cli.target, action).await?,
         Command::Tenant { action } => tandem_cli::tenant::run(&cli.target, action).await?,
+        Command::Migrate(args) => {
+            if !tandem_cli::migrate::run(&cli.target, &args).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Replica { action } => match action {
             ReplicaAction::Add {
                 at:

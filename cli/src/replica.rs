@@ -39,7 +39,7 @@ pub async fn add(
     progress: bool,
 ) -> anyhow::Result<Added> {
     let started = Instant::now();
-    let (mut file, catalog) = CatalogFile::load(path)?;
+    let catalog = tandem_catalog::Catalog::load_file(path)?;
     let (t, s) = crate::catalog_edit::shard(&catalog, tenant, shard)?;
     let target = catalog
         .node(node)
@@ -133,8 +133,8 @@ pub async fn add(
     let Some(seq) = verdict.seq.filter(|_| verdict.equal) else {
         bail!("{node}'s copy does not match the leader's: {verdict:?}");
     };
-    file.set_replica(tenant, shard, node, true)?;
-    file.save(path)?;
+    // The file as it is now (other edits may have come meanwhile).
+    crate::catalog_edit::edit(path, |file, _| file.set_replica(tenant, shard, node, true))?;
     Ok(Added {
         elapsed: started.elapsed(),
         snapshot_bytes,

@@ -147,6 +147,20 @@ pub fn place(catalog: &Catalog, t: &NewTenant) -> anyhow::Result<Placement> {
     })
 }
 
+/// The index-node of `region` with the fewest shard replicas (ties: the
+/// lower id), leaving out `exclude`: where a new replica goes.
+pub fn least_loaded_index(
+    catalog: &Catalog,
+    region: &str,
+    exclude: &[Arc<str>],
+) -> Option<Arc<Node>> {
+    let load = Load::of(catalog);
+    nodes_of(catalog, region, NodeKind::Index)
+        .into_iter()
+        .filter(|n| !exclude.contains(&n.id))
+        .min_by_key(|n| (load.replicas.get(&n.id).copied(), n.id.clone()))
+}
+
 fn nodes_of(catalog: &Catalog, region: &str, kind: NodeKind) -> Vec<Arc<Node>> {
     catalog
         .nodes()
