@@ -506,37 +506,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(path) = &queries {
                 opts.queries = Some(tandem_loadgen::read_queries(path)?);
             }
-            if scenario == Scenario::ReplicaBootstrap {
-                let report = drill::bootstrap::run(&opts, write_rate).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", report.to_text());
-                }
-                return Ok(if report.clean() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
-            }
-            let report = drill::run_drill(&opts).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.to_text());
-            }
-            if let Some(first) = report.tenants.first() {
-                let title = format!("tandem drill {}: {}", report.scenario, report.fault);
-                if let Some(path) = &timeline_csv {
-                    first.timeline.write_csv(path)?;
-                }
-                if let Some(path) = &timeline_svg {
-                    first.timeline.write_svg(path, &title)?;
-                }
-            }
-            // The report is printed either way; a cluster left broken is
-            // an error for scripts.
-            if report.heal_error.is_some() || report.fault_error.is_some() {
+            let out = drill::command::Output {
+                json,
+                timeline_csv,
+                timeline_svg,
+            };
+            if !drill::command::run(&opts, write_rate, &out).await? {
                 return Ok(ExitCode::FAILURE);
             }
         }

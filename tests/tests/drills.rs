@@ -329,7 +329,7 @@ async fn region_index_down_serves_active_active_remotely_and_fails_single_region
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_bootstrap_builds_a_replica_under_searches_and_writes() {
+async fn replica_bootstrap_and_migration_under_load() {
     let _turn = TURN.lock().await;
     let (_dir, cluster) = cluster().await;
     let mut opts = DrillOptions::new(Scenario::ReplicaBootstrap, cluster.topology_path());
@@ -352,5 +352,26 @@ async fn replica_bootstrap_builds_a_replica_under_searches_and_writes() {
         .await
         .expect("again");
     assert!(again.clean(), "{}", again.to_text());
+
+    // The migration drill on the same cluster: tldr-es (single-region)
+    // becomes active-active under load, then single-region again.
+    let mut opts = DrillOptions::new(Scenario::Migration, cluster.topology_path());
+    opts.tenant = "tldr-es".into();
+    opts.rate = 50.0;
+    opts.duration = Duration::from_secs(9);
+    let report = tandem_cli::drill::migration::run(&opts)
+        .await
+        .expect("the drill runs");
+    println!("{}", report.to_text());
+    assert!(report.clean(), "{}", report.to_text());
+    let new_region = report
+        .timeline
+        .buckets
+        .iter()
+        .map(|b| b.share("us-east-2"))
+        .fold(0.0, f64::max);
+    assert!(new_region > 0.0, "the new region served some searches");
+    let catalog = std::fs::read_to_string(cluster.data_dir.join("catalog.toml")).unwrap();
+    assert!(!catalog.contains("ramp ="), "no ramp left after the drill");
     stop(cluster).await;
 }

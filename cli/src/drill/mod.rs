@@ -11,7 +11,9 @@
 //! healed before the drill returns.
 
 pub mod bootstrap;
+pub mod command;
 mod faults;
+pub mod migration;
 pub mod report;
 pub mod restart;
 pub mod scenarios;

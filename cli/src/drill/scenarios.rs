@@ -45,6 +45,11 @@ pub enum Scenario {
     /// (`--write-rate`); reports failed searches and writes, time to caught
     /// up, and whether every replica's digest is equal.
     ReplicaBootstrap,
+    /// Not an outage: a single-region tenant (`--tenant tldr-es`) is
+    /// migrated to active-active with `tandem migrate` (short ramp steps)
+    /// under search load; the timeline shows the share each region served,
+    /// failures and p99. The tenant is made single-region again after.
+    Migration,
 }
 
 impl Scenario {
@@ -72,6 +77,7 @@ impl Scenario {
             Scenario::TenantIndexFailing => "tenant-index-failing",
             Scenario::RegionIndexDown => "region-index-down",
             Scenario::ReplicaBootstrap => "replica-bootstrap",
+            Scenario::Migration => "migration",
         }
     }
 }
@@ -138,9 +144,10 @@ pub fn plan(
             first(of(NodeInfo::KIND_INDEX, Some(home))),
         ),
         Scenario::RegionIndexDown => (Action::Kill, of(NodeInfo::KIND_INDEX, Some(home))),
-        Scenario::ReplicaBootstrap => {
+        Scenario::ReplicaBootstrap | Scenario::Migration => {
             anyhow::bail!(
-                "replica-bootstrap breaks nothing; it runs as its own drill (drill::bootstrap)"
+                "{} breaks nothing; it runs as its own drill (drill::bootstrap, drill::migration)",
+                scenario.name()
             )
         }
     };
