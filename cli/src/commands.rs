@@ -354,11 +354,16 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
         );
         for r in &status.regions {
             println!(
-                "  region {:<10} paired {:<10} dial {:>3}%  routers {}",
+                "  region {:<10} paired {:<10} dial {:>3}%  routers {}{}",
                 r.name,
                 r.paired,
                 r.dial_percent,
-                if r.router_healthy { "up" } else { "DOWN" }
+                if r.router_healthy { "up" } else { "DOWN" },
+                if r.auto_shifted {
+                    "  AUTO-SHIFTED to the paired region (its index-nodes fail health)"
+                } else {
+                    ""
+                }
             );
         }
         println!(
@@ -422,7 +427,7 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
 fn status_json(s: &tandem_proto::v1::StatusResponse) -> serde_json::Value {
     serde_json::json!({
         "router_id": s.router_id, "region": s.region, "catalog_version": s.catalog_version, "catalog_error": s.catalog_error,
-        "regions": s.regions.iter().map(|r| serde_json::json!({"name": r.name, "paired": r.paired, "dial_percent": r.dial_percent, "router_healthy": r.router_healthy})).collect::<Vec<_>>(),
+        "regions": s.regions.iter().map(|r| serde_json::json!({"name": r.name, "paired": r.paired, "dial_percent": r.dial_percent, "router_healthy": r.router_healthy, "auto_shifted": r.auto_shifted})).collect::<Vec<_>>(),
         "endpoints": s.endpoints.iter().map(|e| serde_json::json!({"node": e.node, "region": e.region, "kind": e.kind, "state": e.state, "ejections": e.ejections, "ewma_micros": e.ewma_micros, "in_flight": e.in_flight, "ejected_shards": e.ejected_shards})).collect::<Vec<_>>(),
         "ramps": s.ramps.iter().map(|r| {
             let arm = |a: &Option<tandem_proto::v1::RampArm>| a.as_ref().map(|a| serde_json::json!({"requests": a.requests, "errors": a.errors, "p99_micros": a.p99_micros}));

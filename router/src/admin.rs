@@ -51,6 +51,8 @@ pub fn status(state: &RouterState) -> StatusResponse {
             paired: r.pair.to_string(),
             dial_percent: u32::from(state.dials.get(&r.id)),
             router_healthy: r.routers.iter().any(|n| state.routers.is_up(&n.id)),
+            auto_shifted: r.id == state.region
+                && state.auto_dial.as_ref().is_some_and(|a| a.shifted()),
         })
         .collect();
     let ejections: std::collections::HashMap<String, u32> = state

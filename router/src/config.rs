@@ -12,6 +12,7 @@
 //! per_try_timeout_ms = 500
 //! model_timeout_ms = 50                  # boosts/suggestions wait at most this
 //! probe_interval_ms = 200
+//! auto_dial_after_ms = 0                 # health-driven dial; 0 = off
 //! ```
 //! The admin token comes from `--admin-token` or `TANDEM_ADMIN_TOKEN`, never
 //! from the file.
@@ -86,6 +87,14 @@ pub struct RouterConfig {
     pub eject_base_ms: u64,
     /// Longest ejection.
     pub eject_max_ms: u64,
+    /// Health-driven dial (see `auto_dial`): this region's traffic shifts
+    /// to the paired region after its index-nodes fail health this long (0:
+    /// off, the default).
+    pub auto_dial_after_ms: u64,
+    /// ... and comes back after they are healthy again this long.
+    pub auto_dial_back_after_ms: u64,
+    /// Share of the region's index-nodes unhealthy that counts as failing.
+    pub auto_dial_threshold: f64,
     /// Between NOT_SERVING and closing the listener on shutdown.
     pub drain_grace_ms: u64,
     /// JSON log lines.
@@ -122,9 +131,23 @@ impl Default for RouterConfig {
             eject_after_failures: 3,
             eject_base_ms: 1000,
             eject_max_ms: 30_000,
+            auto_dial_after_ms: 0,
+            auto_dial_back_after_ms: 30_000,
+            auto_dial_threshold: 0.5,
             drain_grace_ms: 500,
             json_logs: false,
         }
+    }
+}
+
+impl RouterConfig {
+    /// The health-driven dial's settings, if it is on.
+    pub fn auto_dial(&self) -> Option<crate::auto_dial::AutoDialConfig> {
+        (self.auto_dial_after_ms > 0).then(|| crate::auto_dial::AutoDialConfig {
+            after: ms(self.auto_dial_after_ms),
+            back_after: ms(self.auto_dial_back_after_ms),
+            threshold: self.auto_dial_threshold.clamp(0.01, 1.0),
+        })
     }
 }
 

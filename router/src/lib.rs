@@ -14,7 +14,8 @@
 //! - [`outlier`]: ejection / probation / re-admission state machine.
 //! - [`hedge`]: adaptive hedging delay.
 //! - [`budget`]: the retry + hedge budget.
-//! - [`dial`]: the traffic dial (serve here or forward to the paired region).
+//! - [`dial`]: the traffic dial (serve here or forward to the paired region);
+//!   [`auto_dial`]: the optional health-driven dial of the router's region.
 //! - [`ramp`]: a migrating tenant's share read from the new region, and
 //!   the counters of its health gates.
 //! - [`retry`]: which failures are retried and whom they blame.
@@ -38,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auto_dial;
 pub mod budget;
 pub mod cache;
 pub mod calls;

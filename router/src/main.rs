@@ -93,6 +93,21 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_grace_ms: Option<u64>,
+    /// Health-driven dial: shift this region's active-active traffic to
+    /// the paired region after its index-nodes fail health this long (0:
+    /// off).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_dial_after_ms: Option<u64>,
+    /// Health-driven dial: shift back after this long healthy again.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_dial_back_after_ms: Option<u64>,
+    /// Health-driven dial: share of the region's index-nodes unhealthy
+    /// that counts as failing (0 to 1).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_dial_threshold: Option<f64>,
     /// Hedging delay bounds and default (before a replica has history).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -46,6 +46,9 @@ pub async fn run(
 
     tokio::spawn(watch_catalog(state.clone()));
     tokio::spawn(probe_loop(state.clone()));
+    if let Some(auto) = state.auto_dial.clone() {
+        tokio::spawn(crate::auto_dial::run(state.clone(), auto));
+    }
     if config.dns_recheck_ms > 0 {
         let state = state.clone();
         tokio::spawn(async move {

@@ -219,6 +219,9 @@ impl DialFacts for LiveDialFacts<'_> {
         self.tenant_active_active
     }
     fn dial_percent(&self) -> u8 {
+        if self.state.auto_dial.as_ref().is_some_and(|a| a.shifted()) {
+            return 0;
+        }
         self.state.dials.get(&self.state.region)
     }
     fn draw(&self) -> u8 {

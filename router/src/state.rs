@@ -38,6 +38,8 @@ pub struct RouterState {
     pub dials: Dials,
     /// Counters of the migration ramps in force.
     pub ramps: crate::ramp::RampStats,
+    /// The health-driven dial of this router's region, when it is on.
+    pub auto_dial: Option<Arc<crate::auto_dial::AutoDial>>,
     /// Probe results of routers.
     pub routers: RouterHealth,
     /// The cluster's internal token (carried by every call to a node or to
@@ -84,6 +86,9 @@ impl RouterState {
             region: Arc::from(config.region.as_str()),
             dials: Dials::from_catalog(&catalog),
             ramps: Default::default(),
+            auto_dial: config
+                .auto_dial()
+                .map(|c| Arc::new(crate::auto_dial::AutoDial::new(c))),
             cache: ReplicaMapCache::new(
                 config.cache_max_tenants,
                 ms(config.cache_ttl_ms),

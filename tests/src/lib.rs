@@ -184,17 +184,33 @@ impl Proc {
 
     /// Scrapes its Prometheus metrics.
     pub fn scrape(&self) -> String {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(self.metrics).expect("connect metrics");
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .expect("write");
-        let mut body = String::new();
-        stream.read_to_string(&mut body).expect("read");
-        body
+        scrape(self.metrics)
     }
+}
+
+/// The Prometheus metrics served at `addr` (`/metrics`, HTTP/1.1).
+pub fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect metrics");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("read");
+    body
+}
+
+/// The value of the first sample of `metrics` whose line starts with
+/// `name_and_labels` (0 when there is none).
+pub fn metric(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Drop for Proc {

@@ -328,6 +328,56 @@ async fn region_index_down_serves_active_active_remotely_and_fails_single_region
     stop(cluster).await;
 }
 
+/// The health-driven dial: with it on, us-east-1's routers shift their
+/// active-active traffic to us-east-2 once every us-east-1 index-node is
+/// down for 300 ms, and back 300 ms after they return; no search fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_index_down_with_the_health_driven_dial_shifts_away_and_back() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = DevOptions::new(dir.path().join("dev"), tandem_e2e::repo_root());
+    opts.docs_limit = Some(100);
+    opts.bin_dir = Some(tandem_e2e::target_dir());
+    opts.router_args = SLOW_HEDGE_FLAGS.iter().map(|a| a.to_string()).collect();
+    opts.router_args.extend(
+        [
+            "--auto-dial-after-ms",
+            "300",
+            "--auto-dial-back-after-ms",
+            "300",
+        ]
+        .map(String::from),
+    );
+    let cluster = start_cluster(&opts).await.expect("dev cluster starts");
+    let report = drill(&cluster, Scenario::RegionIndexDown, 4.0, &[]).await;
+    let en = tenant(&report, "tldr-en");
+    assert_eq!(en.summary.failed, 0, "{:?}", en.summary.errors);
+    let topology = cluster.current_topology();
+    let router = topology.node("use1-router").expect("router");
+    let metrics_addr = router.metrics.as_deref().expect("metrics").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = tandem_e2e::scrape(metrics_addr);
+        let changes = |to: &str| {
+            tandem_e2e::metric(
+                &m,
+                &format!("router_auto_dial_changes_total{{to=\"{to}\"}}"),
+            )
+        };
+        let forwarded = tandem_e2e::metric(&m, "router_forwarded_total{reason=\"dial_forward\"}");
+        if changes("away") >= 1.0 && changes("back") >= 1.0 {
+            assert!(forwarded > 0.0, "shifted traffic was forwarded:\n{m}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shift away and back:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop(cluster).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_bootstrap_and_migration_under_load() {
     let _turn = TURN.lock().await;
