@@ -298,7 +298,7 @@ struct ShardNode {
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     tandem_common::telemetry::init_tracing(false);
     let result = tokio::runtime::Runtime::new()
@@ -313,15 +313,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// Dies quietly of SIGPIPE when stdout is closed early (`tandem search |
-/// head`), as command-line tools do, instead of panicking on the write
-/// (Rust ignores SIGPIPE by default).
-fn restore_sigpipe() {
-    #[cfg(unix)]
-    // SAFETY: signal(2) with SIG_DFL, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// Exits quietly (status 141, as a process killed by SIGPIPE) when stdout
+/// is closed early (`tandem search | head`), as command-line tools do,
+/// instead of a panic message. SIGPIPE itself stays ignored (Rust's
+/// default): restoring it would also kill the command, silently, whenever
+/// a node closes a connection under a vectored socket write.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -177,10 +177,19 @@ struct MethodHandles {
     seconds: metrics::Histogram,
 }
 
-/// `grpc_code` label values, indexed by code (the names of `tonic::Code`).
+/// The canonical name of `code` (`OK`, `Canceled`, `InvalidArgument`,
+/// ...), as every code label of tandem's metrics spells it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    CODE_NAMES[(code as usize).min(CODE_NAMES.len() - 1)]
+}
+
+/// `grpc_code` label values, indexed by code: the canonical names that
+/// go-grpc-prometheus writes (Go's `codes.Code.String()`), which dashboards
+/// and alerts are written against; they differ from `tonic::Code`'s names
+/// in `OK` and `Canceled`.
 const CODE_NAMES: [&str; 17] = [
-    "Ok",
-    "Cancelled",
+    "OK",
+    "Canceled",
     "Unknown",
     "InvalidArgument",
     "DeadlineExceeded",
@@ -231,7 +240,7 @@ impl MethodMetrics {
         self.handled[index].get_or_init(|| {
             metrics::counter!("grpc_server_handled_total",
                 "grpc_service" => self.service, "grpc_method" => self.method,
-                "grpc_code" => CODE_NAMES[index])
+                "grpc_code" => code_name(code))
         })
     }
 }
@@ -299,9 +308,15 @@ mod tests {
     }
 
     #[test]
-    fn code_names_are_tonics() {
+    fn code_names_are_the_canonical_grpc_names() {
         for (i, name) in CODE_NAMES.iter().enumerate() {
-            assert_eq!(format!("{:?}", tonic::Code::from_i32(i as i32)), *name);
+            let tonic_name = format!("{:?}", tonic::Code::from_i32(i as i32));
+            let canonical = match tonic_name.as_str() {
+                "Ok" => "OK",
+                "Cancelled" => "Canceled",
+                other => other,
+            };
+            assert_eq!(canonical, *name);
         }
     }
 

@@ -231,7 +231,8 @@ impl Documents for DocumentsService {
             Ok(_) => Code::Ok,
             Err(s) => s.code(),
         };
-        metrics::counter!("router_writes_total", "code" => format!("{code:?}")).increment(1);
+        metrics::counter!("router_writes_total", "code" => tandem_common::grpc_metrics::code_name(code))
+            .increment(1);
         if result.is_ok() {
             metrics::counter!("router_written_ops_total").increment(ops as u64);
         }

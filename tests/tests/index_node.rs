@@ -765,7 +765,7 @@ async fn metrics_and_reflection_are_served() {
     let _ = search(&mut c, missing).await;
     let text = node.scrape();
     for needle in [
-        "grpc_server_handled_total{grpc_service=\"tandem.v1.IndexNode\",grpc_method=\"SearchShard\",grpc_code=\"Ok\"}",
+        "grpc_server_handled_total{grpc_service=\"tandem.v1.IndexNode\",grpc_method=\"SearchShard\",grpc_code=\"OK\"}",
         "grpc_code=\"NotFound\"",
         "grpc_server_handling_seconds_bucket",
         "index_search_seconds",

@@ -258,10 +258,10 @@ async fn synth_train_serve_suggest_boosts_list_and_metrics() {
     let text = node.proc.scrape();
     let handled = "grpc_server_handled_total{grpc_service=\"tandem.v1.ModelNode\"";
     for needle in [
-        format!("{handled},grpc_method=\"Suggest\",grpc_code=\"Ok\"}} 9"),
+        format!("{handled},grpc_method=\"Suggest\",grpc_code=\"OK\"}} 9"),
         format!("{handled},grpc_method=\"Suggest\",grpc_code=\"NotFound\"}} 1"),
-        format!("{handled},grpc_method=\"Boosts\",grpc_code=\"Ok\"}}"),
-        format!("{handled},grpc_method=\"ListModels\",grpc_code=\"Ok\"}} 1"),
+        format!("{handled},grpc_method=\"Boosts\",grpc_code=\"OK\"}}"),
+        format!("{handled},grpc_method=\"ListModels\",grpc_code=\"OK\"}} 1"),
         "model_suggest_seconds_bucket".to_string(),
         "model_boosts_seconds_bucket".to_string(),
     ] {
