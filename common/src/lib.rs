@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: loading a TOML config file with clear errors;
 //! - [`telemetry`]: `tracing` logs and the Prometheus `/metrics` endpoint;
+//!   [`metric_help`]: every metric's type and HELP text, and the build info;
 //! - [`grpc_metrics`]: a tower layer counting gRPC calls by method and code;
 //! - [`grpc_deadline`]: a tower layer ending a call when its caller's
 //!   `grpc-timeout` has run out;
@@ -28,6 +29,7 @@ pub mod faults;
 pub mod grpc_deadline;
 pub mod grpc_metrics;
 pub mod internal;
+pub mod metric_help;
 pub mod secret_file;
 pub mod server;
 pub mod telemetry;

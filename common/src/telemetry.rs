@@ -50,6 +50,7 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     spawn_upkeep(handle.clone());
+    crate::metric_help::describe();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 

@@ -110,5 +110,6 @@ async fn probe_loop(state: Arc<RouterState>) {
             &state.internal,
         )
         .await;
+        crate::probe::publish_endpoint_states(&catalog, &state.resilience);
     }
 }

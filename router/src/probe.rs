@@ -192,3 +192,23 @@ async fn check(
         _ => ProbeResult::Error,
     }
 }
+/// Sets `router_endpoints{kind, state}`: how many of the catalog's index
+/// and model endpoints are healthy, on probation or ejected (every
+/// combination, zeros included, so the series exist from start-up).
+pub fn publish_endpoint_states(catalog: &Catalog, resilience: &Resilience) {
+    for kind in [NodeKind::Index, NodeKind::Model] {
+        let mut counts = [0u32; 3];
+        for node in catalog.nodes().filter(|n| n.kind == kind) {
+            let i = match resilience.nodes.health(&node.id) {
+                outlier::Health::Healthy => 0,
+                outlier::Health::Probation { .. } => 1,
+                outlier::Health::Ejected { .. } => 2,
+            };
+            counts[i] += 1;
+        }
+        for (state, count) in ["healthy", "probation", "ejected"].into_iter().zip(counts) {
+            metrics::gauge!("router_endpoints", "kind" => kind.as_str(), "state" => state)
+                .set(f64::from(count));
+        }
+    }
+}

@@ -256,6 +256,7 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
     assert_all_serving(&topology).await;
     assert_documented_format(&cluster.topology_path());
     assert_node_apis_closed(&cluster, &topology).await;
+    tandem_e2e::exposition::assert_exposition(&topology);
 
     // Both routers answer both tenants: tldr-en from local replicas,
     // tldr-es (single-region) from its home region's.
