@@ -44,6 +44,10 @@ pub struct ServeOptions {
     /// Services served on a listener of their own instead of `listen`
     /// (the router's admin API), and its address.
     pub admin: Option<(SocketAddr, RoutesBuilder)>,
+    /// The fully qualified names of the services on `listen` (and, second,
+    /// on the admin listener), which reflection lists (with health): a
+    /// client sees what it can call there, not every service of tandem.
+    pub services: (&'static [&'static str], &'static [&'static str]),
     /// Time between reporting NOT_SERVING and closing the listener.
     pub drain_grace: Duration,
     /// Upper bound on waiting for in-flight calls after the listener closed.
@@ -111,7 +115,7 @@ pub async fn serve<H: Health>(
     (health, health_service): (HealthReporter, HealthServer<H>),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    add_reflection(&mut routes)?;
+    add_reflection(&mut routes, opts.services.0)?;
     routes.add_service(health_service.clone());
     let metrics_addr = telemetry::serve_metrics(opts.metrics_listen).await?;
     let listener = TcpListener::bind(opts.listen)
@@ -129,7 +133,9 @@ pub async fn serve<H: Health>(
     };
     let admin_addr = match &opts.admin {
         Some((addr, routes)) => {
-            Some(serve_beside(*addr, routes.clone(), opts.tls.clone(), "admin").await?)
+            let mut routes = routes.clone();
+            add_reflection(&mut routes, opts.services.1)?;
+            Some(serve_beside(*addr, routes, opts.tls.clone(), "admin").await?)
         }
         None => None,
     };
@@ -245,13 +251,18 @@ async fn serve_beside(
 }
 
 /// Adds server reflection, `grpc.reflection.v1` and the older `v1alpha`
-/// that grpcurl 1.8 and many GUI clients still speak, listing tandem's and
-/// the health service's descriptors.
-fn add_reflection(routes: &mut RoutesBuilder) -> anyhow::Result<()> {
+/// that grpcurl 1.8 and many GUI clients still speak, listing `services`
+/// and the health service (their descriptors: tandem's and health's).
+fn add_reflection(routes: &mut RoutesBuilder, services: &[&'static str]) -> anyhow::Result<()> {
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for name in services {
+            b = b.with_service_name(*name);
+        }
+        b
     };
     routes.add_service(
         builder()

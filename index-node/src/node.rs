@@ -111,6 +111,13 @@ pub async fn run(
         drain_timeout: Duration::from_secs(10),
         kind: "index",
         id: config.node_id.clone(),
+        services: (
+            &[
+                tandem_proto::v1::index_node_server::SERVICE_NAME,
+                tandem_proto::v1::fault_injection_server::SERVICE_NAME,
+            ],
+            &[],
+        ),
     };
     let signal = shutdown_signal();
     let shutdown = async move {

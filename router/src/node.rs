@@ -89,6 +89,13 @@ pub async fn run(
         drain_timeout: Duration::from_secs(10),
         kind: "router",
         id: config.router_id.clone(),
+        services: (
+            &[
+                tandem_proto::v1::search_server::SERVICE_NAME,
+                tandem_proto::v1::documents_server::SERVICE_NAME,
+            ],
+            &[tandem_proto::v1::router_admin_server::SERVICE_NAME],
+        ),
     };
     serve(options, routes, (health, health_service), shutdown_signal()).await
 }

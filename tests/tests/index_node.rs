@@ -750,7 +750,7 @@ async fn sigterm_reports_not_serving_and_exits() {
 }
 
 #[tokio::test]
-async fn metrics_and_reflection_are_served() {
+async fn metrics_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let node = start_index_node("n1", dir.path(), &[]).unwrap();
     let mut c = client(&node).await;
@@ -774,6 +774,69 @@ async fn metrics_and_reflection_are_served() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+}
+
+/// Server reflection in both versions (grpcurl 1.8 speaks v1alpha) lists
+/// the services this node serves, and no other tandem service.
+#[tokio::test]
+async fn reflection_lists_the_services_served_in_both_versions() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_index_node("n1", dir.path(), &[]).unwrap();
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut alpha =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(node.channel().await);
+    let answer = alpha
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("v1alpha")
+        .into_inner()
+        .message()
+        .await
+        .expect("an answer")
+        .expect("a message");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for served in [
+        "tandem.v1.IndexNode",
+        "tandem.v1.FaultInjection",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == served), "{served} in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n == "tandem.v1.Search"), "{names:?}");
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let answer = v1::server_reflection_client::ServerReflectionClient::new(node.channel().await)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("v1")
+        .into_inner()
+        .message()
+        .await
+        .expect("an answer")
+        .expect("a message");
+    assert!(
+        matches!(
+            answer.message_response,
+            Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(ref l))
+                if l.service.iter().any(|s| s.name == "tandem.v1.IndexNode")
+        ),
+        "{answer:?}"
+    );
 }
 
 /// The node API answers only tandem's own processes: a call without the
