@@ -1,8 +1,8 @@
 //! The catalog: which regions exist and which is whose pair, which nodes live
 //! where, and for every tenant its home, shards, replicas and API key hashes.
 //!
-//! The format is TOML; `catalog/catalog.example.toml` documents every field and
-//! is also the embedded default ([`EMBEDDED_DEFAULT`]). A catalog is only ever
+//! The format is TOML; `catalog/catalog.example.toml` documents every field
+//! ([`EMBEDDED_DEFAULT`] holds it, for tests and examples). A catalog is only ever
 //! built by [`Catalog::parse`], which validates everything and reports *all*
 //! problems at once, each naming the offending entry, so an operator fixes a
 //! broken file in one round. A [`CatalogHandle`] holds the catalog in force
@@ -39,8 +39,8 @@ pub use keys::{
 /// listed in [`Catalog::warnings`]); see `raw.rs`.
 pub const FORMAT: u32 = 3;
 
-/// The embedded default catalog (the documented example: a two-region
-/// loopback fleet), used when the router is started without a catalog file.
+/// The documented example catalog (a two-region loopback fleet), for tests
+/// and examples; a router is never started on it implicitly.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../catalog.example.toml");
 
 /// What a node is for. Validation checks that shards only name index nodes,

@@ -6,7 +6,7 @@
 //! region = "us-east-1"
 //! listen = "127.0.0.1:7000"
 //! metrics_listen = "127.0.0.1:9000"
-//! catalog = "/etc/tandem/catalog.toml"   # absent: the embedded default
+//! catalog = "/etc/tandem/catalog.toml"   # required (here or --catalog)
 //! catalog_keys = "/etc/tandem/keys/keys.toml"  # optional: key hashes apart
 //! default_timeout_ms = 2000              # when the caller sends no grpc-timeout
 //! per_try_timeout_ms = 500
@@ -41,7 +41,8 @@ pub struct RouterConfig {
     /// The admin API's own listener (none: the admin API is off; it is
     /// never served on the public `listen`).
     pub admin_listen: Option<SocketAddr>,
-    /// Catalog file (watched); `None`: the embedded default catalog.
+    /// Catalog file (watched); required: a router without one refuses to
+    /// start.
     pub catalog: Option<PathBuf>,
     /// A keys file of `[keys.<tenant>]` tables that goes with the catalog
     /// (watched too): key hashes kept in a secret store, apart from the

@@ -35,7 +35,11 @@ pub async fn run(
         Some(path) => Catalog::read_source(path, config.catalog_keys.as_deref())
             .and_then(|bytes| Catalog::parse(&bytes))
             .with_context(|| format!("cannot start with catalog {}", path.display()))?,
-        None => Catalog::embedded_default().context("the embedded default catalog is invalid")?,
+        None => anyhow::bail!(
+            "no catalog: start the router with --catalog FILE (or `catalog = \"FILE\"` in \
+             --config). `tandem dev` writes one for its cluster; catalog/catalog.example.toml \
+             is a documented example to start from (docs/architecture.md, \"The catalog\")"
+        ),
     };
     tracing::info!(version = %catalog.version(), tenants = catalog.tenant_count(), "catalog loaded");
     let state = Arc::new(RouterState::new(

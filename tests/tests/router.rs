@@ -529,3 +529,24 @@ async fn a_broken_catalog_is_refused_and_the_last_good_one_serves() {
         "the last good catalog keeps serving"
     );
 }
+
+/// A router without a catalog refuses to start and says how to make one
+/// (it never serves the example catalog's public demo keys by accident).
+#[test]
+fn a_router_without_a_catalog_refuses_to_start() {
+    let out = std::process::Command::new(tandem_e2e::bin_path("tandem-router"))
+        .args(["--region", "us-east", "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env(
+            tandem_common::internal::INTERNAL_TOKEN_ENV,
+            tandem_e2e::INTERNAL_TOKEN,
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no catalog: start the router with --catalog FILE"),
+        "{stderr}"
+    );
+}
