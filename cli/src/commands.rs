@@ -10,7 +10,7 @@ use clap::Args;
 use tandem_client::{ClientConfig, RegionEndpoint, TandemClient, Topology};
 use tandem_proto::v1::router_admin_client::RouterAdminClient;
 use tandem_proto::v1::{
-    ReloadCatalogRequest, Route, SearchRequest, SetDialRequest, StatusRequest, SuggestRequest,
+    ReloadCatalogRequest, SearchRequest, SetDialRequest, StatusRequest, SuggestRequest,
 };
 use tonic::transport::Channel;
 
@@ -181,46 +181,6 @@ fn admin_addresses(t: &Topology) -> Vec<(String, String)> {
         .collect()
 }
 
-fn print_route(route: Option<&Route>, took_micros: Option<u64>) {
-    let Some(r) = route else { return };
-    let shards: Vec<String> = r
-        .shards
-        .iter()
-        .map(|s| {
-            format!(
-                "shard {} -> {} ({}, attempts {}{})",
-                s.shard,
-                s.node,
-                s.region,
-                s.attempts,
-                if s.hedged { ", hedged" } else { "" }
-            )
-        })
-        .collect();
-    let shards = if shards.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", shards.join("; "))
-    };
-    println!(
-        "route: entry {} -> served {}{}{}{}; model {}{}",
-        r.entry_region,
-        r.served_region,
-        if r.forwarded { ", forwarded" } else { "" },
-        if r.fallback { ", fallback" } else { "" },
-        shards,
-        if r.model_node.is_empty() {
-            "-"
-        } else {
-            &r.model_node
-        },
-        took_micros.map_or(String::new(), |t| format!(
-            "; took {:.2} ms",
-            t as f64 / 1000.0
-        )),
-    );
-}
-
 /// `tandem search`.
 pub async fn search(
     target: &Target,
@@ -246,7 +206,7 @@ pub async fn search(
             serde_json::json!({
                 "total_hits": resp.total_hits,
                 "hits": resp.hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score, "title": h.title, "url": h.url, "shard": h.shard})).collect::<Vec<_>>(),
-                "route": resp.route.as_ref().map(|r| serde_json::json!({"entry_region": r.entry_region, "served_region": r.served_region, "forwarded": r.forwarded, "fallback": r.fallback, "model_node": r.model_node})),
+                "route": crate::render::route_json(resp.route.as_ref()),
                 "degraded": resp.degraded, "took_micros": resp.took_micros, "client_region": &*info.region,
             })
         );
@@ -268,22 +228,24 @@ pub async fn search(
             i + 1,
             h.id,
             h.score,
-            h.snippet
-                .replace(['\n'], " ")
-                .chars()
-                .take(90)
-                .collect::<String>()
+            crate::render::snippet(&h.snippet, 90, crate::render::stdout_is_terminal())
         );
     }
     if !resp.degraded.is_empty() {
         println!("degraded: {}", resp.degraded.join(", "));
     }
-    print_route(resp.route.as_ref(), Some(resp.took_micros));
+    crate::render::print_route(resp.route.as_ref(), Some(resp.took_micros));
     Ok(())
 }
 
 /// `tandem suggest`.
-pub async fn suggest(target: &Target, tenant: &str, prefix: &str, k: u32) -> anyhow::Result<()> {
+pub async fn suggest(
+    target: &Target,
+    tenant: &str,
+    prefix: &str,
+    k: u32,
+    json: bool,
+) -> anyhow::Result<()> {
     let client = target.client(tenant).await?;
     let request = SuggestRequest {
         tenant: tenant.into(),
@@ -294,6 +256,17 @@ pub async fn suggest(target: &Target, tenant: &str, prefix: &str, k: u32) -> any
         .suggest(request)
         .await
         .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "suggestions": resp.suggestions.iter().map(|s| serde_json::json!({"text": s.text, "score": s.score})).collect::<Vec<_>>(),
+                "route": crate::render::route_json(resp.route.as_ref()),
+                "degraded": resp.degraded, "client_region": &*info.region,
+            })
+        );
+        return Ok(());
+    }
     println!(
         "suggestions for {prefix:?} (tenant {tenant}, via {} router)",
         info.region
@@ -304,7 +277,7 @@ pub async fn suggest(target: &Target, tenant: &str, prefix: &str, k: u32) -> any
     if !resp.degraded.is_empty() {
         println!("degraded: {}", resp.degraded.join(", "));
     }
-    print_route(resp.route.as_ref(), None);
+    crate::render::print_route(resp.route.as_ref(), None);
     Ok(())
 }
 
@@ -441,23 +414,18 @@ fn status_json(s: &tandem_proto::v1::StatusResponse) -> serde_json::Value {
 /// start and when it changes, then pushes it to every router at once.
 pub async fn dial(
     target: &Target,
-    region: &str,
-    percent: u32,
+    (region, percent): (&str, u32),
     catalog: Option<std::path::PathBuf>,
+    json: bool,
 ) -> anyhow::Result<()> {
-    match target.catalog_path(catalog) {
+    let recorded = match target.catalog_path(catalog) {
         Ok(path) => {
-            let (mut file, _) = crate::catalog_edit::CatalogFile::load(&path)?;
-            file.set_dial(region, percent)?;
-            file.save(&path)?;
-            println!("dial of {region} recorded in {}", path.display());
+            crate::catalog_edit::edit(&path, |file, _| file.set_dial(region, percent))?;
+            Some(path)
         }
-        Err(_) => println!(
-            "no catalog to record the dial in (--catalog FILE): a router that restarts \
-             goes back to the catalog's dial"
-        ),
-    }
-    let failures = on_every_router(target, |mut admin, token| async move {
+        Err(_) => None,
+    };
+    let results = each_router(target, |mut admin, token| async move {
         let request = SetDialRequest {
             region: region.into(),
             percent,
@@ -466,6 +434,29 @@ pub async fn dial(
         Ok(format!("dial of {region} set to {percent}%"))
     })
     .await?;
+    let failures = results.iter().filter(|(_, r)| r.is_err()).count();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "region": region, "percent": percent,
+                "recorded_in": recorded.as_ref().map(|p| p.display().to_string()),
+                "routers": results.iter().map(|(name, r)| serde_json::json!({
+                    "router": name, "ok": r.is_ok(),
+                    "message": r.as_ref().unwrap_or_else(|e| e),
+                })).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        match &recorded {
+            Some(path) => println!("dial of {region} recorded in {}", path.display()),
+            None => println!(
+                "no catalog to record the dial in (--catalog FILE): a router that restarts \
+                 goes back to the catalog's dial"
+            ),
+        }
+        print_each(&results);
+    }
     if failures > 0 {
         bail!("{failures} router(s) did not take the dial");
     }
@@ -476,7 +467,7 @@ pub async fn dial(
 /// edit such as a revoked key, so it takes effect at once everywhere);
 /// fails if some router did not take it.
 pub async fn reload_catalogs(target: &Target) -> anyhow::Result<()> {
-    let failures = on_every_router(target, |mut admin, token| async move {
+    let results = each_router(target, |mut admin, token| async move {
         let answer = admin
             .reload_catalog(bearer(ReloadCatalogRequest {}, &token)?)
             .await?;
@@ -484,6 +475,7 @@ pub async fn reload_catalogs(target: &Target) -> anyhow::Result<()> {
         Ok(format!("catalog {version}"))
     })
     .await?;
+    let failures = print_each(&results);
     if failures > 0 {
         bail!("{failures} router(s) did not reload; they pick the file up at their next poll");
     }
@@ -512,28 +504,39 @@ pub async fn reload_catalogs_quietly(target: &Target) {
     }
 }
 
-/// Runs one admin `call` on every router of the target, printing a line per
-/// router (what the call reports, or its error); returns how many failed.
-async fn on_every_router<F, Fut>(target: &Target, call: F) -> anyhow::Result<usize>
+/// Runs one admin `call` on every router of the target; per router (by
+/// name) what the call reports, or its error.
+async fn each_router<F, Fut>(
+    target: &Target,
+    call: F,
+) -> anyhow::Result<Vec<(String, Result<String, String>)>>
 where
     F: Fn(RouterAdminClient<Channel>, String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<String>>,
 {
     let (routers, token) = target.admin().await?;
-    let mut failures = 0;
+    let mut out = Vec::new();
     for (name, channel) in routers {
-        match call(RouterAdminClient::new(channel), token.clone()).await {
+        let result = call(RouterAdminClient::new(channel), token.clone())
+            .await
+            .map_err(|e| match e.downcast_ref::<tonic::Status>() {
+                Some(s) => format!("{:?}: {}", s.code(), s.message()),
+                None => format!("{e:#}"),
+            });
+        out.push((name, result));
+    }
+    Ok(out)
+}
+
+/// Prints a line per router of [`each_router`]'s results; how many failed.
+fn print_each(results: &[(String, Result<String, String>)]) -> usize {
+    for (name, result) in results {
+        match result {
             Ok(done) => println!("router of {name}: {done}"),
-            Err(e) => {
-                failures += 1;
-                match e.downcast_ref::<tonic::Status>() {
-                    Some(s) => println!("router of {name}: {:?}: {}", s.code(), s.message()),
-                    None => println!("router of {name}: {e:#}"),
-                }
-            }
+            Err(e) => println!("router of {name}: {e}"),
         }
     }
-    Ok(failures)
+    results.iter().filter(|(_, r)| r.is_err()).count()
 }
 
 /// `tandem ingest`: writes a file's documents through a router (`--router`,

@@ -6,7 +6,7 @@
 //! - [`drill`]: outage drills under load against a running cluster
 //!   ([`drill::run_drill`]);
 //! - [`commands`]: the client subcommands (`search`, `suggest`, `status`,
-//!   `dial`);
+//!   `dial`); [`render`]: how their answers are shown;
 //! - [`ingest`]: writing documents through a router (`tandem ingest`, and
 //!   how `tandem dev` loads its sample data);
 //! - [`catalog_edit`], [`promote`], [`replica`], [`verify`]: the control
@@ -32,6 +32,7 @@ pub mod migrate;
 pub mod operator;
 pub mod procfs;
 pub mod promote;
+pub mod render;
 pub mod replica;
 mod supervise;
 pub mod tenant;

@@ -21,7 +21,7 @@ use tandem_cli::drill::{self, DrillOptions, Scenario};
 #[derive(Parser)]
 #[command(
     name = "tandem",
-    version,
+    version = tandem_common::metric_help::VERSION,
     about = "tandem: active-active multi-tenant search across two regions"
 )]
 struct Cli {
@@ -78,6 +78,9 @@ enum Command {
         prefix: String,
         #[arg(long, default_value_t = 5)]
         k: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Every router's view: dials, catalog, endpoints, ejections.
     Status {
@@ -92,6 +95,9 @@ enum Command {
         /// Catalog file (default: the topology's).
         #[arg(long)]
         catalog: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Write documents from a JSON-lines file (or `-` for stdin) through a
     /// router's `Documents.Write`, in batches, with a progress bar.
@@ -136,6 +142,12 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         action: tandem_cli::tenant::TenantAction,
+    },
+    /// Print a shell completion script (`tandem completions bash >
+    /// /etc/bash_completion.d/tandem`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Make single-region tenants active-active: a live replica of every
     /// shard in the paired region, then a traffic ramp with health gates
@@ -335,7 +347,10 @@ fn quiet_on_closed_stdout() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if !matches!(cli.command, Command::Dev { .. }) {
+    if !matches!(
+        cli.command,
+        Command::Dev { .. } | Command::Completions { .. }
+    ) {
         // Operator commands call node APIs with the cluster's internal
         // token (`tandem dev` makes its own).
         if let Some(token) = cli.target.internal_token() {
@@ -366,15 +381,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             top_k,
             json,
         } => commands::search(&cli.target, &tenant, &query, top_k, json).await?,
-        Command::Suggest { tenant, prefix, k } => {
-            commands::suggest(&cli.target, &tenant, &prefix, k).await?
-        }
+        Command::Suggest {
+            tenant,
+            prefix,
+            k,
+            json,
+        } => commands::suggest(&cli.target, &tenant, &prefix, k, json).await?,
         Command::Status { json } => commands::status(&cli.target, json).await?,
         Command::Dial {
             region,
             percent,
             catalog,
-        } => commands::dial(&cli.target, &region, percent, catalog).await?,
+            json,
+        } => commands::dial(&cli.target, (&region, percent), catalog, json).await?,
         Command::Ingest {
             tenant,
             write_key,
@@ -411,6 +430,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Key { action } => key(&cli.target, action).await?,
         Command::Tenant { action } => tandem_cli::tenant::run(&cli.target, action).await?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "tandem", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        }
         Command::Migrate(args) => {
             if !tandem_cli::migrate::run(&cli.target, &args).await? {
                 return Ok(ExitCode::FAILURE);

@@ -275,6 +275,14 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
 /// checkout, as in a container build without `.git`).
 pub const COMMIT: &str = env!("TANDEM_COMMIT");
 
+/// The version and commit, as `--version` prints them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TANDEM_COMMIT"),
+    ")"
+);
+
 /// Describes every metric of [`METRICS`] to the installed recorder and
 /// sets `tandem_build_info`.
 pub fn describe() {

@@ -313,6 +313,30 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
     );
     assert!(out.contains("suggestions for \"ext\""), "{out}");
     assert!(out.contains("extract"), "{out}");
+    let out = ok(
+        cwd,
+        &[
+            "suggest",
+            "--json",
+            "--topology",
+            t,
+            "--tenant",
+            "tldr-en",
+            "ext",
+        ],
+    );
+    let json: Value = serde_json::from_str(out.trim()).expect("suggest --json");
+    assert!(json["suggestions"][0]["text"]
+        .as_str()
+        .is_some_and(|s| s.contains("ext")));
+    assert!(json["route"]["entry_region"].is_string(), "{json}");
+    let version = ok(cwd, &["--version"]);
+    assert!(
+        version.starts_with("tandem 0.") && version.contains("(commit "),
+        "{version}"
+    );
+    let completions = ok(cwd, &["completions", "bash"]);
+    assert!(completions.contains("migrate") && completions.contains("--tenant"));
     let out = ok(cwd, &["status", "--topology", t]);
     assert!(out.contains("router use1-router (us-east-1)"), "{out}");
     assert!(out.contains("router use2-router (us-east-2)"), "{out}");
@@ -336,7 +360,17 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
             .map(|r| r["dial_percent"].clone());
         assert_eq!(dial, Some(Value::from(50)), "{view}");
     }
-    ok(cwd, &["dial", "us-east-1", "100", "--topology", t]);
+    let out = ok(
+        cwd,
+        &["dial", "us-east-1", "100", "--json", "--topology", t],
+    );
+    let json: Value = serde_json::from_str(out.trim()).expect("dial --json");
+    assert_eq!(json["percent"], 100);
+    assert_eq!(json["routers"].as_array().map(Vec::len), Some(2), "{json}");
+    assert!(
+        json["routers"][0]["ok"].as_bool().unwrap_or(false),
+        "{json}"
+    );
     assert_key_lifecycle(cwd, t);
     tandem_e2e::tenants::assert_tenant_lifecycle(cwd, t, &cluster.data_dir).await;
     // Errors: a non-zero exit and a message, never a panic.
