@@ -12,7 +12,8 @@
 //!
 //! It also opens a `tracing` span per call (at DEBUG level) carrying the
 //! `x-request-id` the caller sent (or a fresh one), so that a router's log
-//! lines and the nodes' log lines for one query can be joined.
+//! lines and the nodes' log lines for one query can be joined, and returns
+//! that id to the caller in the response metadata (`x-request-id`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -115,6 +116,7 @@ where
             inner: self.inner.call(req),
             metrics,
             started: Instant::now(),
+            request_id: http::HeaderValue::from_str(&request_id).ok(),
             _in_flight: InFlightGuard::new(),
         }
         .instrument(span)
@@ -128,6 +130,8 @@ pin_project! {
         inner: F,
         metrics: &'static MethodMetrics,
         started: Instant,
+        // Returned to the caller in the response headers.
+        request_id: Option<http::HeaderValue>,
         _in_flight: InFlightGuard,
     }
 }
@@ -140,7 +144,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(resp), Some(id)) = (result.as_mut(), this.request_id.take()) {
+            resp.headers_mut()
+                .entry(REQUEST_ID_HEADER_NAME)
+                .or_insert(id);
+        }
         // A unary error is a "trailers-only" response whose grpc-status sits
         // in the headers; a success carries grpc-status 0 in the trailers.
         let code = match &result {

@@ -96,6 +96,9 @@ pub struct RouterConfig {
     pub auto_dial_back_after_ms: u64,
     /// Share of the region's index-nodes unhealthy that counts as failing.
     pub auto_dial_threshold: f64,
+    /// A public call taking this long is logged (WARN, with its request
+    /// id).
+    pub slow_call_ms: u64,
     /// Between NOT_SERVING and closing the listener on shutdown.
     pub drain_grace_ms: u64,
     /// JSON log lines.
@@ -135,6 +138,7 @@ impl Default for RouterConfig {
             auto_dial_after_ms: 0,
             auto_dial_back_after_ms: 30_000,
             auto_dial_threshold: 0.5,
+            slow_call_ms: 1000,
             drain_grace_ms: 500,
             json_logs: false,
         }

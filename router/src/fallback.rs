@@ -74,6 +74,8 @@ pub struct Target<'a> {
     pub scope: u32,
     /// "index" or "model", for metrics.
     pub kind: &'static str,
+    /// The call's request id, for the log lines of fallbacks and hedges.
+    pub request_id: &'a str,
 }
 
 /// What a call came to.
@@ -173,6 +175,10 @@ impl Resilience {
                             if let Some(from) = from.filter(|_| why != Why::First) {
                                 let reason = last_error.as_ref().map(|(_, r)| *r);
                                 count_extra_attempt(why, target.kind, from, to, reason);
+                                tracing::debug!(request_id = target.request_id,
+                                    tenant = %target.tenant, scope = target.scope,
+                                    from = %from.node.id, to = %to.node.id, ?why, reason,
+                                    "another replica tried");
                             }
                             hedge_at = self.hedge_deadline(&order, index, deadline);
                             Step::Wait

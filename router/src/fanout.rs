@@ -161,6 +161,7 @@ async fn model_boosts(
         tenant: &map.tenant.id,
         scope: MODEL_SCOPE,
         kind: "model",
+        request_id: &ctx.request_id,
     };
     let outcome = state
         .resilience
@@ -206,6 +207,7 @@ async fn call_shards<'a>(
             tenant: &map.tenant.id,
             scope: replicas.shard,
             kind: "index",
+            request_id: &ctx.request_id,
         };
         state
             .resilience
@@ -337,6 +339,7 @@ pub async fn suggest(
         tenant: &map.tenant.id,
         scope: MODEL_SCOPE,
         kind: "model",
+        request_id: &ctx.request_id,
     };
     let per_try = ms(state.config.per_try_timeout_ms);
     let outcome = state

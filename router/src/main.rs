@@ -93,6 +93,10 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_grace_ms: Option<u64>,
+    /// Log (WARN, with the request id) public calls that take this long.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slow_call_ms: Option<u64>,
     /// Health-driven dial: shift this region's active-active traffic to
     /// the paired region after its index-nodes fail health this long (0:
     /// off).

@@ -118,12 +118,47 @@ impl SearchService {
         request: &M,
     ) -> Result<M::Answer, Status> {
         let started = StdInstant::now();
+        let request_id = admission.ctx.request_id.clone();
         let mut result = self.route(admission, metadata, request).await;
         if let Ok(answer) = result.as_mut() {
             answer.set_took_micros(started.elapsed().as_micros() as u64);
         }
-        self.metrics.record::<M>(&result, started.elapsed());
+        let took = started.elapsed();
+        self.metrics.record::<M>(&result, took);
+        self.log_if_notable::<M>(&result, request.tenant(), &request_id, took);
         result
+    }
+
+    /// A WARN line, with the request id, for a call that failed on the
+    /// service's side (not the caller's: a bad request, a wrong key) or
+    /// that took longer than `slow_call_ms`.
+    fn log_if_notable<M: PublicMethod>(
+        &self,
+        result: &Result<M::Answer, Status>,
+        tenant: &str,
+        request_id: &str,
+        took: std::time::Duration,
+    ) {
+        use tonic::Code;
+        let took_ms = took.as_millis() as u64;
+        match result {
+            Err(status)
+                if !matches!(
+                    status.code(),
+                    Code::InvalidArgument
+                        | Code::Unauthenticated
+                        | Code::PermissionDenied
+                        | Code::NotFound
+                ) =>
+            {
+                tracing::warn!(request_id, tenant, method = M::NAME, code = ?status.code(),
+                    error = status.message(), took_ms, "call failed");
+            }
+            Ok(_) if took_ms >= self.state.config.slow_call_ms => {
+                tracing::warn!(request_id, tenant, method = M::NAME, took_ms, "slow call");
+            }
+            _ => {}
+        }
     }
 
     /// Authenticates, validates, then serves here or in the paired region.

@@ -83,6 +83,39 @@ async fn healthy_queries_are_served_locally_with_a_route() {
         assert_eq!(route.shards[0].node, format!("{local}-a"));
         assert!(resp.took_micros > 0);
     }
+    // The caller's request id comes back; without one, the router mints one.
+    let request = |id: Option<&str>| {
+        let mut r = with_bearer(
+            SearchRequest {
+                tenant: "aa".into(),
+                query: QUERY.into(),
+                ..Default::default()
+            },
+            &c.tenant("aa").key(),
+        );
+        if let Some(id) = id {
+            r.metadata_mut().insert("x-request-id", id.parse().unwrap());
+        }
+        r
+    };
+    let mut client = c.search_client(0).await;
+    let echoed = client.search(request(Some("req-abc-123"))).await.unwrap();
+    assert_eq!(
+        echoed
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("req-abc-123")
+    );
+    let minted = client.search(request(None)).await.unwrap();
+    let id = minted
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
+    assert!(
+        id.is_some_and(|id| !id.is_empty() && id != "req-abc-123"),
+        "{id:?}"
+    );
     // A two-shard tenant: hits from both shards, merged by score.
     let resp = c.search(0, "multi", QUERY).await.unwrap();
     assert_eq!(resp.route.as_ref().unwrap().shards.len(), 2);

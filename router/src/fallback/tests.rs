@@ -62,6 +62,7 @@ where
         tenant: &tenant,
         scope: 0,
         kind: "index",
+        request_id: "test",
     };
     let deadline = Instant::now() + Duration::from_secs(2);
     r.call(target, deadline, Duration::from_millis(500), attempt)
@@ -266,6 +267,7 @@ async fn the_deadline_ends_a_call_nobody_answers() {
         tenant: &tenant,
         scope: 0,
         kind: "index",
+        request_id: "test",
     };
     let started = Instant::now();
     let deadline = started + Duration::from_millis(100);
