@@ -35,6 +35,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
+    // Made at zero so that dashboards find them before the first event.
+    metrics::counter!("index_search_shed_total").increment(0);
+    for cross_region in ["true", "false"] {
+        for name in [
+            "index_replication_shipped_ops_total",
+            "index_replication_shipped_bytes_total",
+        ] {
+            metrics::counter!(name, "cross_region" => cross_region).increment(0);
+        }
+    }
     let admin_token = admin_token_for_faults(config.enable_faults, admin_token)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;

@@ -48,6 +48,7 @@ pub async fn run(
         (internal, tls.clone()),
     )?);
 
+    register_series(&state.catalog.current());
     tokio::spawn(watch_catalog(state.clone()));
     tokio::spawn(probe_loop(state.clone()));
     if let Some(auto) = state.auto_dial.clone() {
@@ -123,4 +124,23 @@ async fn probe_loop(state: Arc<RouterState>) {
         .await;
         crate::probe::publish_endpoint_states(&catalog, &state.resilience);
     }
+}
+
+/// Series that only move on rare events, made at start at zero so that
+/// dashboards and alerts find them before the first event (hedges between
+/// every pair of regions, model degradation, forwarding).
+fn register_series(catalog: &Catalog) {
+    for kind in ["index", "model"] {
+        for from in catalog.regions() {
+            for to in catalog.regions() {
+                metrics::counter!("router_hedges_total", "kind" => kind,
+                    "from_region" => from.id.to_string(), "to_region" => to.id.to_string())
+                .increment(0);
+            }
+        }
+    }
+    metrics::counter!("router_degraded_total", "what" => "model").increment(0);
+    metrics::counter!("router_forwarded_total", "reason" => "dial_forward").increment(0);
+    metrics::counter!("router_forward_failures_total").increment(0);
+    metrics::gauge!("router_auto_dial_shifted").set(0.0);
 }

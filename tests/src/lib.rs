@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 
 pub mod cli;
 pub mod cluster;
+pub mod dashboard;
 pub mod exposition;
 pub mod s3;
 pub mod tenants;

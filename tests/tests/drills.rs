@@ -375,6 +375,9 @@ async fn region_index_down_with_the_health_driven_dial_shifts_away_and_back() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // After an outage and its fallbacks, every panel of the Grafana
+    // dashboard has its series.
+    tandem_e2e::dashboard::assert_dashboard_served(&cluster.current_topology());
     stop(cluster).await;
 }
 
