@@ -143,6 +143,9 @@ pub struct Tenant {
     /// that is not active-active, with a replica of every shard in the
     /// pair, may have one.
     pub ramp: u8,
+    /// Browser origins (`https://app.example.com`, or `*`) whose pages may
+    /// call for this tenant with gRPC-Web; none: no browser may.
+    pub allowed_origins: Vec<Arc<str>>,
     /// SHA-256 of each key with the search scope. Private so only
     /// [`verify_key`] (which compares in constant time) reads them.
     key_hashes: Vec<KeyHash>,
@@ -151,6 +154,13 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// Whether a page from `origin` may call for this tenant.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| &**o == "*" || &**o == origin)
+    }
+
     /// The region whose replicas should be tried first for a query arriving in
     /// `local_region`: the local region for an active-active tenant, the home
     /// region otherwise (a non-active-active tenant is read directly from its
@@ -280,6 +290,12 @@ impl Catalog {
     /// these when the catalog is loaded.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// Whether some tenant allows `origin` (how a CORS preflight, which
+    /// names no tenant, is answered).
+    pub fn any_tenant_allows_origin(&self, origin: &str) -> bool {
+        self.tenants.values().any(|t| t.allows_origin(origin))
     }
 
     /// All regions, in file order.

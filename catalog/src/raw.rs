@@ -108,6 +108,9 @@ pub(super) struct RawTenant {
     /// (format 3; absent: 0).
     #[serde(default)]
     pub ramp: Option<u32>,
+    /// Browser origins allowed to call with gRPC-Web (format 3).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -552,3 +552,35 @@ fn a_ramp_belongs_to_a_single_region_tenant_with_replicas_in_the_pair() {
         "shard 0 has no replica in \"b\" to ramp to",
     );
 }
+
+#[test]
+fn allowed_origins_are_scheme_host_and_port_or_star() {
+    let with = |list: &str| {
+        base().replace(
+            "model_replicas",
+            &format!("allowed_origins = {list}\nmodel_replicas"),
+        )
+    };
+    let c =
+        Catalog::parse(with(r#"["https://app.example.com", "http://localhost:8080"]"#).as_bytes())
+            .unwrap();
+    let t = c.tenant("t1").unwrap();
+    assert!(t.allows_origin("https://app.example.com"));
+    assert!(!t.allows_origin("https://evil.example.com"));
+    assert!(c.any_tenant_allows_origin("http://localhost:8080"));
+    let any = Catalog::parse(with(r#"["*"]"#).as_bytes()).unwrap();
+    assert!(any
+        .tenant("t1")
+        .unwrap()
+        .allows_origin("https://anywhere.example"));
+    assert!(!Catalog::parse(base().as_bytes())
+        .unwrap()
+        .any_tenant_allows_origin("https://a.b"));
+    for bad in [
+        r#"["app.example.com"]"#,
+        r#"["https://app.example.com/"]"#,
+        r#"["ftp://x"]"#,
+    ] {
+        assert_problem(&with(bad), "is not `scheme://host[:port]`");
+    }
+}

@@ -366,6 +366,7 @@ fn tenant(
         shards,
         model_replicas,
         ramp,
+        allowed_origins: origins(t, p),
         key_hashes: key_hashes(&t.id, "api_key_sha256", &t.api_key_sha256, p),
         write_key_hashes: key_hashes(&t.id, "write_key_sha256", &t.write_key_sha256, p),
     }
@@ -395,6 +396,35 @@ fn ramp(t: &RawTenant, shards: &[Shard], pair: Option<&str>, p: &mut Problems) -
         }
     }
     ramp.min(100) as u8
+}
+
+/// The tenant's allowed browser origins: `scheme://host[:port]` or `*`.
+fn origins(t: &RawTenant, p: &mut Problems) -> Vec<Arc<str>> {
+    for o in t.allowed_origins.iter().filter(|o| !is_origin(o)) {
+        p.push(format!(
+            "tenant {:?}: allowed origin {o:?} is not `scheme://host[:port]` (http or https, no path) or \"*\"",
+            t.id
+        ));
+    }
+    t.allowed_origins
+        .iter()
+        .map(|o| Arc::from(o.as_str()))
+        .collect()
+}
+
+/// `*`, or `http(s)://host[:port]` without path, query or fragment.
+fn is_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
 }
 
 /// Parses one list of key hashes, refusing malformed and repeated entries.

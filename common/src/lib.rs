@@ -18,7 +18,8 @@
 //! - [`internal`]: the internal token that node APIs require;
 //! - [`secret_file`]: writing files that hold secrets (mode 0600);
 //! - [`faults`]: fault injection for outage drills;
-//! - [`tls`]: TLS on listeners and channels, certificates reloaded from files.
+//! - [`tls`]: TLS on listeners and channels, certificates reloaded from files;
+//! - [`web`]: gRPC-Web and CORS for browsers.
 
 pub mod admin_guard;
 pub mod auth;
@@ -34,3 +35,4 @@ pub mod secret_file;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+pub mod web;

@@ -48,6 +48,9 @@ pub struct ServeOptions {
     /// on the admin listener), which reflection lists (with health): a
     /// client sees what it can call there, not every service of tandem.
     pub services: (&'static [&'static str], &'static [&'static str]),
+    /// Serve gRPC-Web (and HTTP/1.1) on `listen` too, with CORS for the
+    /// origins this policy allows (none: gRPC over HTTP/2 only).
+    pub web: Option<crate::web::OriginPolicy>,
     /// Time between reporting NOT_SERVING and closing the listener.
     pub drain_grace: Duration,
     /// Upper bound on waiting for in-flight calls after the listener closed.
@@ -164,10 +167,16 @@ pub async fn serve<H: Health>(
         tokio::time::sleep(grace).await;
         let _ = stopped_accepting.send(());
     };
+    let web = opts.web.clone();
     let router = Server::builder()
         // hyper's guard against a peer that provokes stream errors on
         // purpose, which tonic lifts by default.
         .http2_max_local_error_reset_streams(Some(1024))
+        .accept_http1(web.is_some())
+        .layer(tower::util::option_layer(web.clone().map(crate::web::cors)))
+        .layer(tower::util::option_layer(
+            web.map(|_| tonic_web::GrpcWebLayer::new()),
+        ))
         .layer(GrpcMetricsLayer)
         .layer(GrpcDeadlineLayer)
         .add_routes(routes.routes());

@@ -128,6 +128,7 @@ pub async fn run(
             ],
             &[],
         ),
+        web: None,
     };
     let signal = shutdown_signal();
     let shutdown = async move {

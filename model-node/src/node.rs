@@ -82,6 +82,7 @@ pub async fn run(
             ],
             &[],
         ),
+        web: None,
     };
     let signal = shutdown_signal();
     let shutdown = async move {

@@ -101,6 +101,15 @@ pub async fn run(
             ],
             &[tandem_proto::v1::router_admin_server::SERVICE_NAME],
         ),
+        // Browsers: a preflight is answered for any tenant's allowed
+        // origin (the catalog in force); each call is then checked against
+        // its own tenant's (`SearchService::authorize`).
+        web: Some({
+            let state = state.clone();
+            tandem_common::web::OriginPolicy(Arc::new(move |origin| {
+                state.catalog.current().any_tenant_allows_origin(origin)
+            }))
+        }),
     };
     serve(options, routes, (health, health_service), shutdown_signal()).await
 }

@@ -58,7 +58,28 @@ impl SearchService {
     /// Another tenant's key: PERMISSION_DENIED. Unknown tenant: NOT_FOUND,
     /// but only to a caller holding some valid key, so that tenant ids
     /// cannot be enumerated anonymously.
-    fn authorize(&self, key: Option<&KeyHash>, tenant: &str) -> Result<Arc<ReplicaMap>, Status> {
+    fn authorize(
+        &self,
+        key: Option<&KeyHash>,
+        tenant: &str,
+        origin: Option<&str>,
+    ) -> Result<Arc<ReplicaMap>, Status> {
+        let map = self.authorize_key(key, tenant)?;
+        match origin {
+            Some(origin) if !map.tenant.allows_origin(origin) => {
+                Err(Status::permission_denied(format!(
+                    "origin {origin:?} may not call for tenant {tenant:?} (the tenant's allowed_origins)"
+                )))
+            }
+            _ => Ok(map),
+        }
+    }
+
+    fn authorize_key(
+        &self,
+        key: Option<&KeyHash>,
+        tenant: &str,
+    ) -> Result<Arc<ReplicaMap>, Status> {
         let key = key
             .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <api key>`"))?;
         if !is_valid_id(tenant) {
@@ -169,7 +190,8 @@ impl SearchService {
         request: &M,
     ) -> Result<M::Answer, Status> {
         let Admission { ctx, from, key } = admission;
-        let map = self.authorize(key.as_ref(), request.tenant())?;
+        let origin = tandem_common::web::origin(metadata);
+        let map = self.authorize(key.as_ref(), request.tenant(), origin)?;
         request.validate()?;
         if let Some(router) = self.dial(&map, from.as_deref()) {
             if let Forwarded::Answer(answer) =

@@ -23,6 +23,7 @@ pub mod dashboard;
 pub mod exposition;
 pub mod s3;
 pub mod tenants;
+pub mod web;
 
 /// Admin token given to every node the harness starts with faults enabled.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";

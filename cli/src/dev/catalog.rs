@@ -21,6 +21,11 @@ pub(crate) fn write_catalog(
     Ok(())
 }
 
+/// The browser origin the dev tenants allow (a page served on
+/// `localhost:8080` during development may call the routers with
+/// gRPC-Web).
+pub const DEV_ORIGIN: &str = "http://localhost:8080";
+
 /// The routers' catalog TOML. Routers not started yet (`routers` empty)
 /// get an unreachable placeholder address; the file is rewritten with the
 /// real ones once they listen, and the routers hot-reload it. Addresses
@@ -59,7 +64,8 @@ fn catalog_toml(
             .join(", ");
         t += &format!(
             "[[tenants]]\nid = \"{}\"\nhome = \"{HOME}\"\nactive_active = {}\nlanguage = \"{}\"\napi_key_sha256 = [\"{}\"]\n\
-             write_key_sha256 = [\"{}\"]\nmodel_replicas = [\"use1-model-1\", \"use2-model-1\"]\n\n\
+             write_key_sha256 = [\"{}\"]\nmodel_replicas = [\"use1-model-1\", \"use2-model-1\"]\n\
+             allowed_origins = [\"{DEV_ORIGIN}\", \"http://127.0.0.1:8080\"]\n\n\
              [tenants.shards]\n0 = [{replicas}]\n\n[tenants.leaders]\n0 = {{ node = \"{}\", epoch = 1 }}\n\n",
             tenant.id,
             tenant.active_active,
