@@ -108,3 +108,45 @@ pub fn call<Req: Message, Resp: Message + Default>(
     }
     (answer, response, status)
 }
+
+/// Browsers: a CORS preflight from an allowed origin is answered, and a
+/// gRPC-Web search from it returns hits with the CORS headers; another
+/// origin gets no CORS grant and its call is refused.
+pub fn assert_grpc_web(topology: &tandem_client::Topology) {
+    let router = &topology.regions[0].router;
+    let path = "/tandem.v1.Search/Search";
+    let allowed = "http://localhost:8080";
+    let answer = preflight(router, path, allowed);
+    assert!(answer.status < 300, "preflight status {}", answer.status);
+    assert_eq!(answer.header("access-control-allow-origin"), Some(allowed));
+    let evil = preflight(router, path, "https://evil.example");
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+
+    let info = topology.tenant("tldr-en").expect("tenant");
+    let request = tandem_proto::v1::SearchRequest {
+        tenant: "tldr-en".into(),
+        query: info.sample_queries[0].clone(),
+        ..Default::default()
+    };
+    let (answer, response, status) =
+        call::<_, tandem_proto::v1::SearchResponse>(router, path, allowed, &info.api_key, &request);
+    assert_eq!(answer.status, 200);
+    assert_eq!(status.as_deref(), Some("0"));
+    assert_eq!(answer.header("access-control-allow-origin"), Some(allowed));
+    assert!(answer
+        .header("access-control-expose-headers")
+        .is_some_and(|h| h.contains("grpc-status")));
+    assert!(response.is_some_and(|r| !r.hits.is_empty()));
+    let (_, _, status) = call::<_, tandem_proto::v1::SearchResponse>(
+        router,
+        path,
+        "https://evil.example",
+        &info.api_key,
+        &request,
+    );
+    assert_eq!(
+        status.as_deref(),
+        Some("7"),
+        "PERMISSION_DENIED for another origin"
+    );
+}

@@ -166,49 +166,6 @@ async fn search_via(topology: &Topology, region: &str, tenant: &str) -> (String,
     (route.entry_region, route.served_region, response.total_hits)
 }
 
-/// Browsers: a CORS preflight from an allowed origin is answered, and a
-/// gRPC-Web search from it returns hits with the CORS headers; another
-/// origin gets no CORS grant and its call is refused.
-fn assert_grpc_web(topology: &Topology) {
-    use tandem_e2e::web::{call, preflight};
-    let router = &topology.regions[0].router;
-    let path = "/tandem.v1.Search/Search";
-    let allowed = "http://localhost:8080";
-    let answer = preflight(router, path, allowed);
-    assert!(answer.status < 300, "preflight status {}", answer.status);
-    assert_eq!(answer.header("access-control-allow-origin"), Some(allowed));
-    let evil = preflight(router, path, "https://evil.example");
-    assert_eq!(evil.header("access-control-allow-origin"), None);
-
-    let info = topology.tenant("tldr-en").expect("tenant");
-    let request = SearchRequest {
-        tenant: "tldr-en".into(),
-        query: info.sample_queries[0].clone(),
-        ..Default::default()
-    };
-    let (answer, response, status) =
-        call::<_, tandem_proto::v1::SearchResponse>(router, path, allowed, &info.api_key, &request);
-    assert_eq!(answer.status, 200);
-    assert_eq!(status.as_deref(), Some("0"));
-    assert_eq!(answer.header("access-control-allow-origin"), Some(allowed));
-    assert!(answer
-        .header("access-control-expose-headers")
-        .is_some_and(|h| h.contains("grpc-status")));
-    assert!(response.is_some_and(|r| !r.hits.is_empty()));
-    let (_, _, status) = call::<_, tandem_proto::v1::SearchResponse>(
-        router,
-        path,
-        "https://evil.example",
-        &info.api_key,
-        &request,
-    );
-    assert_eq!(
-        status.as_deref(),
-        Some("7"),
-        "PERMISSION_DENIED for another origin"
-    );
-}
-
 /// Node APIs need the cluster's internal token even in `tandem dev`; the
 /// files that hold it and the keys are readable by their owner only.
 async fn assert_node_apis_closed(cluster: &Cluster, topology: &Topology) {
@@ -300,7 +257,7 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
     assert_documented_format(&cluster.topology_path());
     assert_node_apis_closed(&cluster, &topology).await;
     tandem_e2e::exposition::assert_exposition(&topology);
-    assert_grpc_web(&topology);
+    tandem_e2e::web::assert_grpc_web(&topology);
 
     // Both routers answer both tenants: tldr-en from local replicas,
     // tldr-es (single-region) from its home region's.
