@@ -14,6 +14,7 @@
 //!   catalog; `tandem verify` compares replicas);
 //! - [`keys`]: a tenant's API keys (`tandem key create|rotate|revoke|list`);
 //! - [`tenant`]: a tenant's life (`tandem tenant create|delete`);
+//! - [`usage`]: what each tenant used, per region (`tandem usage`);
 //! - [`migrate`]: single-region tenants to active-active, with a ramp and
 //!   health gates (`tandem migrate`);
 //! - [`operator`]: the operator's internal token and node clients that
@@ -36,6 +37,7 @@ pub mod render;
 pub mod replica;
 mod supervise;
 pub mod tenant;
+pub mod usage;
 pub mod verify;
 
 pub use supervise::Process;

@@ -143,6 +143,17 @@ enum Command {
         #[command(subcommand)]
         action: tandem_cli::tenant::TenantAction,
     },
+    /// What each tenant used, per region: searches, suggests, errors,
+    /// documents, index bytes, cross-region calls and bytes (routers'
+    /// counters since they started).
+    Usage {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (`tandem completions bash >
     /// /etc/bash_completion.d/tandem`).
     Completions {
@@ -430,6 +441,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Key { action } => key(&cli.target, action).await?,
         Command::Tenant { action } => tandem_cli::tenant::run(&cli.target, action).await?,
+        Command::Usage { tenant, json } => {
+            let usage =
+                tandem_cli::usage::collect(&cli.target, tenant.as_deref().unwrap_or("")).await?;
+            if json {
+                println!("{}", serde_json::to_string(&usage)?);
+            } else {
+                print!("{}", tandem_cli::usage::to_text(&usage));
+            }
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

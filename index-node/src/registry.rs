@@ -310,6 +310,11 @@ impl ShardRegistry {
         Ok(bytes)
     }
 
+    /// Bytes of `key`'s files on disk (index and operation log; blocking).
+    pub fn shard_bytes(&self, key: &ShardKey) -> u64 {
+        dir_bytes(&key.dir(&self.data_dir))
+    }
+
     /// Bytes of the operation logs of the shards with a writer.
     pub fn log_bytes(&self) -> u64 {
         self.writers.iter().map(|w| w.log.bytes()).sum()

@@ -464,7 +464,8 @@ impl IndexNode for IndexService {
         &self,
         request: Request<ListShardsRequest>,
     ) -> Result<Response<ListShardsResponse>, Status> {
-        let not_serving_only = request.into_inner().not_serving_only;
+        let req = request.into_inner();
+        let (not_serving_only, with_bytes) = (req.not_serving_only, req.with_bytes);
         let registry = self.registry.clone();
         let shards: Vec<ShardInfo> = tokio::task::spawn_blocking(move || {
             registry
@@ -473,15 +474,21 @@ impl IndexNode for IndexService {
                 .filter(|(key, failed)| {
                     !not_serving_only || failed.is_some() || registry.is_held_back(key)
                 })
-                .map(|(key, failed)| match (failed, registry.peek(&key)) {
-                    (Some(reason), _) => info_of(&key, None, Some(reason)),
-                    (None, Some(shard)) => info_of(&key, Some(&shard), None),
-                    (None, None) => ShardInfo {
-                        tenant: key.tenant.clone(),
-                        shard: key.shard,
-                        health: ShardHealth::Serving as i32,
-                        ..Default::default()
-                    },
+                .map(|(key, failed)| {
+                    let mut info = match (failed, registry.peek(&key)) {
+                        (Some(reason), _) => info_of(&key, None, Some(reason)),
+                        (None, Some(shard)) => info_of(&key, Some(&shard), None),
+                        (None, None) => ShardInfo {
+                            tenant: key.tenant.clone(),
+                            shard: key.shard,
+                            health: ShardHealth::Serving as i32,
+                            ..Default::default()
+                        },
+                    };
+                    if with_bytes {
+                        info.bytes = registry.shard_bytes(&key);
+                    }
+                    info
                 })
                 .collect()
         })

@@ -1,5 +1,5 @@
 //! The router's admin gRPC service (`tandem.v1.RouterAdmin`): status, traffic
-//! dials, catalog reload. Every call needs `authorization: Bearer <admin token>`.
+//! dials, catalog reload, usage per tenant. Every call needs `authorization: Bearer <admin token>`.
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use tandem_common::admin_guard::AdminGuard;
 use tandem_proto::v1::router_admin_server::RouterAdmin;
 use tandem_proto::v1::{
     CacheStats, EndpointStatus, RegionStatus, ReloadCatalogRequest, ReloadCatalogResponse,
-    SetDialRequest, SetDialResponse, StatusRequest, StatusResponse,
+    SetDialRequest, SetDialResponse, StatusRequest, StatusResponse, UsageRequest, UsageResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -151,6 +151,19 @@ impl RouterAdmin for AdminService {
         Ok(Response::new(SetDialResponse {
             region: req.region,
             percent: req.percent,
+        }))
+    }
+
+    async fn usage(
+        &self,
+        request: Request<UsageRequest>,
+    ) -> Result<Response<UsageResponse>, Status> {
+        self.guard.check(request.metadata())?;
+        let tenant = request.into_inner().tenant;
+        Ok(Response::new(UsageResponse {
+            router_id: self.state.config.router_id.clone(),
+            region: self.state.region.to_string(),
+            tenants: self.state.usage.snapshot(&tenant),
         }))
     }
 

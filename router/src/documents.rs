@@ -220,13 +220,22 @@ impl Documents for DocumentsService {
         let (metadata, _, req) = request.into_parts();
         let ctx = CallContext::of_call(&metadata, &self.state);
         let ops = req.upserts.len() + req.deletes.len();
+        let mut authorized = None;
         let result = async {
             let tenant = self.authorize(&metadata, &req.tenant)?;
+            authorized = Some(tenant.id.clone());
             check_batch(&req.upserts, &req.deletes, &req.request_id, MAX_WRITE_OPS)
                 .map_err(Status::invalid_argument)?;
             self.write_parts(&tenant, req, &ctx).await
         }
         .await;
+        if let Some(tenant) = &authorized {
+            let used = match &result {
+                Ok(_) => crate::usage::Use::Documents(ops as u64),
+                Err(_) => crate::usage::Use::Error,
+            };
+            self.state.usage.record(tenant, used);
+        }
         let code = match &result {
             Ok(_) => Code::Ok,
             Err(s) => s.code(),

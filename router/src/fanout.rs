@@ -31,6 +31,7 @@ use crate::config::ms;
 use crate::fallback::{is_unavailability, Outcome, Target};
 use crate::replicas::{ReplicaMap, ShardReplicas, MODEL_SCOPE};
 use crate::state::RouterState;
+use crate::usage::Use;
 
 /// Largest page end (`offset + top_k`) a search may ask for: each shard is
 /// asked for the whole window.
@@ -101,6 +102,7 @@ pub async fn search(
         route.shards.push(shard_route(replicas.shard, &outcome));
         match outcome.result {
             Ok(answer) => {
+                count_cross_region(state, map, outcome.node.as_deref(), &answer);
                 response.total_hits += answer.total_hits;
                 hits.extend(answer.hits);
             }
@@ -171,6 +173,7 @@ async fn model_boosts(
         .await;
     match outcome.result {
         Ok(answer) => {
+            count_cross_region(state, map, outcome.node.as_deref(), &answer);
             route.model_node = outcome
                 .node
                 .map(|n| String::from(&*n.id))
@@ -188,6 +191,20 @@ async fn model_boosts(
             mark(degraded, "model");
             HashMap::new()
         }
+    }
+}
+
+/// Counts an answer from another region's `node` in the tenant's usage
+/// (a cross-region call and its bytes).
+fn count_cross_region(
+    state: &RouterState,
+    map: &ReplicaMap,
+    node: Option<&crate::catalog::Node>,
+    answer: &impl prost::Message,
+) {
+    if node.is_some_and(|n| n.region != state.region) {
+        let bytes = answer.encoded_len() as u64;
+        state.usage.record(&map.tenant.id, Use::CrossRegion(bytes));
     }
 }
 

@@ -34,7 +34,8 @@
 //! - [`forward`]: handing a call to the paired region's router;
 //! - [`cache`], [`channels`], [`probe`], [`watch`], [`deadline`]: the
 //!   replica-map cache, connections, health probes, catalog reload, deadlines;
-//! - [`admin`]: status, dials, reload; [`state`], [`config`], [`node`]: wiring.
+//! - [`admin`]: status, dials, reload, usage ([`usage`]: per-tenant
+//!   counters); [`state`], [`config`], [`node`]: wiring.
 
 #![warn(missing_docs)]
 
@@ -65,6 +66,7 @@ pub mod retry;
 pub mod service;
 pub mod state;
 pub mod token;
+pub mod usage;
 pub mod watch;
 
 /// A concurrent map keyed by catalog ids (node, router, tenant x shard),

@@ -152,6 +152,7 @@ async fn not_serving(
     internal: &InternalToken,
 ) -> Vec<(String, u32)> {
     let mut request = tonic::Request::new(ListShardsRequest {
+        with_bytes: false,
         not_serving_only: true,
     });
     request.set_timeout(timeout);

@@ -23,6 +23,7 @@ use crate::ramp;
 use crate::replicas::ReplicaMap;
 use crate::request_metrics::RequestMetrics;
 use crate::state::RouterState;
+use crate::usage::Use;
 
 /// See the module documentation.
 #[derive(Clone)]
@@ -192,15 +193,42 @@ impl SearchService {
         let Admission { ctx, from, key } = admission;
         let origin = tandem_common::web::origin(metadata);
         let map = self.authorize(key.as_ref(), request.tenant(), origin)?;
+        let result = self
+            .serve_authorized(&map, (ctx, from), metadata, request)
+            .await;
+        let used = match (&result, M::NAME) {
+            (Err(_), _) => Use::Error,
+            (Ok(_), "Search") => Use::Search,
+            (Ok(_), _) => Use::Suggest,
+        };
+        self.state.usage.record(&map.tenant.id, used);
+        result
+    }
+
+    /// Serves an authorized call: validation, the dial, the ramp, then
+    /// here or in the paired region.
+    async fn serve_authorized<M: PublicMethod>(
+        &self,
+        map: &Arc<ReplicaMap>,
+        (ctx, from): (CallContext, Option<String>),
+        metadata: &MetadataMap,
+        request: &M,
+    ) -> Result<M::Answer, Status> {
         request.validate()?;
-        if let Some(router) = self.dial(&map, from.as_deref()) {
+        if let Some(router) = self.dial(map, from.as_deref()) {
             if let Forwarded::Answer(answer) =
                 forward::forward(&self.state, &router, request, metadata, &ctx, M::forward).await
             {
+                if let Ok(a) = &answer {
+                    let bytes = prost::Message::encoded_len(a) as u64;
+                    self.state
+                        .usage
+                        .record(&map.tenant.id, Use::CrossRegion(bytes));
+                }
                 return answer;
             }
         }
-        let (map, arm) = ramp::choose(&map, draw(&mut rand::rng()));
+        let (map, arm) = ramp::choose(map, draw(&mut rand::rng()));
         let started = StdInstant::now();
         let served = request.serve_here(&self.state, map, &ctx).await;
         if let Some(arm) = arm.filter(|_| M::NAME == "Search") {

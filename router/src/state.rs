@@ -36,6 +36,8 @@ pub struct RouterState {
     pub resilience: Resilience,
     /// Traffic dials of every region.
     pub dials: Dials,
+    /// Usage per tenant (in memory, for `tandem usage`).
+    pub usage: crate::usage::Usage,
     /// Counters of the migration ramps in force.
     pub ramps: crate::ramp::RampStats,
     /// The health-driven dial of this router's region, when it is on.
@@ -86,6 +88,7 @@ impl RouterState {
             region: Arc::from(config.region.as_str()),
             dials: Dials::from_catalog(&catalog),
             ramps: Default::default(),
+            usage: Default::default(),
             auto_dial: config
                 .auto_dial()
                 .map(|c| Arc::new(crate::auto_dial::AutoDial::new(c))),

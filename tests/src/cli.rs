@@ -92,3 +92,65 @@ pub fn assert_key_lifecycle(cwd: &Path, t: &str) {
         );
     }
 }
+
+/// `tandem usage --json`: known traffic through one router shows up in its
+/// region's counters (searches, suggests, cross-region calls for a tenant
+/// whose replicas live in the other region), and the tenant's index bytes.
+pub async fn assert_usage(cwd: &Path, t: &str, topology: &tandem_client::Topology) {
+    use tandem_proto::v1::search_client::SearchClient;
+    use tandem_proto::v1::{SearchRequest, SuggestRequest};
+    let usage = |region: &str| -> serde_json::Value {
+        let out = ok(
+            cwd,
+            &["usage", "--json", "--tenant", "tldr-es", "--topology", t],
+        );
+        let all: serde_json::Value = serde_json::from_str(out.trim()).expect("usage --json");
+        all.as_array()
+            .and_then(|a| a.iter().find(|u| u["region"] == region).cloned())
+            .unwrap_or_default()
+    };
+    let n = |v: &serde_json::Value, f: &str| v[f].as_u64().unwrap_or(0);
+    let before = usage("us-east-2");
+    let info = topology.tenant("tldr-es").expect("tenant");
+    let router = &topology.region("us-east-2").expect("region").router;
+    let mut client = SearchClient::connect(format!("http://{router}"))
+        .await
+        .expect("router");
+    for _ in 0..3 {
+        let request = SearchRequest {
+            tenant: "tldr-es".into(),
+            query: info.sample_queries[0].clone(),
+            ..Default::default()
+        };
+        client
+            .search(crate::with_bearer(request, &info.api_key))
+            .await
+            .expect("search");
+    }
+    for _ in 0..2 {
+        let request = SuggestRequest {
+            tenant: "tldr-es".into(),
+            prefix: "ex".into(),
+            k: 3,
+        };
+        client
+            .suggest(crate::with_bearer(request, &info.api_key))
+            .await
+            .expect("suggest");
+    }
+    let after = usage("us-east-2");
+    assert_eq!(n(&after, "searches") - n(&before, "searches"), 3, "{after}");
+    assert_eq!(n(&after, "suggests") - n(&before, "suggests"), 2, "{after}");
+    // tldr-es lives in us-east-1: every shard call went there.
+    assert!(
+        n(&after, "cross_region_calls") - n(&before, "cross_region_calls") >= 3,
+        "{after}"
+    );
+    assert!(n(&after, "cross_region_bytes") > n(&before, "cross_region_bytes"));
+    assert!(n(&usage("us-east-1"), "index_bytes") > 0);
+    let table = ok(cwd, &["usage", "--topology", t]);
+    assert!(
+        table.contains("tldr-es") && table.contains("searches"),
+        "{table}"
+    );
+}

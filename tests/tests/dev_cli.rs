@@ -373,6 +373,7 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
         "{json}"
     );
     assert_key_lifecycle(cwd, t);
+    tandem_e2e::cli::assert_usage(cwd, t, &topology).await;
     tandem_e2e::tenants::assert_tenant_lifecycle(cwd, t, &cluster.data_dir).await;
     // Errors: a non-zero exit and a message, never a panic.
     let err = fails(cwd, &["search", "--topology", t, "--tenant", "nobody", "x"]);
