@@ -19,7 +19,8 @@
 //!   health gates (`tandem migrate`);
 //! - [`operator`]: the operator's internal token and node clients that
 //!   carry it;
-//! - [`procfs`]: what the drills and shutdown know about processes.
+//! - [`procfs`]: what the drills and shutdown know about processes;
+//! - [`progress`]: spinners and bars on long commands, for terminals only.
 
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod migrate;
 pub mod operator;
 pub mod procfs;
+pub mod progress;
 pub mod promote;
 pub mod render;
 pub mod replica;

@@ -135,6 +135,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         binary(&bin_dir, "tandem-router")?,
     );
 
+    let progress = crate::progress::spinner("starting index-nodes; training models");
     // Models train while the index-nodes start.
     let training = tokio::spawn(setup::train_models(
         model_bin.clone(),
@@ -184,6 +185,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         }
     }
     training.await.context("training task failed")??;
+    progress.set_message("starting model-nodes");
     let models = dir.join("models").display().to_string();
     for (region, _, short) in REGIONS {
         let id = format!("{short}-model-1");
@@ -209,6 +211,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     }
 
     let scheme = if tls.is_some() { "https" } else { "http" };
+    progress.set_message("starting routers");
     let per_region = opts.routers_per_region.max(1);
     catalog::write_catalog(
         &catalog_path,
@@ -266,7 +269,9 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     )?;
     processes.extend(routers);
 
+    progress.set_message("writing the sample pages through the routers (first start only)");
     setup::load_corpus(&processes, &secrets, &opts.repo, opts.docs_limit).await?;
+    progress.finish_and_clear();
     let mut topology = catalog::topology(&processes, &secrets, &catalog_path);
     topology.ca_cert = tls.as_ref().map(|t| t.ca.display().to_string());
     topology.save(dir.join("topology.json"))?;

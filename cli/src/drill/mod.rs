@@ -145,6 +145,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
 
     // Fault at a third, heal at two thirds, whatever happens in between.
     let third = opts.duration / 3;
+    let bar = crate::progress::timed(opts.duration, "steady load");
     let interrupted = !pause(third, opts.stop_on_ctrl_c).await;
     let (broken, fault_result) = if interrupted {
         (
@@ -154,6 +155,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
     } else {
         let (broken, result) = scenarios::inflict(&plan, &site).await;
         events.mark(&plan.fault_label);
+        bar.set_message(plan.fault_label.clone());
         tracing::info!(fault = %plan.fault_label, "fault inflicted");
         (broken, result)
     };
@@ -167,6 +169,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
     events.mark(&plan.heal_label);
     let heal_result = heal_all(broken, &site).await;
     events.mark(&plan.healed_label);
+    bar.set_message(plan.healed_label.clone());
     tracing::info!(heal = %plan.healed_label, ok = heal_result.is_ok(), "healed");
 
     let mut report = DrillReport {
@@ -183,6 +186,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
         tenants: Vec::new(),
     };
     if interrupted {
+        bar.finish_and_clear();
         for load in &loads {
             load.task.abort();
         }
@@ -208,6 +212,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
         tenant.after_heal_query = Some(load.probe().await);
         report.tenants.push(tenant);
     }
+    bar.finish_and_clear();
     Ok(report)
 }
 
