@@ -31,7 +31,7 @@ use tandem_benches::{closed_loop, sample_corpus, RunStats, Server};
 use tandem_model_node::artifact::write_new_version;
 use tandem_model_node::corpus::read_pages;
 use tandem_model_node::events::Event;
-use tandem_model_node::store::MAX_INPUT_BYTES;
+use tandem_model_node::store::MAX_QUERY_BYTES;
 use tandem_model_node::synth::{generate, SynthConfig};
 use tandem_model_node::train::{now_millis, train, TrainConfig};
 use tandem_model_node::TenantModel;
@@ -178,7 +178,7 @@ fn workload(events: &[Event]) -> (Arc<Vec<String>>, Arc<Vec<String>>) {
         .iter()
         .map(Event::query)
         // What the service accepts (longer text is INVALID_ARGUMENT).
-        .filter(|q| !q.trim().is_empty() && q.len() <= MAX_INPUT_BYTES)
+        .filter(|q| !q.trim().is_empty() && q.len() <= MAX_QUERY_BYTES)
         .collect();
     let mut typed: Vec<String> = distinct.into_iter().map(str::to_string).collect();
     typed.sort_by_key(|q| fnv1a(q));

@@ -17,6 +17,7 @@
 //! - [`admin_guard`]: the admin token check with a brake on guessing;
 //! - [`internal`]: the internal token that node APIs require;
 //! - [`secret_file`]: writing files that hold secrets (mode 0600);
+//! - [`limits`]: public API limits shared by the router and the nodes;
 //! - [`faults`]: fault injection for outage drills;
 //! - [`tls`]: TLS on listeners and channels, certificates reloaded from files;
 //! - [`web`]: gRPC-Web and CORS for browsers.
@@ -30,6 +31,7 @@ pub mod faults;
 pub mod grpc_deadline;
 pub mod grpc_metrics;
 pub mod internal;
+pub mod limits;
 pub mod metric_help;
 pub mod secret_file;
 pub mod server;

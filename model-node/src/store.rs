@@ -16,7 +16,8 @@
 //! # Request limits
 //!
 //! - prefix / query: empty or whitespace-only, or longer than
-//!   [`MAX_INPUT_BYTES`] bytes: INVALID_ARGUMENT. Text that normalises to
+//!   the router's limit (`tandem_common::limits`: 256 bytes for a prefix,
+//!   4096 for a query): INVALID_ARGUMENT. Text that normalises to
 //!   nothing (only punctuation) is valid and has no suggestions or boosts.
 //! - `k`: 0 means [`DEFAULT_K`]; more than [`MAX_K`] is clamped to it.
 //! - `max` boosts: 0 means [`DEFAULT_MAX_BOOSTS`]; more than [`MAX_BOOSTS`] is
@@ -44,8 +45,7 @@ pub const DEFAULT_K: usize = 10;
 /// Boosts returned when the request asks for `max = 0`.
 pub const DEFAULT_MAX_BOOSTS: usize = 20;
 
-/// The longest prefix or query accepted, in bytes.
-pub const MAX_INPUT_BYTES: usize = 256;
+pub use tandem_common::limits::{MAX_PREFIX_BYTES, MAX_QUERY_BYTES};
 
 /// The answer to a suggest call.
 #[derive(Debug, Clone, PartialEq)]
@@ -282,7 +282,7 @@ impl ModelStore {
     /// Top-`k` completions of `prefix` for `tenant` (see the module docs for
     /// limits).
     pub fn suggest(&self, tenant: &str, prefix: &str, k: u32) -> Result<SuggestAnswer, ModelError> {
-        check_text("prefix", prefix)?;
+        check_text("prefix", prefix, MAX_PREFIX_BYTES)?;
         let model = self.get(tenant)?;
         let k = match k as usize {
             0 => DEFAULT_K,
@@ -297,7 +297,7 @@ impl ModelStore {
     /// Up to `max` document boosts for `query` for `tenant` (see the module
     /// docs for limits).
     pub fn boosts(&self, tenant: &str, query: &str, max: u32) -> Result<BoostsAnswer, ModelError> {
-        check_text("query", query)?;
+        check_text("query", query, MAX_QUERY_BYTES)?;
         let model = self.get(tenant)?;
         let max = match max as usize {
             0 => DEFAULT_MAX_BOOSTS,
@@ -329,13 +329,13 @@ impl ModelStore {
     }
 }
 
-fn check_text(what: &str, text: &str) -> Result<(), ModelError> {
+fn check_text(what: &str, text: &str, max: usize) -> Result<(), ModelError> {
     if text.trim().is_empty() {
         return Err(ModelError::InvalidArgument(format!("{what} is empty")));
     }
-    if text.len() > MAX_INPUT_BYTES {
+    if text.len() > max {
         return Err(ModelError::InvalidArgument(format!(
-            "{what} is {} bytes long; at most {MAX_INPUT_BYTES} are allowed",
+            "{what} is {} bytes long; at most {max} are allowed",
             text.len()
         )));
     }
@@ -399,7 +399,10 @@ mod tests {
             code(store.suggest("fr", "ext", 5)),
             Some(tonic::Code::NotFound)
         );
-        assert!(store.boosts("en", &long, 5).is_err());
+        // A query as long as the router takes is served; longer is not.
+        let routers_longest = "tar ".repeat(MAX_QUERY_BYTES / 4);
+        assert!(store.boosts("en", &routers_longest, 5).is_ok());
+        assert!(store.boosts("en", &format!("{routers_longest}x"), 5).is_err());
         // Clamps, not errors.
         assert_eq!(
             store.suggest("en", "e", 0).expect("k=0").suggestions.len(),

@@ -17,12 +17,10 @@ use crate::fanout::{self, MAX_WINDOW};
 use crate::replicas::ReplicaMap;
 use crate::state::RouterState;
 
-/// Longest query text accepted, in bytes.
-const MAX_QUERY_BYTES: usize = 4096;
+use tandem_common::limits::{MAX_PREFIX_BYTES, MAX_QUERY_BYTES};
+
 /// Most filters per query.
 const MAX_FILTERS: usize = 32;
-/// Longest suggestion prefix accepted, in bytes.
-const MAX_PREFIX_BYTES: usize = 256;
 /// Most suggestions per call.
 const MAX_SUGGESTIONS: u32 = 100;
 

@@ -56,9 +56,10 @@ impl SearchService {
     /// and returns its replica map.
     ///
     /// Missing key: UNAUTHENTICATED. A key of no tenant: UNAUTHENTICATED.
-    /// Another tenant's key: PERMISSION_DENIED. Unknown tenant: NOT_FOUND,
-    /// but only to a caller holding some valid key, so that tenant ids
-    /// cannot be enumerated anonymously.
+    /// Another tenant's key, or any valid key for an unknown tenant:
+    /// PERMISSION_DENIED, one answer, so that tenant ids cannot be probed.
+    /// A browser call (an `origin`) from an origin the tenant does not
+    /// allow: PERMISSION_DENIED.
     fn authorize(
         &self,
         key: Option<&KeyHash>,
@@ -99,14 +100,11 @@ impl SearchService {
                 .state
                 .cache
                 .get(&catalog, tenant, &self.state.region)
-                .ok_or_else(|| Status::not_found(format!("tenant {tenant:?} not found"))),
+                .ok_or_else(|| denied(tenant)),
             AuthOutcome::Unauthenticated => Err(Status::unauthenticated("API key not accepted")),
-            AuthOutcome::PermissionDenied => Err(Status::permission_denied(format!(
-                "this API key may not query tenant {tenant:?}"
-            ))),
-            AuthOutcome::TenantNotFound => {
-                Err(Status::not_found(format!("tenant {tenant:?} not found")))
-            }
+            // Another tenant's and an unknown tenant's get one answer, so
+            // that tenant ids cannot be probed with a valid key either.
+            AuthOutcome::PermissionDenied | AuthOutcome::TenantNotFound => Err(denied(tenant)),
         }
     }
 
@@ -317,6 +315,12 @@ impl DialFacts for LiveDialFacts<'_> {
             .get_or_init(|| self.state.paired_router_up())
             .is_some()
     }
+}
+
+/// The refusal of a valid key for a tenant it may not query, whether that
+/// tenant exists or not.
+fn denied(tenant: &str) -> Status {
+    Status::permission_denied(format!("this API key may not query tenant {tenant:?}"))
 }
 
 /// The region a call was forwarded from: believed only of an internal

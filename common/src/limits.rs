@@ -1,0 +1,10 @@
+//! Limits of the public API that more than one process enforces: the
+//! router checks a request against them, and the model-node accepts
+//! exactly as much, so a query the router took is never refused further
+//! down (which would only show as a degraded answer).
+
+/// Longest search query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+
+/// Longest suggest prefix, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 256;
