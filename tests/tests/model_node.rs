@@ -510,6 +510,7 @@ async fn bad_input_gets_clear_statuses_and_never_breaks_the_node() {
     let (_dir, models, _) = trained_dir();
     let mut node = Node::start(&models, false, &[]).await;
     let kb = "x".repeat(1024);
+    let over_query = "x".repeat(tandem_common::limits::MAX_QUERY_BYTES + 1);
     let invalid = Some(Code::InvalidArgument);
     let cases = [
         ("nobody", "ext", Some(Code::NotFound)),
@@ -517,15 +518,18 @@ async fn bad_input_gets_clear_statuses_and_never_breaks_the_node() {
         ("", "ext", invalid),
         ("en", "", invalid),
         ("en", " \t ", invalid),
-        ("en", &kb, invalid),
+        ("en", &over_query, invalid),
     ];
     for (tenant, text, expected) in cases {
         let s = code(node.suggest(tenant, text, 5).await);
         let b = code(node.boosts(tenant, text, 5).await);
         assert_eq!((s, b), (expected, expected), "{tenant:?} {text:?}");
     }
+    // A prefix is limited as the router limits it (256 bytes), a query as
+    // the router limits it (4096): a 1 KB query is served.
     let long = node.suggest("en", &kb, 5).await.expect_err("1 KB");
     assert!(long.message().contains("1024 bytes"), "{long:?}");
+    assert_eq!(code(node.boosts("en", &kb, 5).await), None);
     // k / max: 0 means the default (10 / 20), huge values are clamped (50 / 100).
     assert_eq!(node.en("s", 0).await.len(), 10);
     assert_eq!(node.en("s", u32::MAX).await.len(), 50);
