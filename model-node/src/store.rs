@@ -402,7 +402,9 @@ mod tests {
         // A query as long as the router takes is served; longer is not.
         let routers_longest = "tar ".repeat(MAX_QUERY_BYTES / 4);
         assert!(store.boosts("en", &routers_longest, 5).is_ok());
-        assert!(store.boosts("en", &format!("{routers_longest}x"), 5).is_err());
+        assert!(store
+            .boosts("en", &format!("{routers_longest}x"), 5)
+            .is_err());
         // Clamps, not errors.
         assert_eq!(
             store.suggest("en", "e", 0).expect("k=0").suggestions.len(),
