@@ -63,6 +63,16 @@ pub struct ServeOptions {
     pub id: String,
 }
 
+/// Most calls one HTTP/2 connection may have open at once (advertised as
+/// SETTINGS_MAX_CONCURRENT_STREAMS; tonic sets no limit): one client
+/// cannot hold unbounded work on a process, and a router's single
+/// connection to a node still carries plenty.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
+/// Largest header block a call may send (metadata is small; a client
+/// sending megabytes of headers is refused before anything else).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
 /// The readiness line printed on stdout once both listeners are bound.
 #[derive(Serialize)]
 struct Ready<'a> {
@@ -172,6 +182,8 @@ pub async fn serve<H: Health>(
         // hyper's guard against a peer that provokes stream errors on
         // purpose, which tonic lifts by default.
         .http2_max_local_error_reset_streams(Some(1024))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .accept_http1(web.is_some())
         .layer(tower::util::option_layer(web.clone().map(crate::web::cors)))
         .layer(tower::util::option_layer(
@@ -244,6 +256,8 @@ async fn serve_beside(
         .with_context(|| format!("cannot bind the {what} listener on {addr}"))?;
     let bound = listener.local_addr()?;
     let router = Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .layer(GrpcMetricsLayer)
         .layer(GrpcDeadlineLayer)
         .add_routes(routes.routes());

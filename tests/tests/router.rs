@@ -432,6 +432,22 @@ async fn raw_call(addr: &str, path: &str, key: &str, frame: &'static [u8]) -> Co
     Code::from_i32(status(&trailers).expect("a grpc-status"))
 }
 
+/// A connection may not open unbounded streams: the router advertises its
+/// cap in its HTTP/2 SETTINGS.
+#[tokio::test]
+async fn a_connection_is_told_its_stream_limit() {
+    let c = cluster().await;
+    let addr = c.routers[0].grpc.to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (_client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    // Driving the connection a moment reads the server's SETTINGS.
+    let _ = tokio::time::timeout(Duration::from_millis(300), &mut connection).await;
+    assert_eq!(
+        connection.max_concurrent_send_streams(),
+        tandem_common::server::MAX_STREAMS_PER_CONNECTION as usize
+    );
+}
+
 /// Bytes that are not one well-formed message get the status the gRPC
 /// spec names for them, and break nothing.
 #[tokio::test]
