@@ -30,6 +30,8 @@ pub trait PublicMethod: Message + Default + Clone + Send + Sync + 'static {
     type Answer: Answer;
     /// Method name, for metrics.
     const NAME: &'static str;
+    /// What one answered call counts as in the tenant's usage.
+    const USE: crate::usage::Use;
     /// Calls the method on another router (see [`crate::forward`]).
     fn forward(
         client: SearchClient<NodeChannel>,
@@ -63,6 +65,7 @@ pub trait Answer: Message + Default + Send + 'static {
 impl PublicMethod for SearchRequest {
     type Answer = SearchResponse;
     const NAME: &'static str = "Search";
+    const USE: crate::usage::Use = crate::usage::Use::Search;
     async fn forward(
         mut client: SearchClient<NodeChannel>,
         request: Request<Self>,
@@ -115,6 +118,7 @@ impl Answer for SuggestResponse {
 impl PublicMethod for SuggestRequest {
     type Answer = SuggestResponse;
     const NAME: &'static str = "Suggest";
+    const USE: crate::usage::Use = crate::usage::Use::Suggest;
     async fn forward(
         mut client: SearchClient<NodeChannel>,
         request: Request<Self>,

@@ -28,13 +28,13 @@ use tandem_proto::v1::{RampArm, RampStatus, Route};
 use crate::catalog::Catalog;
 use crate::replicas::ReplicaMap;
 
-/// The map a search of `map`'s tenant uses for a draw in 0..100 (see the
-/// module documentation), and whether it took the pair arm (`None`: the
-/// tenant has no ramp).
-pub fn choose(map: &Arc<ReplicaMap>, draw: u8) -> (&Arc<ReplicaMap>, Option<Arm>) {
+/// The map a search of `map`'s tenant uses, by a draw in 0..100 taken only
+/// for a ramped tenant (see the module documentation), and which arm it
+/// took (`None`: the tenant has no ramp).
+pub fn choose(map: &Arc<ReplicaMap>, draw: impl FnOnce() -> u8) -> (&Arc<ReplicaMap>, Option<Arm>) {
     match &map.ramped {
         None => (map, None),
-        Some(pair) if draw < map.tenant.ramp => (pair, Some(Arm::Pair)),
+        Some(pair) if draw() < map.tenant.ramp => (pair, Some(Arm::Pair)),
         Some(_) => (map, Some(Arm::Home)),
     }
 }
@@ -131,20 +131,7 @@ impl RampStats {
         route: Option<&Route>,
         elapsed: Duration,
     ) {
-        let percent = map.tenant.ramp;
-        let mut entry = self
-            .tenants
-            .entry(Arc::clone(&map.tenant.id))
-            .or_insert_with(|| Arc::new(TenantRamp::default()));
-        if entry.percent != percent {
-            // A new step: count afresh.
-            *entry = Arc::new(TenantRamp {
-                percent,
-                ..TenantRamp::default()
-            });
-        }
-        let stats = Arc::clone(&entry);
-        drop(entry);
+        let stats = self.at_step(&map.tenant.id, map.tenant.ramp);
         let elsewhere =
             route.is_some_and(|r| r.shards.iter().any(|s| *s.region != *map.preferred_region));
         let side = match arm {
@@ -152,6 +139,22 @@ impl RampStats {
             Arm::Pair => &stats.pair,
         };
         side.record(failed || elsewhere, elapsed);
+    }
+
+    /// `tenant`'s counters at ramp `percent`: a shared read while the step
+    /// holds; a new step (or a first search) counts afresh.
+    fn at_step(&self, tenant: &Arc<str>, percent: u8) -> Arc<TenantRamp> {
+        if let Some(stats) = self.tenants.get(tenant).filter(|s| s.percent == percent) {
+            return Arc::clone(&stats);
+        }
+        let mut entry = self.tenants.entry(Arc::clone(tenant)).or_default();
+        if entry.percent != percent {
+            *entry = Arc::new(TenantRamp {
+                percent,
+                ..TenantRamp::default()
+            });
+        }
+        Arc::clone(&entry)
     }
 
     /// Every ramp `catalog` puts in force, with its counters (zero for a
@@ -216,16 +219,16 @@ mod tests {
         let map = Arc::new(ReplicaMap::resolve(&catalog, "globex", "eu-west").unwrap());
         assert_eq!(&*map.preferred_region, "us-east");
         let pair = (0..100)
-            .filter(|d| choose(&map, *d).1 == Some(Arm::Pair))
+            .filter(|d| choose(&map, || *d).1 == Some(Arm::Pair))
             .count();
         assert_eq!(pair, 25);
-        let (chosen, arm) = choose(&map, 0);
+        let (chosen, arm) = choose(&map, || 0);
         assert_eq!(
             (&*chosen.preferred_region, arm),
             ("eu-west", Some(Arm::Pair))
         );
         let plain = Arc::new(ReplicaMap::resolve(&catalog, "acme", "eu-west").unwrap());
-        assert_eq!(choose(&plain, 0).1, None);
+        assert_eq!(choose(&plain, || panic!("no draw without a ramp")).1, None);
     }
 
     #[test]
@@ -233,7 +236,7 @@ mod tests {
         let stats = RampStats::default();
         let catalog = ramped(5);
         let map = Arc::new(ReplicaMap::resolve(&catalog, "globex", "us-east").unwrap());
-        let (pair_map, _) = choose(&map, 0);
+        let (pair_map, _) = choose(&map, || 0);
         let ms = Duration::from_millis;
         for i in 0..100 {
             stats.record(&map, Arm::Home, false, Some(&route("us-east")), ms(2));

@@ -138,14 +138,11 @@ impl SearchService {
         request: &M,
     ) -> Result<M::Answer, Status> {
         let started = StdInstant::now();
-        let request_id = admission.ctx.request_id.clone();
-        let mut result = self.route(admission, metadata, request).await;
+        let mut result = self.route(admission, metadata, request, started).await;
         if let Ok(answer) = result.as_mut() {
             answer.set_took_micros(started.elapsed().as_micros() as u64);
         }
-        let took = started.elapsed();
-        self.metrics.record::<M>(&result, took);
-        self.log_if_notable::<M>(&result, request.tenant(), &request_id, took);
+        self.metrics.record::<M>(&result, started.elapsed());
         result
     }
 
@@ -181,25 +178,26 @@ impl SearchService {
         }
     }
 
-    /// Authenticates, validates, then serves here or in the paired region.
+    /// Authenticates, validates, then serves here or in the paired region;
+    /// counts the tenant's usage and logs a notable call (`started`: when
+    /// the call arrived).
     async fn route<M: PublicMethod>(
         &self,
         admission: Admission,
         metadata: &MetadataMap,
         request: &M,
+        started: StdInstant,
     ) -> Result<M::Answer, Status> {
         let Admission { ctx, from, key } = admission;
         let origin = tandem_common::web::origin(metadata);
         let map = self.authorize(key.as_ref(), request.tenant(), origin)?;
         let result = self
-            .serve_authorized(&map, (ctx, from), metadata, request)
+            .serve_authorized(&map, (&ctx, from), metadata, request)
             .await;
-        let used = match (&result, M::NAME) {
-            (Err(_), _) => Use::Error,
-            (Ok(_), "Search") => Use::Search,
-            (Ok(_), _) => Use::Suggest,
-        };
+        let used = if result.is_ok() { M::USE } else { Use::Error };
         self.state.usage.record(&map.tenant.id, used);
+        let took = started.elapsed();
+        self.log_if_notable::<M>(&result, &map.tenant.id, &ctx.request_id, took);
         result
     }
 
@@ -208,14 +206,14 @@ impl SearchService {
     async fn serve_authorized<M: PublicMethod>(
         &self,
         map: &Arc<ReplicaMap>,
-        (ctx, from): (CallContext, Option<String>),
+        (ctx, from): (&CallContext, Option<String>),
         metadata: &MetadataMap,
         request: &M,
     ) -> Result<M::Answer, Status> {
         request.validate()?;
         if let Some(router) = self.dial(map, from.as_deref()) {
             if let Forwarded::Answer(answer) =
-                forward::forward(&self.state, &router, request, metadata, &ctx, M::forward).await
+                forward::forward(&self.state, &router, request, metadata, ctx, M::forward).await
             {
                 if let Ok(a) = &answer {
                     let bytes = prost::Message::encoded_len(a) as u64;
@@ -226,10 +224,10 @@ impl SearchService {
                 return answer;
             }
         }
-        let (map, arm) = ramp::choose(map, draw(&mut rand::rng()));
+        let (map, arm) = ramp::choose(map, || draw(&mut rand::rng()));
         let started = StdInstant::now();
-        let served = request.serve_here(&self.state, map, &ctx).await;
-        if let Some(arm) = arm.filter(|_| M::NAME == "Search") {
+        let served = request.serve_here(&self.state, map, ctx).await;
+        if let Some(arm) = arm.filter(|_| M::USE == Use::Search) {
             let route = served.as_ref().ok().and_then(|a| a.route());
             let failed = served.is_err();
             let elapsed = started.elapsed();
