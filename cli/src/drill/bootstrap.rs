@@ -19,8 +19,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tandem_client::{NodeInfo, TandemClient, Topology};
 use tandem_loadgen::{
-    run_load, run_load_with, EventLog, LoadConfig, LoadMode, Outcome, Summary,
-    DEFAULT_MAX_OUTSTANDING,
+    run_load_with, EventLog, LoadConfig, LoadMode, Outcome, Summary, DEFAULT_MAX_OUTSTANDING,
 };
 use tandem_proto::v1::documents_client::DocumentsClient;
 use tandem_proto::v1::{Document, WriteRequest};
@@ -96,20 +95,8 @@ pub async fn run(opts: &DrillOptions, write_rate: f64) -> anyhow::Result<Bootstr
     let client =
         TandemClient::connect(topology.client_config(Some(&home), Some(&opts.tenant))?).await?;
     let events = EventLog::new();
-    let searches = {
-        let mode = LoadMode::OpenLoop {
-            rate: opts.rate,
-            max_outstanding: DEFAULT_MAX_OUTSTANDING,
-        };
-        let config = LoadConfig::new(
-            mode,
-            opts.duration,
-            opts.tenant.clone(),
-            info.sample_queries.clone(),
-        );
-        let (client, events) = (client.clone(), events.clone());
-        tokio::spawn(async move { run_load(&client, &config, &events).await })
-    };
+    let queries = info.sample_queries.clone();
+    let searches = super::spawn_searches(&client, opts, &opts.tenant, queries, &events);
     let writes = {
         let router = topology
             .regions

@@ -15,9 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use tandem_client::TandemClient;
-use tandem_loadgen::{
-    run_load, EventLog, LoadConfig, LoadMode, Summary, Timeline, DEFAULT_MAX_OUTSTANDING,
-};
+use tandem_loadgen::{EventLog, Summary, Timeline};
 
 use super::DrillOptions;
 use crate::commands::Target;
@@ -103,16 +101,8 @@ pub async fn run(opts: &DrillOptions) -> anyhow::Result<MigrationReport> {
     let client =
         TandemClient::connect(topology.client_config(Some(&home), Some(&opts.tenant))?).await?;
     let events = EventLog::new();
-    let load = {
-        let mode = LoadMode::OpenLoop {
-            rate: opts.rate,
-            max_outstanding: DEFAULT_MAX_OUTSTANDING,
-        };
-        let queries = opts.queries.clone().unwrap_or(info.sample_queries.clone());
-        let config = LoadConfig::new(mode, opts.duration, opts.tenant.clone(), queries);
-        let (client, events) = (client.clone(), events.clone());
-        tokio::spawn(async move { run_load(&client, &config, &events).await })
-    };
+    let queries = opts.queries.clone().unwrap_or(info.sample_queries.clone());
+    let load = super::spawn_searches(&client, opts, &opts.tenant, queries, &events);
     tokio::time::sleep(sixth).await;
     events.mark("migration starts");
     let bar = indicatif::ProgressBar::hidden();

@@ -127,13 +127,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
             .context("cannot build the client")?;
         let probe_query = queries[0].clone();
         warm_up(&client, tenant, &probe_query).await?;
-        let mode = LoadMode::OpenLoop {
-            rate: opts.rate,
-            max_outstanding: DEFAULT_MAX_OUTSTANDING,
-        };
-        let config = LoadConfig::new(mode, opts.duration, tenant.clone(), queries);
-        let (task_client, task_events) = (client.clone(), events.clone());
-        let task = tokio::spawn(async move { run_load(&task_client, &config, &task_events).await });
+        let task = spawn_searches(&client, opts, tenant, queries, &events);
         loads.push(Load {
             tenant: tenant.clone(),
             active_active: info.active_active,
@@ -254,6 +248,24 @@ fn preflight(topology: &Topology) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Open-loop searches of `tenant` at the drill's rate for its duration
+/// through `client`, in the background, timed against `events`.
+fn spawn_searches(
+    client: &TandemClient,
+    opts: &DrillOptions,
+    tenant: &str,
+    queries: Vec<String>,
+    events: &EventLog,
+) -> JoinHandle<anyhow::Result<tandem_loadgen::LoadReport>> {
+    let mode = LoadMode::OpenLoop {
+        rate: opts.rate,
+        max_outstanding: DEFAULT_MAX_OUTSTANDING,
+    };
+    let config = LoadConfig::new(mode, opts.duration, tenant.to_string(), queries);
+    let (client, events) = (client.clone(), events.clone());
+    tokio::spawn(async move { run_load(&client, &config, &events).await })
 }
 
 /// A few searches before the clock starts, so connections are up and the

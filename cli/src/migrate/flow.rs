@@ -113,10 +113,9 @@ pub async fn migrate(
     for &step in s.steps.iter().filter(|p| **p >= ramp) {
         set_ramp(target, s, tenant, step).await?;
         match hold(target, s, tenant, step, bar).await? {
-            Verdict::Pass => {}
-            Verdict::TooFew => unjudged.push(step),
-            Verdict::Fail(why) => {
-                let figures = gate::read(target, tenant, step).await?;
+            (Verdict::Pass, _) => {}
+            (Verdict::TooFew, _) => unjudged.push(step),
+            (Verdict::Fail(why), figures) => {
                 set_ramp(target, s, tenant, 0).await?;
                 return Ok(Outcome::RolledBack { step, why, figures });
             }
@@ -132,26 +131,28 @@ pub async fn migrate(
 }
 
 /// Holds ramp step `step` for the step's duration, judging it every
-/// second; the verdict at its end, or the first failure.
+/// second; the verdict (with its figures) at its end, or the first
+/// failure.
 async fn hold(
     target: &Target,
     s: &Settings,
     tenant: &str,
     step: u8,
     bar: &ProgressBar,
-) -> anyhow::Result<Verdict> {
+) -> anyhow::Result<(Verdict, Figures)> {
+    let routers = gate::Routers::of(target).await?;
     let began = Instant::now();
     bar.set_length(s.step.as_secs().max(1));
     bar.set_position(0);
     loop {
         let left = s.step.saturating_sub(began.elapsed());
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
-        let figures = gate::read(target, tenant, step).await?;
+        let figures = gate::read(&routers, tenant, step).await?;
         let verdict = gate::judge(&figures, &s.bounds);
         bar.set_position(began.elapsed().as_secs());
         bar.set_message(format!("ramp {step} %: {figures}"));
         if matches!(verdict, Verdict::Fail(_)) || began.elapsed() >= s.step {
-            return Ok(verdict);
+            return Ok((verdict, figures));
         }
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 use tandem_proto::v1::router_admin_client::RouterAdminClient;
 use tandem_proto::v1::StatusRequest;
 
+use tonic::transport::Channel;
+
 use crate::commands::Target;
 
 /// The bounds a step must hold (flags of `tandem migrate`).
@@ -133,15 +135,33 @@ pub fn judge(f: &Figures, b: &Bounds) -> Verdict {
     Verdict::Pass
 }
 
-/// The figures of `tenant`'s ramp at `percent` from every router of the
-/// target (routers that do not answer, or still report another percentage,
-/// are left out and not counted in [`Figures::routers`]).
-pub async fn read(target: &Target, tenant: &str, percent: u8) -> anyhow::Result<Figures> {
-    let (routers, token) = target.admin().await?;
+/// Every router's admin channel and the admin token, made once and read
+/// every second of a step.
+pub struct Routers {
+    channels: Vec<Channel>,
+    token: String,
+}
+
+impl Routers {
+    /// The routers of `target`.
+    pub async fn of(target: &Target) -> anyhow::Result<Routers> {
+        let (routers, token) = target.admin().await?;
+        let channels = routers.into_iter().map(|(_, c)| c).collect();
+        Ok(Routers { channels, token })
+    }
+}
+
+/// The figures of `tenant`'s ramp at `percent` from every router (routers
+/// that do not answer, or still report another percentage, are left out
+/// and not counted in [`Figures::routers`]).
+pub async fn read(routers: &Routers, tenant: &str, percent: u8) -> anyhow::Result<Figures> {
     let mut figures = Figures::default();
-    for (_, channel) in routers {
-        let request = crate::commands::bearer(StatusRequest {}, &token)?;
-        let Ok(status) = RouterAdminClient::new(channel).status(request).await else {
+    for channel in &routers.channels {
+        let request = crate::commands::bearer(StatusRequest {}, &routers.token)?;
+        let Ok(status) = RouterAdminClient::new(channel.clone())
+            .status(request)
+            .await
+        else {
             continue;
         };
         let status = status.into_inner();

@@ -29,7 +29,7 @@ use tandem_catalog::{hash_key, Catalog};
 use tandem_client::{TenantInfo, Topology};
 use tandem_proto::v1::ShardHealth;
 
-use crate::catalog_edit::{CatalogFile, KeysFile};
+use crate::catalog_edit::KeysFile;
 use crate::commands::{reload_catalogs, Target};
 use crate::keys::{new_key, CatalogArgs, KeySource, Scope};
 use place::{place, tenant_table, NewTenant, Placement};
@@ -140,14 +140,16 @@ pub struct Added {
 /// is valid, keys without a tenant only a warning).
 pub fn add_to_catalog(src: &KeySource, t: &NewTenant) -> anyhow::Result<Added> {
     let path = &src.catalog;
-    let (mut file, catalog) = CatalogFile::load(path)?;
-    let placement = place(&catalog, t)?;
     let search_key = new_key(&t.id, Scope::Search);
     let write_key = new_key(&t.id, Scope::Write);
     let hashes = (hash_key(&search_key), hash_key(&write_key));
     let in_catalog = src.keys_file.is_none().then_some((&*hashes.0, &*hashes.1));
-    file.add_tenant(tenant_table(t, &placement, in_catalog))?;
-    let mut catalog = file.save(path)?;
+    let mut placement = None;
+    let mut catalog = crate::catalog_edit::edit(path, |file, catalog| {
+        let placed = placement.insert(place(catalog, t)?);
+        file.add_tenant(tenant_table(t, placed, in_catalog))
+    })?;
+    let placement = placement.expect("placed by the edit");
     if let Some(keys_path) = &src.keys_file {
         let mut keys = KeysFile::load(keys_path)?;
         keys.add_to_list(&t.id, Scope::Search.field(), &hashes.0)?;
@@ -167,12 +169,11 @@ pub fn add_to_catalog(src: &KeySource, t: &NewTenant) -> anyhow::Result<Added> {
 /// anything changed.
 pub fn remove_from_catalog(src: &KeySource, tenant: &str) -> anyhow::Result<(Catalog, bool)> {
     let path = &src.catalog;
-    let (mut file, mut catalog) = CatalogFile::load(path)?;
     let mut changed = false;
-    if file.remove_tenant(tenant) {
-        catalog = file.save(path)?;
-        changed = true;
-    }
+    let catalog = crate::catalog_edit::edit(path, |file, _| {
+        changed = file.remove_tenant(tenant);
+        Ok(())
+    })?;
     if let Some(keys_path) = &src.keys_file {
         let mut keys = KeysFile::load(keys_path)?;
         if keys.remove_tenant(tenant) {

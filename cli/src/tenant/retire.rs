@@ -120,10 +120,10 @@ async fn delete_shards(
     tenant: &str,
     deadline: Instant,
 ) -> Result<DeleteTenantResponse, String> {
+    let mut client = crate::operator::index_node(&node.addr)
+        .await
+        .map_err(|e| format!("unreachable: {e:#}"))?;
     loop {
-        let mut client = crate::operator::index_node(&node.addr)
-            .await
-            .map_err(|e| format!("unreachable: {e:#}"))?;
         let answer = client
             .delete_tenant(DeleteTenantRequest {
                 tenant: tenant.into(),
