@@ -75,15 +75,25 @@ pub fn uri(addr: &str) -> String {
 /// An endpoint for `addr` (see [`uri`]), with TLS verified against the
 /// CA for an `https://` one (the system's roots when none is set).
 pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
-    let uri = uri(addr);
+    endpoint_at(&uri(addr), None)
+}
+
+/// An endpoint for the URI `uri`; for `https://`, TLS verified against the
+/// CA and, when given, the certificate name `domain` (an address dialled
+/// for a name).
+fn endpoint_at(uri: &str, domain: Option<&str>) -> anyhow::Result<Endpoint> {
     let endpoint =
-        Endpoint::from_shared(uri.clone()).with_context(|| format!("bad address {addr:?}"))?;
+        Endpoint::from_shared(uri.to_string()).with_context(|| format!("bad address {uri:?}"))?;
     if !uri.starts_with("https://") {
         return Ok(endpoint);
     }
+    let mut tls = tandem_client::tls_config(ca_cert().as_deref());
+    if let Some(domain) = domain {
+        tls = tls.domain_name(domain);
+    }
     endpoint
-        .tls_config(tandem_client::tls_config(ca_cert().as_deref()))
-        .with_context(|| format!("cannot set up TLS for {addr}"))
+        .tls_config(tls)
+        .with_context(|| format!("cannot set up TLS for {uri}"))
 }
 
 /// One endpoint per address that `addr`'s host name resolves to (one for
@@ -107,16 +117,9 @@ pub async fn every_address(addr: &str) -> anyhow::Result<Vec<(String, Endpoint)>
     resolved.sort();
     resolved.dedup();
     let mut out = Vec::with_capacity(resolved.len());
+    let scheme = if https { "https" } else { "http" };
     for socket in resolved {
-        let scheme = if https { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{socket}"))
-            .with_context(|| format!("bad address {socket}"))?;
-        if https {
-            let tls = tandem_client::tls_config(ca_cert().as_deref()).domain_name(host);
-            endpoint = endpoint
-                .tls_config(tls)
-                .with_context(|| format!("cannot set up TLS for {addr}"))?;
-        }
+        let endpoint = endpoint_at(&format!("{scheme}://{socket}"), Some(host))?;
         out.push((format!("{host} at {socket}"), endpoint));
     }
     Ok(out)

@@ -73,6 +73,16 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 /// sending megabytes of headers is refused before anything else).
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
+/// A server with the limits every listener has: streams per connection,
+/// header size, and hyper's guard against a peer that provokes stream
+/// errors on purpose (which tonic lifts by default).
+fn limited_server() -> Server {
+    Server::builder()
+        .http2_max_local_error_reset_streams(Some(1024))
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+}
+
 /// The readiness line printed on stdout once both listeners are bound.
 #[derive(Serialize)]
 struct Ready<'a> {
@@ -178,12 +188,7 @@ pub async fn serve<H: Health>(
         let _ = stopped_accepting.send(());
     };
     let web = opts.web.clone();
-    let router = Server::builder()
-        // hyper's guard against a peer that provokes stream errors on
-        // purpose, which tonic lifts by default.
-        .http2_max_local_error_reset_streams(Some(1024))
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+    let router = limited_server()
         .accept_http1(web.is_some())
         .layer(tower::util::option_layer(web.clone().map(crate::web::cors)))
         .layer(tower::util::option_layer(
@@ -255,9 +260,7 @@ async fn serve_beside(
         .await
         .with_context(|| format!("cannot bind the {what} listener on {addr}"))?;
     let bound = listener.local_addr()?;
-    let router = Server::builder()
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+    let router = limited_server()
         .layer(GrpcMetricsLayer)
         .layer(GrpcDeadlineLayer)
         .add_routes(routes.routes());

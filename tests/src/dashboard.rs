@@ -47,15 +47,9 @@ fn metric_names(expr: &str) -> impl Iterator<Item = &str> {
 /// some process of `topology` right now.
 pub fn assert_dashboard_served(topology: &Topology) {
     let mut exported = BTreeSet::new();
-    for node in &topology.nodes {
-        let addr = node.metrics.as_deref().expect("metrics address");
-        let text = crate::scrape(addr.parse().expect("metrics address"));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let name = line.split(['{', ' ']).next().unwrap_or_default();
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s))
-                .unwrap_or(name);
+    for (_, scrape) in crate::exposition::scrapes(topology) {
+        for sample in &scrape.samples {
+            let family = crate::exposition::family_of(&sample.metric, &scrape.docs);
             exported.insert(family.to_string());
         }
     }

@@ -1,46 +1,41 @@
 //! Checks of what every process serves on `/metrics`, read with a
 //! Prometheus text-format parser: every series has HELP text, the build is
-//! named, status codes are spelled canonically, and the router's endpoint
-//! states and dials exist from start-up.
+//! named, status codes are spelled canonically (as `code_name` spells them;
+//! its own test pins the spellings), and the router's endpoint states and
+//! dials exist from start-up.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use tandem_client::Topology;
+use tandem_client::{NodeInfo, Topology};
 
-/// The `grpc_code` values go-grpc-prometheus writes.
-const CANONICAL_CODES: [&str; 17] = [
-    "OK",
-    "Canceled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
-];
+/// Every process of `topology` with its `/metrics`, parsed as Prometheus
+/// text (a process whose output does not parse fails the test).
+pub fn scrapes(topology: &Topology) -> Vec<(&NodeInfo, prometheus_parse::Scrape)> {
+    topology
+        .nodes
+        .iter()
+        .map(|node| {
+            let addr = node.metrics.as_deref().expect("metrics address");
+            let text = crate::scrape(addr.parse().expect("metrics address"));
+            let body = text
+                .split_once("\r\n\r\n")
+                .map_or(text.as_str(), |(_, b)| b);
+            let lines = body.lines().map(|l| Ok(l.to_string()));
+            let scrape = prometheus_parse::Scrape::parse(lines)
+                .unwrap_or_else(|e| panic!("{}: not Prometheus text: {e}", node.id));
+            (node, scrape)
+        })
+        .collect()
+}
 
 /// Scrapes and parses every process of `topology` and checks the rules
 /// above; returns the router samples' metric names (for more checks).
 pub fn assert_exposition(topology: &Topology) -> HashSet<String> {
+    let canonical: HashSet<&str> = (0..17)
+        .map(|i| tandem_common::grpc_metrics::code_name(tonic::Code::from_i32(i)))
+        .collect();
     let mut router_names = HashSet::new();
-    for node in &topology.nodes {
-        let addr = node.metrics.as_deref().expect("metrics address");
-        let text = crate::scrape(addr.parse().expect("metrics address"));
-        let body = text
-            .split_once("\r\n\r\n")
-            .map_or(text.as_str(), |(_, b)| b);
-        let lines = body.lines().map(|l| Ok(l.to_string()));
-        let scrape = prometheus_parse::Scrape::parse(lines)
-            .unwrap_or_else(|e| panic!("{}: not Prometheus text: {e}", node.id));
+    for (node, scrape) in scrapes(topology) {
         assert!(!scrape.samples.is_empty(), "{}: no samples", node.id);
         for sample in &scrape.samples {
             let family = family_of(&sample.metric, &scrape.docs);
@@ -51,11 +46,7 @@ pub fn assert_exposition(topology: &Topology) -> HashSet<String> {
                 sample.metric
             );
             if let Some(code) = sample.labels.get("grpc_code") {
-                assert!(
-                    CANONICAL_CODES.contains(&code),
-                    "{}: grpc_code {code}",
-                    node.id
-                );
+                assert!(canonical.contains(code), "{}: grpc_code {code}", node.id);
             }
             if node.kind == "router" {
                 router_names.insert(sample.metric.clone());
@@ -91,7 +82,7 @@ pub fn assert_exposition(topology: &Topology) -> HashSet<String> {
 
 /// The family a sample belongs to: histograms' `_bucket`, `_sum` and
 /// `_count` series are documented under the histogram's name.
-fn family_of<'a>(metric: &'a str, docs: &std::collections::HashMap<String, String>) -> &'a str {
+pub fn family_of<'a>(metric: &'a str, docs: &HashMap<String, String>) -> &'a str {
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = metric.strip_suffix(suffix) {
             if docs.contains_key(base) {
