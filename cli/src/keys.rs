@@ -14,7 +14,7 @@ use anyhow::bail;
 use rand::RngExt;
 use tandem_catalog::hash_key;
 
-use crate::catalog_edit::{CatalogFile, KeysFile};
+use crate::catalog_edit::{edit, CatalogFile, KeysFile};
 
 /// What a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -91,17 +91,18 @@ impl KeySource {
 
     /// Adds `hash` to `tenant`'s keys of `scope` where new keys go.
     pub fn add(&self, tenant: &str, scope: Scope, hash: &str) -> anyhow::Result<()> {
-        let (mut file, catalog) = CatalogFile::load(&self.catalog)?;
-        crate::catalog_edit::tenant(&catalog, tenant)?;
         match &self.keys_file {
             Some(path) => {
+                let catalog = tandem_catalog::Catalog::load_file(&self.catalog)?;
+                crate::catalog_edit::tenant(&catalog, tenant)?;
                 let mut keys = KeysFile::load(path)?;
                 keys.add_to_list(tenant, scope.field(), hash)?;
                 keys.save(path, &self.catalog)?;
             }
             None => {
-                file.add_to_list(tenant, scope.field(), hash)?;
-                file.save(&self.catalog)?;
+                edit(&self.catalog, |file, _| {
+                    file.add_to_list(tenant, scope.field(), hash)
+                })?;
             }
         }
         Ok(())
@@ -117,12 +118,12 @@ impl KeySource {
                 return Ok(true);
             }
         }
-        let (mut file, _) = CatalogFile::load(&self.catalog)?;
-        if file.remove_from_list(tenant, scope.field(), hash)? {
-            file.save(&self.catalog)?;
-            return Ok(true);
-        }
-        Ok(false)
+        let mut found = false;
+        edit(&self.catalog, |file, _| {
+            found = file.remove_from_list(tenant, scope.field(), hash)?;
+            Ok(())
+        })?;
+        Ok(found)
     }
 
     /// Every hash of `tenant`'s keys of `scope`, from both places.

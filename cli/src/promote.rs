@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::catalog_edit::CatalogFile;
 use crate::verify::shard_states;
 
 /// What a promotion did.
@@ -44,7 +43,7 @@ pub async fn promote(
     node: &str,
     force: bool,
 ) -> anyhow::Result<Promoted> {
-    let (mut file, catalog) = CatalogFile::load(path)?;
+    let catalog = tandem_catalog::Catalog::load_file(path)?;
     let (_, s) = crate::catalog_edit::shard(&catalog, tenant, shard)?;
     if !s.replicas.iter().any(|n| &*n.id == node) {
         bail!("{node} holds no replica of {tenant}/{shard}");
@@ -87,8 +86,8 @@ pub async fn promote(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let epoch = old.epoch + 1;
-    file.set_leader(tenant, shard, node, epoch)?;
-    file.save(path)?;
+    // The file as it is now: other edits may have come while we waited.
+    crate::catalog_edit::edit(path, |file, _| file.set_leader(tenant, shard, node, epoch))?;
     Ok(Promoted {
         from: old.node.id.to_string(),
         from_epoch: old.epoch,

@@ -15,7 +15,6 @@ use anyhow::{bail, Context};
 use tandem_catalog::NodeKind;
 use tandem_proto::v1::{BootstrapRequest, ShardHealth};
 
-use crate::catalog_edit::CatalogFile;
 use crate::verify::{meet, shard_info};
 
 /// What an added replica took.
@@ -144,12 +143,12 @@ pub async fn add(
 
 /// Removes follower `node` from `tenant`'s `shard` in the catalog at `path`.
 pub fn remove(path: &Path, tenant: &str, shard: u32, node: &str) -> anyhow::Result<()> {
-    let (mut file, catalog) = CatalogFile::load(path)?;
-    let (_, s) = crate::catalog_edit::shard(&catalog, tenant, shard)?;
-    if &*s.leader.node.id == node {
-        bail!("{node} leads {tenant}/{shard}; promote another replica first");
-    }
-    file.set_replica(tenant, shard, node, false)?;
-    file.save(path)?;
+    crate::catalog_edit::edit(path, |file, catalog| {
+        let (_, s) = crate::catalog_edit::shard(catalog, tenant, shard)?;
+        if &*s.leader.node.id == node {
+            bail!("{node} leads {tenant}/{shard}; promote another replica first");
+        }
+        file.set_replica(tenant, shard, node, false)
+    })?;
     Ok(())
 }
