@@ -467,15 +467,7 @@ pub async fn dial(
 /// edit such as a revoked key, so it takes effect at once everywhere);
 /// fails if some router did not take it.
 pub async fn reload_catalogs(target: &Target) -> anyhow::Result<()> {
-    let results = each_router(target, |mut admin, token| async move {
-        let answer = admin
-            .reload_catalog(bearer(ReloadCatalogRequest {}, &token)?)
-            .await?;
-        let version: String = answer.into_inner().version.chars().take(12).collect();
-        Ok(format!("catalog {version}"))
-    })
-    .await?;
-    let failures = print_each(&results);
+    let failures = print_each(&each_router(target, reload_one).await?);
     if failures > 0 {
         bail!("{failures} router(s) did not reload; they pick the file up at their next poll");
     }
@@ -486,22 +478,30 @@ pub async fn reload_catalogs(target: &Target) -> anyhow::Result<()> {
 /// the catalog many times (`tandem migrate`): a router that does not
 /// answer is logged, and takes the file at its next poll.
 pub async fn reload_catalogs_quietly(target: &Target) {
-    let Ok((routers, token)) = target.admin().await else {
-        tracing::warn!("no router to reload; they take the catalog at their next poll");
-        return;
-    };
-    for (name, channel) in routers {
-        let reloaded = match bearer(ReloadCatalogRequest {}, &token) {
-            Ok(request) => RouterAdminClient::new(channel)
-                .reload_catalog(request)
-                .await
-                .map_err(|s| s.message().to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = reloaded {
-            tracing::warn!(router = %name, error = %e, "router did not reload; it takes the catalog at its next poll");
+    match each_router(target, reload_one).await {
+        Ok(results) => {
+            for (name, result) in results {
+                if let Err(e) = result {
+                    tracing::warn!(router = %name, error = %e, "router did not reload; it takes the catalog at its next poll");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no router to reload; they take the catalog at their next poll")
         }
     }
+}
+
+/// `ReloadCatalog` on one router; the version it serves now.
+async fn reload_one(
+    mut admin: RouterAdminClient<Channel>,
+    token: String,
+) -> anyhow::Result<String> {
+    let answer = admin
+        .reload_catalog(bearer(ReloadCatalogRequest {}, &token)?)
+        .await?;
+    let version: String = answer.into_inner().version.chars().take(12).collect();
+    Ok(format!("catalog {version}"))
 }
 
 /// Runs one admin `call` on every router of the target; per router (by
