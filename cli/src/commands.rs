@@ -81,6 +81,11 @@ impl Target {
             .context("give --catalog FILE (or --topology of a cluster that names its catalog)")
     }
 
+    /// The object store the topology's cluster names, if any.
+    pub fn topology_store(&self) -> Option<String> {
+        self.topology().ok().flatten()?.store
+    }
+
     /// The internal token of the topology's cluster, if it names one.
     pub fn internal_token(&self) -> Option<tandem_common::internal::InternalToken> {
         let topology = self.topology().ok().flatten()?;
@@ -208,6 +213,7 @@ pub async fn search(
                 "hits": resp.hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score, "title": h.title, "url": h.url, "shard": h.shard})).collect::<Vec<_>>(),
                 "route": crate::render::route_json(resp.route.as_ref()),
                 "degraded": resp.degraded, "took_micros": resp.took_micros, "client_region": &*info.region,
+                "search_id": resp.search_id,
             })
         );
         return Ok(());
@@ -235,6 +241,12 @@ pub async fn search(
         println!("degraded: {}", resp.degraded.join(", "));
     }
     crate::render::print_route(resp.route.as_ref(), Some(resp.took_micros));
+    if !resp.search_id.is_empty() {
+        println!(
+            "search id {} (tandem click --tenant {tenant} --search-id ID --doc DOC --position N)",
+            resp.search_id
+        );
+    }
     Ok(())
 }
 
@@ -390,9 +402,49 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
             println!("  replica-map cache: {} entries, {} hits, {} misses, {} negative hits; retry budget exhausted {} times", c.entries, c.hits, c.misses, c.negative_hits, status.retry_budget_exhausted);
         }
     }
+    model_versions(target, json).await?;
     // Scripts (and drills) read the exit code: a router down is news.
     if !unreachable.is_empty() {
         bail!("router(s) unreachable: {}", unreachable.join(", "));
+    }
+    Ok(())
+}
+
+/// The model versions every model-node serves, per region (when the
+/// catalog is known): a line per node, or a JSON line per node.
+async fn model_versions(target: &Target, json: bool) -> anyhow::Result<()> {
+    let Ok(path) = target.catalog_path(None) else {
+        return Ok(());
+    };
+    let catalog = tandem_catalog::Catalog::load_file(&path)?;
+    let nodes = crate::learn::serve_wait::every_node(&catalog).await;
+    if !json && !nodes.is_empty() {
+        println!("model versions served");
+    }
+    for (id, region, served) in nodes {
+        if json {
+            let models = match &served {
+                Ok(list) => serde_json::json!(list
+                    .iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeMap<_, _>>()),
+                Err(e) => serde_json::json!({"error": e}),
+            };
+            println!(
+                "{}",
+                serde_json::json!({"model_node": id, "region": region, "models": models})
+            );
+            continue;
+        }
+        let text = match served {
+            Ok(list) => list
+                .iter()
+                .map(|(t, v)| format!("{t} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("unreachable ({e})"),
+        };
+        println!("  {id:<16} {region:<10} {text}");
     }
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! - [`usage`]: what each tenant used, per region (`tandem usage`);
 //! - [`migrate`]: single-region tenants to active-active, with a ramp and
 //!   health gates (`tandem migrate`);
+//! - [`learn`]: the learning loop (`tandem train`, `tandem events`);
 //! - [`operator`]: the operator's internal token and node clients that
 //!   carry it;
 //! - [`procfs`]: what the drills and shutdown know about processes;
@@ -30,6 +31,7 @@ pub mod dev;
 pub mod drill;
 pub mod ingest;
 pub mod keys;
+pub mod learn;
 pub mod migrate;
 pub mod operator;
 pub mod procfs;

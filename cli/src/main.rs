@@ -164,6 +164,17 @@ enum Command {
     /// shard in the paired region, then a traffic ramp with health gates
     /// that roll back by themselves (resumable; --rollback undoes).
     Migrate(tandem_cli::migrate::MigrateArgs),
+    /// Train a tenant's models on both regions' usage events and publish
+    /// a new version (if it is not worse than the one served) that every
+    /// region's model-nodes pull; --rollback returns to the previous one.
+    Train(tandem_cli::learn::TrainArgs),
+    /// Count a click on a search's result (as a frontend does).
+    Click(tandem_cli::learn::ClickArgs),
+    /// A tenant's usage events: export them, delete them (privacy).
+    Events {
+        #[command(subcommand)]
+        action: tandem_cli::learn::EventsAction,
+    },
     /// Add or remove a replica of a shard while the tenant is live.
     Replica {
         #[command(subcommand)]
@@ -457,6 +468,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut command, "tandem", &mut script);
             // A closed pipe (`| head`) is the reader's choice, not an error.
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        }
+        Command::Train(args) => {
+            if !tandem_cli::learn::train(&cli.target, &args).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Click(args) => tandem_cli::learn::click(&cli.target, &args).await?,
+        Command::Events { action } => {
+            if !tandem_cli::learn::events_command(&cli.target, &action).await? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Migrate(args) => {
             if !tandem_cli::migrate::run(&cli.target, &args).await? {

@@ -18,11 +18,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tandem_common::internal::InternalToken;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
+use tandem_proto::v1::model_node_client::ModelNodeClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// An `IndexNode` client whose calls carry the internal token.
 pub type IndexClient = IndexNodeClient<InterceptedService<Channel, InternalToken>>;
+/// A model-node client that sends the internal token.
+pub type ModelClient = ModelNodeClient<InterceptedService<Channel, InternalToken>>;
 
 static TOKEN: RwLock<Option<InternalToken>> = RwLock::new(None);
 
@@ -128,13 +131,25 @@ pub async fn every_address(addr: &str) -> anyhow::Result<Vec<(String, Endpoint)>
 /// A client of the index-node at `addr` (`host:port` or a URI), connected
 /// within two seconds.
 pub async fn index_node(addr: &str) -> anyhow::Result<IndexClient> {
-    let channel = endpoint(addr)?
+    Ok(IndexNodeClient::with_interceptor(
+        connected(addr).await?,
+        internal_token()?,
+    ))
+}
+
+/// A channel to the node at `addr`, connected within two seconds.
+async fn connected(addr: &str) -> anyhow::Result<Channel> {
+    endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    Ok(IndexNodeClient::with_interceptor(
-        channel,
+        .with_context(|| format!("cannot connect to {addr}"))
+}
+
+/// A client of the model-node at `addr`, connected within two seconds.
+pub async fn model_node(addr: &str) -> anyhow::Result<ModelClient> {
+    Ok(ModelNodeClient::with_interceptor(
+        connected(addr).await?,
         internal_token()?,
     ))
 }

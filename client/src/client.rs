@@ -7,8 +7,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tandem_proto::v1::events_client::EventsClient;
 use tandem_proto::v1::search_client::SearchClient;
-use tandem_proto::v1::{SearchRequest, SearchResponse, SuggestRequest, SuggestResponse};
+use tandem_proto::v1::{
+    ClickRequest, ClickResponse, SearchRequest, SearchResponse, SuggestRequest, SuggestResponse,
+};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -165,8 +168,8 @@ impl TandemClient {
         &self,
         request: SearchRequest,
     ) -> Result<(SearchResponse, CallInfo), Status> {
-        self.call(request, |mut client, request| async move {
-            client.search(request).await
+        self.call(request, |channel, request| async move {
+            SearchClient::new(channel).search(request).await
         })
         .await
     }
@@ -176,8 +179,17 @@ impl TandemClient {
         &self,
         request: SuggestRequest,
     ) -> Result<(SuggestResponse, CallInfo), Status> {
-        self.call(request, |mut client, request| async move {
-            client.suggest(request).await
+        self.call(request, |channel, request| async move {
+            SearchClient::new(channel).suggest(request).await
+        })
+        .await
+    }
+
+    /// `tandem.v1.Events/Click`, with failover: a click may reach either
+    /// region's router, which verifies the search id on its own.
+    pub async fn click(&self, request: ClickRequest) -> Result<(ClickResponse, CallInfo), Status> {
+        self.call(request, |channel, request| async move {
+            EventsClient::new(channel).click(request).await
         })
         .await
     }
@@ -216,7 +228,7 @@ impl TandemClient {
     ) -> Result<(Resp, CallInfo), Status>
     where
         Req: Clone,
-        F: Fn(SearchClient<Channel>, Request<Req>) -> Fut,
+        F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let deadline = Instant::now() + self.timeout;
@@ -253,7 +265,7 @@ impl TandemClient {
         rpc: &F,
     ) -> Result<Resp, AttemptError>
     where
-        F: Fn(SearchClient<Channel>, Request<Req>) -> Fut,
+        F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let Some(channel) = self.inner.channels.get(lease.router) else {
@@ -284,8 +296,7 @@ impl TandemClient {
         if let Some(auth) = &self.inner.auth {
             request.metadata_mut().insert("authorization", auth.clone());
         }
-        let client = SearchClient::new(channel.clone());
-        match tokio::time::timeout(per_try, rpc(client, request)).await {
+        match tokio::time::timeout(per_try, rpc(channel.clone(), request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) if is_local_timeout(&status) || is_server_timeout(&status) => {
                 Err(timed_out())

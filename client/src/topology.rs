@@ -42,6 +42,10 @@ pub struct Topology {
     /// plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
+    /// The object store of the cluster (snapshots, usage events, model
+    /// versions), for `tandem train` and `tandem events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// One region.

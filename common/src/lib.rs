@@ -17,10 +17,14 @@
 //! - [`admin_guard`]: the admin token check with a brake on guessing;
 //! - [`internal`]: the internal token that node APIs require;
 //! - [`secret_file`]: writing files that hold secrets (mode 0600);
+//! - [`normalize`]: query normalisation (the router records normalised
+//!   queries, the model-node trains and serves on them);
 //! - [`limits`]: public API limits shared by the router and the nodes;
 //! - [`faults`]: fault injection for outage drills;
 //! - [`tls`]: TLS on listeners and channels, certificates reloaded from files;
-//! - [`web`]: gRPC-Web and CORS for browsers.
+//! - [`web`]: gRPC-Web and CORS for browsers;
+//! - [`store`]: the shared object store and its one layout (snapshots,
+//!   usage events, model versions).
 
 pub mod admin_guard;
 pub mod auth;
@@ -33,8 +37,10 @@ pub mod grpc_metrics;
 pub mod internal;
 pub mod limits;
 pub mod metric_help;
+pub mod normalize;
 pub mod secret_file;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod web;

@@ -152,6 +152,31 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Upserts and deletes acknowledged.",
     ),
     (
+        "router_events_total",
+        Kind::Counter,
+        "Usage events handed to the recorder, by kind (search, click).",
+    ),
+    (
+        "router_events_dropped_total",
+        Kind::Counter,
+        "Usage events dropped: the recorder's buffer was full or its file unwritable.",
+    ),
+    (
+        "router_events_shipped_bytes_total",
+        Kind::Counter,
+        "Compressed bytes of usage events put in the object store.",
+    ),
+    (
+        "router_events_ship_errors_total",
+        Kind::Counter,
+        "Rounds of event shipping that failed (retried at the next round).",
+    ),
+    (
+        "router_clicks_total",
+        Kind::Counter,
+        "Events.Click calls by status code.",
+    ),
+    (
         "router_write_seconds",
         Kind::Histogram,
         "Time to answer a write.",
@@ -268,6 +293,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "model_reloads_total",
         Kind::Counter,
         "Model loads by result and trigger.",
+    ),
+    (
+        "model_store_sync_errors_total",
+        Kind::Counter,
+        "Polls of the model store that failed (the models served stay).",
     ),
 ];
 

@@ -98,32 +98,10 @@ impl SnapshotStore {
     /// the standard `AWS_*` environment variables. A `file://` directory is
     /// created if missing.
     pub fn open(url: &str, options: &BTreeMap<String, String>) -> anyhow::Result<SnapshotStore> {
-        let parsed =
-            url::Url::parse(url).with_context(|| format!("snapshot store {url:?} is not a URL"))?;
-        if parsed.scheme() == "file" {
-            let dir = parsed
-                .to_file_path()
-                .map_err(|_| anyhow::anyhow!("snapshot store {url:?} is not an absolute path"))?;
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let mut opts: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("AWS_"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
-        opts.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let (store, root) = object_store::parse_url_opts(&parsed, opts)
-            .with_context(|| format!("cannot open snapshot store {url:?}"))?;
-        let store: Arc<dyn ObjectStore> = if parsed.scheme() == "file" {
-            // A directory left empty by a deletion goes too, so that a
-            // collected snapshot or a deleted tenant leaves nothing behind.
-            Arc::new(object_store::local::LocalFileSystem::new().with_automatic_cleanup(true))
-        } else {
-            Arc::from(store)
-        };
+        let opened = tandem_common::store::Store::open(url, options)?;
         Ok(SnapshotStore {
-            store,
-            root,
+            store: opened.client,
+            root: opened.root,
             url: url.to_string(),
         })
     }

@@ -235,7 +235,7 @@ pub fn list_versions(model_dir: &Path, tenant: &str) -> Result<Vec<ArtifactFile>
 }
 
 /// The version number in an artifact file name `v<digits>.tmodel`.
-fn parse_version(file_name: &str) -> Option<u64> {
+pub fn parse_version(file_name: &str) -> Option<u64> {
     let digits = file_name
         .strip_prefix('v')?
         .strip_suffix(EXTENSION)?

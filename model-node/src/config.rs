@@ -8,6 +8,8 @@
 //! metrics_listen = "127.0.0.1:9201"
 //! model_dir = "/var/lib/tandem/models"
 //! watch_ms = 1000                 # poll the model dir for new versions; 0 = off
+//! model_store = "s3://bucket/tandem"  # pull published versions (tandem train)
+//! store_poll_ms = 5000
 //! enable_faults = false
 //! drain_grace_ms = 500
 //! json_logs = false
@@ -42,6 +44,14 @@ pub struct NodeConfig {
     /// How often to look for newer artifacts and load them, in ms; 0 turns
     /// the watcher off (then only `LoadModel` reloads).
     pub watch_ms: u64,
+    /// The object store `tandem train` publishes versions to (none: the
+    /// model directory is filled by hand or by `tandem-model-node train`).
+    /// With a store the model directory is a cache that follows it.
+    pub model_store: Option<String>,
+    /// Options of that store (e.g. `aws_endpoint`).
+    pub model_store_options: std::collections::BTreeMap<String, String>,
+    /// How often the store is polled for new versions, in ms.
+    pub store_poll_ms: u64,
     /// Serve the fault-injection admin API.
     pub enable_faults: bool,
     /// Between NOT_SERVING and closing the listener on shutdown, in ms.
@@ -60,6 +70,9 @@ impl Default for NodeConfig {
             health_listen: None,
             model_dir: PathBuf::from("./data/models"),
             watch_ms: 1000,
+            model_store: None,
+            model_store_options: Default::default(),
+            store_poll_ms: 5000,
             enable_faults: false,
             drain_grace_ms: 500,
             json_logs: false,

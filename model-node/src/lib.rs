@@ -2,7 +2,9 @@
 //! relevance-tuning models, trained from a tenant's usage events and served
 //! from versioned artifact files.
 //!
-//! - [`normalize`]: query normalisation shared by training and serving;
+//! - [`normalize`] (from `tandem-common`, where the router records
+//!   normalised queries too): query normalisation shared by training and
+//!   serving;
 //! - [`events`]: the event log format (JSON lines of searches and clicks);
 //! - [`observe`]: joining clicks to the searches they belong to;
 //! - [`corpus`], [`synth`]: the sample corpus and a deterministic
@@ -14,6 +16,8 @@
 //! - [`artifact`]: the versioned, checksummed artifact files;
 //! - [`train`]: from events to an artifact;
 //! - [`eval`]: offline evaluation on a time split of the log;
+//! - [`versions`]: model versions in the shared object store (published by
+//!   `tandem train`), and [`sync`]: a node pulling them;
 //! - [`store`]: the serving API a gRPC service calls ([`store::ModelStore`]);
 //! - [`error`]: serving errors and their gRPC codes;
 //! - `convert`: `From` impls into the `tandem_proto::v1` messages.
@@ -38,7 +42,7 @@ pub mod events;
 pub mod health;
 pub mod model;
 pub mod node;
-pub mod normalize;
+pub use tandem_common::normalize;
 pub mod observe;
 mod position_bias;
 pub mod relevance;
@@ -46,8 +50,10 @@ pub mod reload;
 pub mod service;
 pub mod store;
 pub mod suggest;
+pub mod sync;
 pub mod synth;
 pub mod train;
+pub mod versions;
 
 #[cfg(test)]
 mod test_support;

@@ -111,6 +111,16 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     watch_ms: Option<u64>,
+    /// Pull the model versions `tandem train` publishes from this object
+    /// store (`file:///dir`, `s3://bucket/prefix`); the model directory
+    /// then follows the store.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_store: Option<String>,
+    /// Poll the model store this often (ms).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_poll_ms: Option<u64>,
     /// Serve the fault-injection admin API (needs an admin token).
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -38,6 +38,26 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     let store = Arc::new(ModelStore::new(&config.model_dir));
     let reloader = Arc::new(Reloader::new(store, TenantHealth::new(health.clone())));
+    let store = match &config.model_store {
+        Some(url) => Some(tandem_common::store::Store::open(
+            url,
+            &config.model_store_options,
+        )?),
+        None => None,
+    };
+    if let Some(store) = &store {
+        // Pull before loading, so that "ready" includes published versions.
+        match crate::sync::sync_once(store, &config.model_dir).await {
+            Ok(s) if !s.retired.is_empty() => {
+                for tenant in &s.retired {
+                    let dir = crate::artifact::tenant_dir(&config.model_dir, tenant)?;
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot pull models at start"),
+        }
+    }
     let started = std::time::Instant::now();
     let summary = reloader
         .load_all(Trigger::Startup)
@@ -65,6 +85,15 @@ pub async fn run(
         tracing::info!(every_ms = config.watch_ms, "watching the model directory");
         tokio::spawn(reloader.clone().watch(every))
     });
+    let syncer = store.map(|store| {
+        let every = Duration::from_millis(config.store_poll_ms.max(10));
+        tracing::info!(
+            store = store.url(),
+            every_ms = config.store_poll_ms,
+            "pulling models"
+        );
+        tokio::spawn(crate::sync::sync_forever(store, reloader.clone(), every))
+    });
     let options = ServeOptions {
         listen: config.listen,
         metrics_listen: config.metrics_listen,
@@ -87,8 +116,8 @@ pub async fn run(
     let signal = shutdown_signal();
     let shutdown = async move {
         signal.await;
-        if let Some(watcher) = watcher {
-            watcher.abort();
+        for task in [watcher, syncer].into_iter().flatten() {
+            task.abort();
         }
         reloader.health().report_all_not_serving().await;
     };

@@ -99,6 +99,28 @@ pub struct RouterConfig {
     /// A public call taking this long is logged (WARN, with its request
     /// id).
     pub slow_call_ms: u64,
+    /// The search-id signing keys, one per line, the signing key first
+    /// (none: searches carry no search id and clicks are refused). Every
+    /// router of both regions needs the same file.
+    pub search_id_key_file: Option<PathBuf>,
+    /// Where usage events are written before they are shipped (none: no
+    /// events are recorded).
+    pub events_dir: Option<PathBuf>,
+    /// The object store events are shipped to (`file:///dir`,
+    /// `s3://bucket/prefix`; the index-nodes' snapshot store).
+    pub events_store: Option<String>,
+    /// Options of that store (e.g. `aws_endpoint`).
+    pub events_store_options: std::collections::BTreeMap<String, String>,
+    /// Events held in memory on their way to disk; more are dropped.
+    pub events_buffer: usize,
+    /// How long an events file stays open before it is readied to ship.
+    pub events_rotate_ms: u64,
+    /// How often ready events files are shipped.
+    pub events_ship_ms: u64,
+    /// Clicks per second taken per tenant (by this router).
+    pub click_rate_per_sec: u32,
+    /// How long after a search its clicks count.
+    pub click_window_secs: u64,
     /// Between NOT_SERVING and closing the listener on shutdown.
     pub drain_grace_ms: u64,
     /// JSON log lines.
@@ -135,6 +157,15 @@ impl Default for RouterConfig {
             eject_after_failures: 3,
             eject_base_ms: 1000,
             eject_max_ms: 30_000,
+            search_id_key_file: None,
+            events_dir: None,
+            events_store: None,
+            events_store_options: Default::default(),
+            events_buffer: 100_000,
+            events_rotate_ms: 60_000,
+            events_ship_ms: 10_000,
+            click_rate_per_sec: 100,
+            click_window_secs: 3600,
             auto_dial_after_ms: 0,
             auto_dial_back_after_ms: 30_000,
             auto_dial_threshold: 0.5,

@@ -24,6 +24,8 @@
 //!
 //! - [`documents`]: the public `tandem.v1.Documents` API: writes to the
 //!   shards' leaders; [`token`]: the consistency token a write returns;
+//! - [`events`]: search ids, usage events recorded off the hot path and
+//!   shipped to the object store, and the public `tandem.v1.Events` API;
 //! - [`service`]: the public `tandem.v1.Search` API: what a call means
 //!   (deadline, auth, dial); [`method`]: each method's limits, validation,
 //!   and how it is served and forwarded;
@@ -51,6 +53,7 @@ pub mod deadline;
 pub mod dial;
 pub mod documents;
 pub mod endpoint_stats;
+pub mod events;
 pub mod fallback;
 pub mod fanout;
 pub mod forward;

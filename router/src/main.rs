@@ -122,6 +122,42 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     hedge_default_ms: Option<u64>,
+    /// The search-id signing keys (one per line, the signing key first; the
+    /// same file on every router of both regions). Without it searches carry
+    /// no search id and clicks are refused.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search_id_key_file: Option<PathBuf>,
+    /// Record usage events (searches, clicks) in this directory.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_dir: Option<PathBuf>,
+    /// Ship recorded events to this object store (`file:///dir`,
+    /// `s3://bucket/prefix`): `<store>/<tenant>/events/<region>/`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_store: Option<String>,
+    /// Events held in memory on their way to disk; more are dropped and
+    /// counted, never the search.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_buffer: Option<usize>,
+    /// How long an events file stays open before it is readied to ship.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_rotate_ms: Option<u64>,
+    /// How often ready events files are shipped.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events_ship_ms: Option<u64>,
+    /// Clicks per second taken per tenant by this router (default 100).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    click_rate_per_sec: Option<u32>,
+    /// How long after a search its clicks count (default 3600).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    click_window_secs: Option<u64>,
     /// Log JSON lines instead of text.
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -78,13 +78,17 @@ impl PublicMethod for SearchRequest {
     fn validate(&self) -> Result<(), Status> {
         validate_search(self)
     }
-    fn serve_here<'a>(
-        &'a self,
-        state: &'a RouterState,
-        map: &'a ReplicaMap,
-        ctx: &'a CallContext,
-    ) -> impl Future<Output = Result<SearchResponse, Status>> + Send + 'a {
-        fanout::search(state, map, self, ctx)
+    async fn serve_here(
+        &self,
+        state: &RouterState,
+        map: &ReplicaMap,
+        ctx: &CallContext,
+    ) -> Result<SearchResponse, Status> {
+        let mut answer = fanout::search(state, map, self, ctx).await?;
+        // The router that serves a search signs and records it (a
+        // forwarded search is the paired router's).
+        state.events.searched(&map.tenant.id, self, &mut answer);
+        Ok(answer)
     }
 }
 

@@ -9,6 +9,7 @@ use tandem_common::internal::InternalToken;
 use tandem_common::server::{serve, shutdown_signal, ServeOptions};
 use tandem_common::tls::Tls;
 use tandem_proto::v1::documents_server::DocumentsServer;
+use tandem_proto::v1::events_server::EventsServer;
 use tandem_proto::v1::router_admin_server::RouterAdminServer;
 use tandem_proto::v1::search_server::SearchServer;
 use tonic::service::RoutesBuilder;
@@ -17,6 +18,7 @@ use crate::admin::AdminService;
 use crate::catalog::Catalog;
 use crate::config::{ms, RouterConfig};
 use crate::documents::DocumentsService;
+use crate::events::service::EventsService;
 use crate::probe::probe_round;
 use crate::service::SearchService;
 use crate::state::RouterState;
@@ -66,6 +68,7 @@ pub async fn run(
     let mut routes = RoutesBuilder::default();
     routes.add_service(SearchServer::new(SearchService::new(state.clone())));
     routes.add_service(DocumentsServer::new(DocumentsService::new(state.clone())));
+    routes.add_service(EventsServer::new(EventsService::new(state.clone())));
     let admin = match (admin_token.filter(|t| !t.is_empty()), config.admin_listen) {
         (Some(token), Some(addr)) => {
             let mut admin = RoutesBuilder::default();
@@ -98,6 +101,7 @@ pub async fn run(
             &[
                 tandem_proto::v1::search_server::SERVICE_NAME,
                 tandem_proto::v1::documents_server::SERVICE_NAME,
+                tandem_proto::v1::events_server::SERVICE_NAME,
             ],
             &[tandem_proto::v1::router_admin_server::SERVICE_NAME],
         ),
@@ -111,7 +115,10 @@ pub async fn run(
             }))
         }),
     };
-    serve(options, routes, (health, health_service), shutdown_signal()).await
+    let served = serve(options, routes, (health, health_service), shutdown_signal()).await;
+    // Drained: what was recorded goes to the store before the process ends.
+    state.events.finish(&config, Duration::from_secs(5)).await;
+    served
 }
 
 /// Probes every node each `probe_interval`, forever.

@@ -108,6 +108,19 @@ impl SearchService {
         }
     }
 
+    /// Authenticates a call of another public API (`Events.Click`) with
+    /// the tenant's search key, as [`SearchService::handle`] does.
+    pub(crate) fn authorize_call(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &Extensions,
+        tenant: &str,
+    ) -> Result<Arc<ReplicaMap>, Status> {
+        let admission = self.admit(metadata, extensions);
+        let origin = tandem_common::web::origin(metadata);
+        self.authorize(admission.key.as_ref(), tenant, origin)
+    }
+
     /// Where to serve: `Some(router)` to forward to the paired region.
     fn dial(&self, map: &ReplicaMap, forwarded_from: Option<&str>) -> Option<Arc<Node>> {
         let facts = LiveDialFacts {

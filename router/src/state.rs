@@ -36,6 +36,8 @@ pub struct RouterState {
     pub resilience: Resilience,
     /// Traffic dials of every region.
     pub dials: Dials,
+    /// Search ids, usage events and clicks.
+    pub events: crate::events::Events,
     /// Usage per tenant (in memory, for `tandem usage`).
     pub usage: crate::usage::Usage,
     /// Counters of the migration ramps in force.
@@ -89,6 +91,7 @@ impl RouterState {
             dials: Dials::from_catalog(&catalog),
             ramps: Default::default(),
             usage: Default::default(),
+            events: crate::events::Events::start(&config)?,
             auto_dial: config
                 .auto_dial()
                 .map(|c| Arc::new(crate::auto_dial::AutoDial::new(c))),

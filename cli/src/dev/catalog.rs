@@ -130,5 +130,12 @@ pub(crate) fn topology(
         internal_token: secrets.internal_token.clone(),
         catalog: Some(catalog_path.display().to_string()),
         ca_cert: None,
+        store: catalog_path.parent().map(store_url),
     }
+}
+
+/// The cluster's object store: one `file://` directory in the data
+/// directory for snapshots, events and model versions (a fleet's bucket).
+pub(crate) fn store_url(data_dir: &std::path::Path) -> String {
+    format!("file://{}", data_dir.join("snapshots").display())
 }

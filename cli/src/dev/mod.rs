@@ -114,6 +114,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     stop_leftovers(&dir).await;
     let secrets = Secrets::of(&dir)?;
     let internal_token_file = secrets.install_internal_token(&dir)?.display().to_string();
+    let search_id_key_file = secrets.install_search_id_key(&dir)?.display().to_string();
     let tls = match opts.tls {
         true => Some(tls::DevTls::ensure(&dir)?),
         false => None,
@@ -137,11 +138,10 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
 
     let progress = crate::progress::spinner("starting index-nodes; training models");
     // Models train while the index-nodes start.
-    let training = tokio::spawn(setup::train_models(
-        model_bin.clone(),
-        opts.repo.clone(),
-        dir.clone(),
-    ));
+    // One object store for the cluster (a fleet's bucket): snapshots,
+    // usage events, model versions.
+    let store_arg = catalog::store_url(&dir);
+    let training = tokio::spawn(setup::seed_models(opts.repo.clone(), store_arg.clone()));
 
     // Starts one node process in the background; its log goes to
     // `logs/<id>.log`.
@@ -158,9 +158,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     let catalog_path = dir.join("catalog.toml");
     let _ = std::fs::remove_file(&catalog_path);
     let catalog_arg = catalog_path.display().to_string();
-    // One snapshot store for every index-node, so followers can install
-    // what leaders snapshot (a fleet shares an S3 bucket the same way).
-    let store_arg = format!("file://{}", dir.join("snapshots").display());
+    // Every index-node snapshots to the one store, so followers can
+    // install what leaders snapshot.
     let mut starts = Vec::new();
     for (region, _, short) in REGIONS {
         for i in 1..=2 {
@@ -186,15 +185,24 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     }
     training.await.context("training task failed")??;
     progress.set_message("starting model-nodes");
-    let models = dir.join("models").display().to_string();
     for (region, _, short) in REGIONS {
+        // Each model-node has a directory of its own and pulls what
+        // `tandem train` publishes from the store.
         let id = format!("{short}-model-1");
+        let models = dir.join("models").join(&id).display().to_string();
         starts.push(spawn_node(
             id,
             NodeInfo::KIND_MODEL,
             region,
             &model_bin,
-            &["--model-dir", &models],
+            &[
+                "--model-dir",
+                &models,
+                "--model-store",
+                &store_arg,
+                "--store-poll-ms",
+                "500",
+            ],
         ));
     }
     let mut processes = Vec::new();
@@ -241,6 +249,16 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             &internal_token_file,
             "--admin-listen",
             "127.0.0.1:0",
+            "--search-id-key-file",
+            &search_id_key_file,
+            "--events-dir",
+            &dir.join("events").join(&id).display().to_string(),
+            "--events-store",
+            &store_arg,
+            "--events-rotate-ms",
+            "1000",
+            "--events-ship-ms",
+            "1000",
         ]
         .iter()
         .map(|s| s.to_string())

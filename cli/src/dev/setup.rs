@@ -84,6 +84,10 @@ pub(crate) struct Secrets {
     /// The cluster's internal token (made on first use by this version).
     #[serde(default)]
     pub internal_token: String,
+    /// The routers' search-id signing key (made on first use by this
+    /// version).
+    #[serde(default)]
+    pub search_id_key: String,
 }
 
 fn random_secret(prefix: &str) -> String {
@@ -108,12 +112,16 @@ impl Secrets {
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let mut s = serde_json::from_str::<Secrets>(&text)
                 .with_context(|| format!("{} is not a secrets file", path.display()))?;
-            if s.write_keys.is_empty() || s.internal_token.is_empty() {
+            if s.write_keys.is_empty() || s.internal_token.is_empty() || s.search_id_key.is_empty()
+            {
                 if s.write_keys.is_empty() {
                     s.write_keys = write_keys();
                 }
                 if s.internal_token.is_empty() {
                     s.internal_token = InternalToken::generate().as_str().to_string();
+                }
+                if s.search_id_key.is_empty() {
+                    s.search_id_key = random_secret("search-id");
                 }
                 secret_file::write(&path, &serde_json::to_vec_pretty(&s)?)?;
             }
@@ -127,9 +135,18 @@ impl Secrets {
                 .collect(),
             write_keys: write_keys(),
             internal_token: InternalToken::generate().as_str().to_string(),
+            search_id_key: random_secret("search-id"),
         };
         secret_file::write(&path, &serde_json::to_vec_pretty(&s)?)?;
         Ok(s)
+    }
+
+    /// Writes the search-id key to `search-id.key` in `dir` (mode 0600)
+    /// for every router's `--search-id-key-file`; returns the file's path.
+    pub fn install_search_id_key(&self, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+        let path = dir.join("search-id.key");
+        secret_file::write(&path, format!("{}\n", self.search_id_key).as_bytes())?;
+        Ok(path)
     }
 
     /// Writes the internal token to `internal-token` in `dir` (mode 0600)
@@ -160,46 +177,39 @@ impl Secrets {
     }
 }
 
-/// Trains each tenant's model from the sample event log, unless an artifact
-/// exists already. Model-nodes of both regions share the model directory
-/// (on one machine; a real fleet ships artifacts to each node).
-pub(crate) async fn train_models(
-    model_bin: PathBuf,
-    repo: PathBuf,
-    dir: PathBuf,
-) -> anyhow::Result<()> {
-    let model_dir = dir.join("models");
-    let mut runs = Vec::new();
+/// Seeds each tenant's models from the sample (synthetic) event log,
+/// unless the store has a version already: the log goes into the store as
+/// the tenant's `seed` events (so that every later `tandem train` learns
+/// from it and from what the routers record), and a first version is
+/// trained from it and published. Model-nodes pull it from the store.
+pub(crate) async fn seed_models(repo: PathBuf, store_url: String) -> anyhow::Result<()> {
+    use tandem_model_node::{events, train, versions};
+    let store = tandem_common::store::Store::open(&store_url, &Default::default())?;
     for t in &TENANTS {
-        let has_artifact = std::fs::read_dir(model_dir.join(t.id))
-            .map(|mut d| {
-                d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "tmodel")))
-            })
-            .unwrap_or(false);
-        if has_artifact {
+        if !versions::list(&store, t.id).await?.is_empty() {
             continue;
         }
-        let events = repo
+        let path = repo
             .join("data/events")
             .join(format!("{}.jsonl.gz", t.lang));
-        let log = std::fs::File::create(dir.join("logs").join(format!("train-{}.log", t.id)))?;
-        let mut cmd = tokio::process::Command::new(&model_bin);
-        cmd.args(["train", "--tenant", t.id, "--events"])
-            .arg(&events)
-            .arg("--model-dir")
-            .arg(&model_dir);
-        cmd.stdout(log.try_clone()?).stderr(log);
-        runs.push((t.id, cmd.status()));
-    }
-    for (tenant, run) in runs {
-        let status = run
-            .await
-            .with_context(|| format!("cannot run training for {tenant}"))?;
-        anyhow::ensure!(
-            status.success(),
-            "training {tenant} failed (see {}/logs/train-{tenant}.log)",
-            dir.display()
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let seed = store.event_object(
+            t.id,
+            tandem_common::store::SEED_REGION,
+            "synthetic.jsonl.gz",
         );
+        store.client.put(&seed, bytes.clone().into()).await?;
+        let tenant = t.id.to_string();
+        let set = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let log = events::read_events(&bytes[..])?;
+            Ok(train::train(&log, &tenant, &train::TrainConfig::default())?.0)
+        })
+        .await??;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        versions::publish(&store, &set, now_ms).await?;
     }
     Ok(())
 }

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use tandem_catalog::{Catalog, Node, NodeKind};
-use tandem_proto::v1::model_node_client::ModelNodeClient;
 use tandem_proto::v1::{
     DeleteModelsRequest, DeleteModelsResponse, DeleteTenantRequest, DeleteTenantResponse,
 };
@@ -141,14 +140,9 @@ async fn delete_shards(
 
 /// `DeleteModels` on one model-node.
 async fn delete_models(node: &Node, tenant: &str) -> Result<DeleteModelsResponse, String> {
-    let channel = crate::operator::endpoint(&node.addr)
-        .map_err(|e| format!("{e:#}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
+    crate::operator::model_node(&node.addr)
         .await
-        .map_err(|e| format!("unreachable: {e}"))?;
-    let token = crate::operator::internal_token().map_err(|e| format!("{e:#}"))?;
-    ModelNodeClient::with_interceptor(channel, token)
+        .map_err(|e| format!("unreachable: {e:#}"))?
         .delete_models(DeleteModelsRequest {
             tenant: tenant.into(),
         })

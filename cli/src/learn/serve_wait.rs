@@ -1,0 +1,93 @@
+//! Waiting until every model-node of the catalog, in every region, serves
+//! a tenant's version (the nodes pull it from the store on their own).
+
+use std::time::Duration;
+
+use tandem_catalog::{Catalog, NodeKind};
+use tandem_proto::v1::ListModelsRequest;
+use tokio::time::Instant;
+
+/// (tenant, version) of every model the model-node at `addr` serves, or
+/// why it could not be asked.
+pub async fn served(addr: &str) -> Result<Vec<(String, String)>, String> {
+    let mut client = crate::operator::model_node(addr)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let models = client
+        .list_models(ListModelsRequest {})
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner()
+        .models;
+    Ok(models.into_iter().map(|m| (m.tenant, m.version)).collect())
+}
+
+/// The version `tenant` is served at by the model-node at `addr` ("" when
+/// it serves none), or why it could not be asked.
+pub async fn served_version(addr: &str, tenant: &str) -> Result<String, String> {
+    Ok(served(addr)
+        .await?
+        .into_iter()
+        .find(|(t, _)| t == tenant)
+        .map(|(_, v)| v)
+        .unwrap_or_default())
+}
+
+/// Every model-node of the catalog: (id, region, what it serves).
+pub async fn every_node(
+    catalog: &Catalog,
+) -> Vec<(String, String, Result<Vec<(String, String)>, String>)> {
+    let nodes = catalog.nodes().filter(|n| n.kind == NodeKind::Model);
+    futures::future::join_all(nodes.map(|n| async move {
+        (
+            n.id.to_string(),
+            n.region.to_string(),
+            served(&n.addr).await,
+        )
+    }))
+    .await
+}
+
+/// Waits up to `wait` until every model-node serves `version` of
+/// `tenant`, printing each node as it does; false if one did not.
+pub async fn wait_served(catalog: &Catalog, tenant: &str, version: &str, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut pending: Vec<(String, String, String)> = catalog
+        .nodes()
+        .filter(|n| n.kind == NodeKind::Model)
+        .map(|n| (n.id.to_string(), n.region.to_string(), n.addr.to_string()))
+        .collect();
+    let mut last: Vec<String> = Vec::new();
+    while !pending.is_empty() {
+        last.clear();
+        let mut still = Vec::new();
+        for (id, region, addr) in pending {
+            match served_version(&addr, tenant).await {
+                Ok(v) if v == version => println!("  {id} ({region}) serves {tenant} {version}"),
+                Ok(v) => {
+                    last.push(format!(
+                        "{id} ({region}) serves {}",
+                        if v.is_empty() { "nothing" } else { &v }
+                    ));
+                    still.push((id, region, addr));
+                }
+                Err(e) => {
+                    last.push(format!("{id} ({region}): {e}"));
+                    still.push((id, region, addr));
+                }
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for line in &last {
+                println!("  not yet: {line}");
+            }
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    true
+}

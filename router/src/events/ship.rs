@@ -1,0 +1,135 @@
+//! Shipping event files to the object store.
+//!
+//! Every `every`, each file in `<events dir>/ready/` is split by tenant,
+//! gzipped, and put at `<store>/<tenant>/events/<region>/<file>.gz`
+//! (`tandem_common::store`); the local file is deleted once every part is
+//! stored. A failed put leaves the file for the next round (a part put
+//! twice overwrites itself: the object name is the file's).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde::Deserialize;
+use tandem_common::store::Store;
+
+/// Ships ready files every `every`, forever.
+pub async fn ship_forever(dir: PathBuf, store: Store, region: String, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = ship_ready(&dir, &store, &region).await {
+            metrics::counter!("router_events_ship_errors_total").increment(1);
+            tracing::warn!(error = %format!("{e:#}"), "cannot ship events; retrying");
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TenantOf {
+    tenant: String,
+}
+
+/// Ships every ready file once; returns how many were shipped.
+pub async fn ship_ready(dir: &Path, store: &Store, region: &str) -> anyhow::Result<usize> {
+    let (_, ready) = super::recorder::subdirs(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ready)
+        .with_context(|| format!("cannot list {}", ready.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut shipped = 0;
+    for path in files {
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let text = tokio::fs::read(&path).await?;
+        for (tenant, part) in split_by_tenant(&text) {
+            let gz = gzip(&part)?;
+            let bytes = gz.len() as u64;
+            let object = store.event_object(&tenant, region, &format!("{name}.gz"));
+            store
+                .client
+                .put(&object, gz.into())
+                .await
+                .with_context(|| format!("cannot put events of {tenant}"))?;
+            metrics::counter!("router_events_shipped_bytes_total").increment(bytes);
+        }
+        tokio::fs::remove_file(&path).await?;
+        shipped += 1;
+    }
+    Ok(shipped)
+}
+
+/// The file's lines grouped by their `tenant` field (lines without one,
+/// or with an id that is not a tenant id, are dropped).
+fn split_by_tenant(text: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(TenantOf { tenant }) = serde_json::from_slice::<TenantOf>(line) else {
+            continue;
+        };
+        if !crate::catalog::is_valid_id(&tenant) {
+            continue;
+        }
+        let part = out.entry(tenant).or_default();
+        part.extend_from_slice(line);
+        part.push(b'\n');
+    }
+    out
+}
+
+fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(bytes)?;
+    enc.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[tokio::test]
+    async fn ready_files_go_to_the_store_split_by_tenant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, ready) = super::super::recorder::subdirs(dir.path());
+        std::fs::create_dir_all(&ready).expect("mkdir");
+        std::fs::write(
+            ready.join("r-1-5.jsonl"),
+            "{\"type\":\"search\",\"tenant\":\"a\"}\n{\"tenant\":\"b\"}\n{\"tenant\":\"a\"}\nnot json\n{\"tenant\":\"../x\"}\n",
+        )
+        .expect("write");
+        let store_dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            &format!("file://{}", store_dir.path().display()),
+            &Default::default(),
+        )
+        .expect("store");
+        assert_eq!(ship_ready(dir.path(), &store, "r1").await.expect("ship"), 1);
+        assert_eq!(std::fs::read_dir(&ready).expect("dir").count(), 0);
+        let object = store.event_object("a", "r1", "r-1-5.jsonl.gz");
+        let gz = store
+            .client
+            .get(&object)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .expect("gunzip");
+        assert_eq!(text.lines().count(), 2);
+        assert_eq!(store.tenants().await.expect("tenants"), ["a", "b"]);
+    }
+}
