@@ -21,6 +21,7 @@ pub mod cli;
 pub mod cluster;
 pub mod dashboard;
 pub mod exposition;
+pub mod learning;
 pub mod s3;
 pub mod tenants;
 pub mod web;

@@ -17,6 +17,8 @@ use crate::cli::{fails, ok, run, stdout};
 
 /// The tenant the check creates and deletes.
 const TENANT: &str = "shop";
+/// The model-nodes of `tandem dev`.
+const MODEL_NODES: [&str; 2] = ["use1-model-1", "use2-model-1"];
 
 /// Runs the whole lifecycle on the cluster of `topology` (a file), whose
 /// data directory is `data`.
@@ -118,9 +120,15 @@ pub async fn assert_tenant_lifecycle(cwd: &Path, topology: &str, data: &Path) {
         data.join("snapshots").join(TENANT).exists(),
         "snapshots taken"
     );
+    // A model version in the store, which both model-nodes pull.
     copy_dir(
-        &data.join("models/tldr-en"),
-        &data.join("models").join(TENANT),
+        &data.join("snapshots/tldr-en/models"),
+        &data.join("snapshots").join(TENANT).join("models"),
+    );
+    let pulled = |node: &str| data.join("models").join(node).join(TENANT);
+    assert!(
+        eventually(|| MODEL_NODES.iter().all(|n| pulled(n).exists())),
+        "model-nodes pull the new tenant's model"
     );
 
     // A node refuses to drop a tenant its catalog still lists.
@@ -159,7 +167,10 @@ pub async fn assert_tenant_lifecycle(cwd: &Path, topology: &str, data: &Path) {
     assert!(out.contains("snapshot store file://"), "{out}");
     assert!(out.contains("model artifact(s) removed"), "{out}");
     assert!(!data.join("snapshots").join(TENANT).exists());
-    assert!(!data.join("models").join(TENANT).exists());
+    assert!(
+        eventually(|| MODEL_NODES.iter().all(|n| !pulled(n).exists())),
+        "model-nodes serve the deleted tenant's model no more"
+    );
     let catalog = std::fs::read_to_string(data.join("catalog.toml")).expect("catalog");
     assert!(!catalog.contains("\"shop\""), "{catalog}");
     let gone = fails(

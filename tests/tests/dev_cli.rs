@@ -219,11 +219,12 @@ async fn shard_info(topology: &Topology, node: &str, tenant: &str) -> (u64, u64)
     (info.num_docs, info.applied_seq)
 }
 
+/// Model versions of the sample tenants in the cluster's object store.
 fn artifacts(dir: &Path) -> usize {
     ["tldr-en", "tldr-es"]
         .iter()
         .map(|t| {
-            std::fs::read_dir(dir.join("models").join(t))
+            std::fs::read_dir(dir.join("snapshots").join(t).join("models"))
                 .map(|d| d.count())
                 .unwrap_or(0)
         })
@@ -376,6 +377,7 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
     assert_key_lifecycle(cwd, t);
     tandem_e2e::cli::assert_usage(cwd, t, &topology).await;
     tandem_e2e::tenants::assert_tenant_lifecycle(cwd, t, &cluster.data_dir).await;
+    tandem_e2e::learning::assert_learning_loop(cwd, t, &topology).await;
     // Errors: a non-zero exit and a message, never a panic.
     let err = fails(cwd, &["search", "--topology", t, "--tenant", "nobody", "x"]);
     assert!(err.starts_with("tandem: "), "{err}");
@@ -392,6 +394,7 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
         artifacts(&cluster.data_dir),
     );
     assert_eq!(before.0 .0, 200);
+    assert_eq!(before.2, 2, "one version per tenant after the rollback");
     stop_and_check(cluster).await;
 
     // A second start on the same directory: same keys, data reused (no
