@@ -17,11 +17,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_benches::{closed_loop, measure, Measured, Server};
+use tandem_benches::fleets::{compare, one_shard_catalog, ratios};
+use tandem_benches::Server;
 use tandem_common::tls::throwaway::{ThrowawayCa, LOOPBACK_NAMES};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-
-const API_KEY: &str = "bench-key-en";
 
 /// One fleet: its router and index-node (kept alive), and a channel to
 /// the router.
@@ -75,14 +74,7 @@ async fn start_fleet(dir: &Path, tls: Option<&(Vec<String>, String)>) -> anyhow:
     args.extend(&extra);
     let node = Server::start("tandem-index-node", &args)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let catalog = format!(
-        "[[regions]]\nid = \"r1\"\npair = \"r2\"\n\n[[regions]]\nid = \"r2\"\npair = \"r1\"\n\n\
-         [[nodes]]\nid = \"idx\"\nregion = \"r1\"\nkind = \"index\"\naddr = \"{scheme}://{}\"\n\n\
-         [[tenants]]\nid = \"en\"\nhome = \"r1\"\nactive_active = false\nlanguage = \"en\"\n\
-         api_key_sha256 = [\"{}\"]\nmodel_replicas = []\n\n[tenants.shards]\n0 = [\"idx\"]\n",
-        node.grpc,
-        tandem_catalog::hash_key(API_KEY),
-    );
+    let catalog = one_shard_catalog(scheme, node.grpc);
     let catalog_path = dir.join("catalog.toml");
     std::fs::write(&catalog_path, catalog)?;
     let catalog_path = catalog_path.display().to_string();
@@ -113,18 +105,6 @@ async fn start_fleet(dir: &Path, tls: Option<&(Vec<String>, String)>) -> anyhow:
     })
 }
 
-/// A search through `channel`, as the load functions take it.
-fn caller(
-    channel: Channel,
-) -> impl Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
-       + Clone
-       + Send
-       + Sync
-       + 'static {
-    let call = tandem_benches::search_call(channel, "en", API_KEY);
-    move |q| call(q)
-}
-
 fn main() -> anyhow::Result<()> {
     let seconds = tandem_benches::bench_seconds();
     let duration = Duration::from_secs(seconds);
@@ -137,35 +117,11 @@ fn main() -> anyhow::Result<()> {
         let fleets = [("plaintext", start_fleet(&plain_dir, None).await?), ("TLS", start_fleet(&tls_dir, Some(&tls)).await?)];
         let queries = Arc::new(tandem_loadgen::natural_language_queries());
         println!("router path (router + index-node, no model), English tldr pages, {} natural-language queries, top 10; {seconds} s per fleet and concurrency", queries.len());
-        for (_, fleet) in &fleets {
-            closed_loop(4, Duration::from_millis(500), queries.clone(), caller(fleet.channel.clone())).await;
-        }
-        let rounds = 10u32;
-        let slice = duration / rounds;
-        println!("\n| concurrency | fleet | QPS | p50 µs | p99 µs | errors |");
-        println!("|---|---|---|---|---|---|");
-        let mut ratios = Vec::new();
-        for concurrency in tandem_benches::env_list("BENCH_CONCURRENCY", &[1, 16]) {
-            let mut measured: Vec<Measured> = fleets.iter().map(|_| Measured::default()).collect();
-            for _ in 0..rounds {
-                for ((_, fleet), m) in fleets.iter().zip(measured.iter_mut()) {
-                    m.merge(measure(concurrency, slice, queries.clone(), caller(fleet.channel.clone())).await);
-                }
-            }
-            let stats: Vec<_> = measured.iter().map(Measured::stats).collect();
-            for ((name, _), s) in fleets.iter().zip(&stats) {
-                println!("| {concurrency} | {name} | {:.0} | {} | {} | {} |", s.qps, s.p50_us, s.p99_us, s.errors);
-            }
-            ratios.push((concurrency, stats));
-        }
-        println!();
-        for (concurrency, s) in ratios {
-            println!(
-                "concurrency {concurrency}: TLS / plaintext QPS {:.2}, p50 {:.2}, p99 {:.2}",
-                s[1].qps / s[0].qps,
-                s[1].p50_us as f64 / s[0].p50_us.max(1) as f64,
-                s[1].p99_us as f64 / s[0].p99_us.max(1) as f64,
-            );
+        let channels: Vec<(&str, _)> = fleets.iter().map(|(n, f)| (*n, f.channel.clone())).collect();
+        let concurrencies = tandem_benches::env_list("BENCH_CONCURRENCY", &[1, 16]);
+        for round in compare(&channels, &concurrencies, duration, queries).await {
+            let (plain, tls) = (&round.fleets[0].0, &round.fleets[1].0);
+            println!("concurrency {}: {}", round.concurrency, ratios("TLS / plaintext", plain, tls));
         }
         Ok(())
     })

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub mod fleets;
 pub mod ranking;
 use hdrhistogram::Histogram;
 use serde::Deserialize;

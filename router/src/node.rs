@@ -53,6 +53,7 @@ pub async fn run(
     register_series(&state.catalog.current());
     tokio::spawn(watch_catalog(state.clone()));
     tokio::spawn(probe_loop(state.clone()));
+    tokio::spawn(crate::events::Events::ship_forever(state.clone()));
     if let Some(auto) = state.auto_dial.clone() {
         tokio::spawn(crate::auto_dial::run(state.clone(), auto));
     }
@@ -117,7 +118,7 @@ pub async fn run(
     };
     let served = serve(options, routes, (health, health_service), shutdown_signal()).await;
     // Drained: what was recorded goes to the store before the process ends.
-    state.events.finish(&config, Duration::from_secs(5)).await;
+    crate::events::Events::finish(&state, Duration::from_secs(5)).await;
     served
 }
 

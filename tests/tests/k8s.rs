@@ -153,6 +153,11 @@ fn secret_files(secret: &str, dir: &Path) -> BTreeMap<String, String> {
             ),
         )]
         .into(),
+        "tandem-search-id-key" => [(
+            "search-id.key".to_string(),
+            "a search-id key of the test, long enough".to_string(),
+        )]
+        .into(),
         other => panic!(
             "{}: the test has no files for Secret {other}",
             dir.display()
@@ -180,7 +185,7 @@ fn mount(pod: &Value, container: &Value, maps: &ConfigMaps, root: &Path) -> Vec<
             Some(v) if v["secret"].is_object() => {
                 secret_files(v["secret"]["secretName"].as_str().expect("secret"), &local)
             }
-            // A PersistentVolumeClaim, the StatefulSet's claim template:
+            // An emptyDir, a PersistentVolumeClaim, the StatefulSet's claim template:
             // an empty directory.
             _ => BTreeMap::new(),
         };

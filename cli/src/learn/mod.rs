@@ -31,8 +31,11 @@ use gate::{judge, GateConfig};
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// The tenant (repeat for several).
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "all")]
     pub tenant: Vec<String>,
+    /// Every tenant of the catalog (the scheduled run).
+    #[arg(long, conflicts_with = "tenant")]
+    pub all: bool,
     /// Return every region to the previous version: the newest published
     /// version is retired and the model-nodes pull the one before it.
     #[arg(long)]
@@ -155,13 +158,26 @@ pub async fn train(target: &Target, args: &TrainArgs) -> anyhow::Result<bool> {
         Ok(path) => Some(tandem_catalog::Catalog::load_file(&path)?),
         Err(_) => None,
     };
+    let tenants: Vec<String> = match (&catalog, args.all) {
+        (Some(c), true) => c.tenants().map(|t| t.id.to_string()).collect(),
+        (None, true) => anyhow::bail!("--all needs the catalog (--catalog FILE or --topology)"),
+        (_, false) => args.tenant.clone(),
+    };
     loop {
         let mut all_published = true;
-        for tenant in &args.tenant {
+        for tenant in &tenants {
             let version = if args.rollback {
                 Some(rollback(&store, tenant).await?)
             } else {
-                train_one(&store, tenant, args).await?
+                match train_one(&store, tenant, args).await {
+                    Ok(v) => v,
+                    // A loop goes on to the next tenant and round.
+                    Err(e) if args.every.is_some() || tenants.len() > 1 => {
+                        eprintln!("{tenant}: training failed: {e:#}");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                }
             };
             match (version, &catalog) {
                 (Some(v), Some(catalog)) if args.wait > 0 => {

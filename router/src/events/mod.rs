@@ -65,15 +65,9 @@ impl Events {
                 let rec = Recorder::start(dir, &config.router_id, config.events_buffer, rotate)
                     .with_context(|| format!("cannot record events in {}", dir.display()))?;
                 match &config.events_store {
+                    // Opened now, so that a bad URL stops the start.
                     Some(url) => {
-                        let store =
-                            tandem_common::store::Store::open(url, &config.events_store_options)?;
-                        tokio::spawn(ship::ship_forever(
-                            dir.clone(),
-                            store,
-                            config.region.clone(),
-                            ms(config.events_ship_ms.max(10)),
-                        ));
+                        tandem_common::store::Store::open(url, &config.events_store_options)?;
                     }
                     None => tracing::warn!(
                         "no --events-store: event files stay in the events directory"
@@ -179,18 +173,44 @@ impl Events {
         Ok(())
     }
 
+    /// Ships ready events files every `events_ship_ms`, forever (when
+    /// events are recorded and a store is set). Events of a tenant the
+    /// catalog no longer lists are dropped: a deleted tenant's last events
+    /// do not come back to the store after its deletion.
+    pub async fn ship_forever(state: Arc<crate::state::RouterState>) {
+        let config = &state.config;
+        let (Some(dir), Some(url)) = (&config.events_dir, &config.events_store) else {
+            return;
+        };
+        let store = match tandem_common::store::Store::open(url, &config.events_store_options) {
+            Ok(store) => store,
+            Err(e) => return tracing::warn!(error = %format!("{e:#}"), "no event shipping"),
+        };
+        let every = ms(config.events_ship_ms.max(10));
+        let known = |tenant: &str| state.catalog.current().tenant(tenant).is_some();
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = ship::ship_ready(dir, &store, &config.region, &known).await {
+                metrics::counter!("router_events_ship_errors_total").increment(1);
+                tracing::warn!(error = %format!("{e:#}"), "cannot ship events; retrying");
+            }
+        }
+    }
+
     /// At shutdown: closes the current events file and ships what is
     /// ready once (bounded by `within`), so a drained router leaves
     /// nothing behind.
-    pub async fn finish(&self, config: &RouterConfig, within: Duration) {
-        let (Some(recorder), Some(dir)) = (&self.recorder, &config.events_dir) else {
+    pub async fn finish(state: &crate::state::RouterState, within: Duration) {
+        let config = &state.config;
+        let (Some(recorder), Some(dir)) = (&state.events.recorder, &config.events_dir) else {
             return;
         };
+        let known = |tenant: &str| state.catalog.current().tenant(tenant).is_some();
         let flush = async {
             recorder.rotate().await;
             if let Some(url) = &config.events_store {
                 let store = tandem_common::store::Store::open(url, &config.events_store_options)?;
-                ship::ship_ready(dir, &store, &config.region).await?;
+                ship::ship_ready(dir, &store, &config.region, &known).await?;
             }
             anyhow::Ok(())
         };

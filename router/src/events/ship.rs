@@ -1,6 +1,7 @@
 //! Shipping event files to the object store.
 //!
-//! Every `every`, each file in `<events dir>/ready/` is split by tenant,
+//! Each round ([`crate::events::Events::ship_forever`]), every file in
+//! `<events dir>/ready/` is split by tenant,
 //! gzipped, and put at `<store>/<tenant>/events/<region>/<file>.gz`
 //! (`tandem_common::store`); the local file is deleted once every part is
 //! stored. A failed put leaves the file for the next round (a part put
@@ -9,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use flate2::write::GzEncoder;
@@ -17,24 +17,19 @@ use flate2::Compression;
 use serde::Deserialize;
 use tandem_common::store::Store;
 
-/// Ships ready files every `every`, forever.
-pub async fn ship_forever(dir: PathBuf, store: Store, region: String, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        if let Err(e) = ship_ready(&dir, &store, &region).await {
-            metrics::counter!("router_events_ship_errors_total").increment(1);
-            tracing::warn!(error = %format!("{e:#}"), "cannot ship events; retrying");
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct TenantOf {
     tenant: String,
 }
 
-/// Ships every ready file once; returns how many were shipped.
-pub async fn ship_ready(dir: &Path, store: &Store, region: &str) -> anyhow::Result<usize> {
+/// Ships every ready file once; returns how many were shipped. Lines of a
+/// tenant that is not `known` are dropped (and counted).
+pub async fn ship_ready(
+    dir: &Path,
+    store: &Store,
+    region: &str,
+    known: &(dyn Fn(&str) -> bool + Sync),
+) -> anyhow::Result<usize> {
     let (_, ready) = super::recorder::subdirs(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&ready)
         .with_context(|| format!("cannot list {}", ready.display()))?
@@ -53,6 +48,11 @@ pub async fn ship_ready(dir: &Path, store: &Store, region: &str) -> anyhow::Resu
         };
         let text = tokio::fs::read(&path).await?;
         for (tenant, part) in split_by_tenant(&text) {
+            if !known(&tenant) {
+                let lines = part.iter().filter(|&&b| b == b'\n').count() as u64;
+                metrics::counter!("router_events_dropped_total").increment(lines);
+                continue;
+            }
             let gz = gzip(&part)?;
             let bytes = gz.len() as u64;
             let object = store.event_object(&tenant, region, &format!("{name}.gz"));
@@ -105,7 +105,7 @@ mod tests {
         std::fs::create_dir_all(&ready).expect("mkdir");
         std::fs::write(
             ready.join("r-1-5.jsonl"),
-            "{\"type\":\"search\",\"tenant\":\"a\"}\n{\"tenant\":\"b\"}\n{\"tenant\":\"a\"}\nnot json\n{\"tenant\":\"../x\"}\n",
+            "{\"type\":\"search\",\"tenant\":\"a\"}\n{\"tenant\":\"b\"}\n{\"tenant\":\"gone\"}\n{\"tenant\":\"a\"}\nnot json\n{\"tenant\":\"../x\"}\n",
         )
         .expect("write");
         let store_dir = tempfile::tempdir().expect("tempdir");
@@ -114,7 +114,13 @@ mod tests {
             &Default::default(),
         )
         .expect("store");
-        assert_eq!(ship_ready(dir.path(), &store, "r1").await.expect("ship"), 1);
+        let known = |t: &str| t != "gone";
+        assert_eq!(
+            ship_ready(dir.path(), &store, "r1", &known)
+                .await
+                .expect("ship"),
+            1
+        );
         assert_eq!(std::fs::read_dir(&ready).expect("dir").count(), 0);
         let object = store.event_object("a", "r1", "r-1-5.jsonl.gz");
         let gz = store
