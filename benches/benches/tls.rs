@@ -17,18 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tandem_benches::fleets::{compare, one_shard_catalog, ratios};
-use tandem_benches::Server;
+use tandem_benches::fleets::{compare, ratios, start, FleetFlags};
 use tandem_common::tls::throwaway::{ThrowawayCa, LOOPBACK_NAMES};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-
-/// One fleet: its router and index-node (kept alive), and a channel to
-/// the router.
-struct Fleet {
-    _node: Server,
-    _router: Server,
-    channel: Channel,
-}
 
 /// The TLS flags of every process of the TLS fleet, and the CA's PEM.
 fn certificates(dir: &Path) -> anyhow::Result<(Vec<String>, String)> {
@@ -55,56 +45,6 @@ fn certificates(dir: &Path) -> anyhow::Result<(Vec<String>, String)> {
     Ok((flags, ca_pem))
 }
 
-/// Starts a fleet in `dir` (which holds the shard in `index/`); TLS when
-/// `tls` gives the processes' flags and the CA.
-async fn start_fleet(dir: &Path, tls: Option<&(Vec<String>, String)>) -> anyhow::Result<Fleet> {
-    let extra: Vec<&str> = tls
-        .map(|(f, _)| f.iter().map(String::as_str).collect())
-        .unwrap_or_default();
-    let index = dir.join("index").display().to_string();
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &index,
-    ];
-    args.extend(&extra);
-    let node = Server::start("tandem-index-node", &args)?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let catalog = one_shard_catalog(scheme, node.grpc);
-    let catalog_path = dir.join("catalog.toml");
-    std::fs::write(&catalog_path, catalog)?;
-    let catalog_path = catalog_path.display().to_string();
-    let mut args = vec![
-        "--region",
-        "r1",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--catalog",
-        &catalog_path,
-    ];
-    args.extend(&extra);
-    let router = Server::start("tandem-router", &args)?;
-    let endpoint = match tls {
-        Some((_, ca)) => {
-            Endpoint::from_shared(format!("https://localhost:{}", router.grpc.port()))?
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?
-        }
-        None => Endpoint::from_shared(format!("http://{}", router.grpc))?,
-    };
-    let channel = endpoint.tcp_nodelay(true).connect().await?;
-    Ok(Fleet {
-        _node: node,
-        _router: router,
-        channel,
-    })
-}
-
 fn main() -> anyhow::Result<()> {
     let seconds = tandem_benches::bench_seconds();
     let duration = Duration::from_secs(seconds);
@@ -114,7 +54,8 @@ fn main() -> anyhow::Result<()> {
         tandem_benches::write_english_shard(&plain_dir.join("index"), "en")?;
         tandem_benches::copy_dir(&plain_dir.join("index"), &tls_dir.join("index"))?;
         let tls = certificates(&tls_dir)?;
-        let fleets = [("plaintext", start_fleet(&plain_dir, None).await?), ("TLS", start_fleet(&tls_dir, Some(&tls)).await?)];
+        let tls_flags = FleetFlags { both: &tls.0, ca: Some(&tls.1), ..FleetFlags::default() };
+        let fleets = [("plaintext", start(&plain_dir, FleetFlags::default()).await?), ("TLS", start(&tls_dir, tls_flags).await?)];
         let queries = Arc::new(tandem_loadgen::natural_language_queries());
         println!("router path (router + index-node, no model), English tldr pages, {} natural-language queries, top 10; {seconds} s per fleet and concurrency", queries.len());
         let channels: Vec<(&str, _)> = fleets.iter().map(|(n, f)| (*n, f.channel.clone())).collect();

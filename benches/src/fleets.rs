@@ -5,12 +5,13 @@
 //! setting.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::{closed_loop, measure, Measured, RunStats};
+use crate::{closed_loop, measure, Measured, RunStats, Server};
 
 /// The tenant every fleet serves.
 pub const TENANT: &str = "en";
@@ -27,6 +28,65 @@ pub fn one_shard_catalog(scheme: &str, node: SocketAddr) -> String {
          api_key_sha256 = [\"{}\"]\nmodel_replicas = []\n\n[tenants.shards]\n0 = [\"idx\"]\n",
         tandem_catalog::hash_key(API_KEY),
     )
+}
+
+/// One fleet: its router and index-node (kept alive while it lives), and
+/// a channel to the router.
+pub struct Fleet {
+    _node: Server,
+    _router: Server,
+    /// To the router.
+    pub channel: Channel,
+}
+
+/// How a fleet differs from the plain one.
+#[derive(Default)]
+pub struct FleetFlags<'a> {
+    /// Flags of both processes (TLS).
+    pub both: &'a [String],
+    /// Flags of the router alone.
+    pub router: &'a [String],
+    /// The CA (PEM) to reach a TLS router with; `None`: plaintext.
+    pub ca: Option<&'a str>,
+}
+
+/// Starts a fleet in `dir`, whose `index/` holds [`TENANT`]'s shard.
+pub async fn start(dir: &Path, flags: FleetFlags<'_>) -> anyhow::Result<Fleet> {
+    let index = dir.join("index").display().to_string();
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend(["--data-dir", &index]);
+    args.extend(flags.both.iter().map(String::as_str));
+    let node = Server::start("tandem-index-node", &args)?;
+    let scheme = if flags.ca.is_some() { "https" } else { "http" };
+    let catalog_path = dir.join("catalog.toml");
+    std::fs::write(&catalog_path, one_shard_catalog(scheme, node.grpc))?;
+    let catalog_path = catalog_path.display().to_string();
+    let mut args = vec!["--region", "r1", "--listen", "127.0.0.1:0"];
+    args.extend([
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--catalog",
+        &catalog_path,
+    ]);
+    args.extend(flags.both.iter().chain(flags.router).map(String::as_str));
+    let router = Server::start("tandem-router", &args)?;
+    let endpoint = match flags.ca {
+        Some(ca) => Endpoint::from_shared(format!("https://localhost:{}", router.grpc.port()))?
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?,
+        None => Endpoint::from_shared(format!("http://{}", router.grpc))?,
+    };
+    let channel = endpoint.tcp_nodelay(true).connect().await?;
+    Ok(Fleet {
+        _node: node,
+        _router: router,
+        channel,
+    })
 }
 
 /// What [`compare`] measured at one concurrency: per fleet, in the

@@ -21,7 +21,8 @@
 //! - [`operator`]: the operator's internal token and node clients that
 //!   carry it;
 //! - [`procfs`]: what the drills and shutdown know about processes;
-//! - [`progress`]: spinners and bars on long commands, for terminals only.
+//! - progress bars and spinners: `tandem_loadgen::progress`, shared with
+//!   the load generator.
 
 #![warn(missing_docs)]
 
@@ -35,7 +36,6 @@ pub mod learn;
 pub mod migrate;
 pub mod operator;
 pub mod procfs;
-pub mod progress;
 pub mod promote;
 pub mod render;
 pub mod replica;

@@ -7,9 +7,11 @@
 //! - [`sample`]: one request's outcome; [`summary`]: the JSON summary;
 //! - [`timeline`]: the run in buckets; [`plot`]: the timeline as SVG;
 //!   [`recovery`]: time until the tail latency is back after a fault;
-//! - [`queries`]: query files, and the built-in natural-language questions.
+//! - [`queries`]: query files, and the built-in natural-language questions;
+//! - [`progress`]: bars and spinners on long commands (here and in `tandem`).
 
 pub mod plot;
+pub mod progress;
 pub mod queries;
 pub mod recovery;
 pub mod run;

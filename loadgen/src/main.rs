@@ -140,7 +140,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.drain = seconds(args.drain, "--drain")?;
 
     let client = TandemClient::connect(client_config).await?;
-    let report = run_load(&client, &config, &EventLog::new()).await?;
+    let bar =
+        tandem_loadgen::progress::timed(config.duration + config.drain, &mode_label(&config.mode));
+    let report = run_load(&client, &config, &EventLog::new()).await;
+    bar.finish_and_clear();
+    let report = report?;
 
     let json = serde_json::to_string_pretty(&report.summary)?;
     println!("{json}");
@@ -155,6 +159,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         report.timeline.write_svg(path, &args.title)?;
     }
     Ok(())
+}
+
+/// How the load is shaped, for the progress bar.
+fn mode_label(mode: &LoadMode) -> String {
+    match mode {
+        LoadMode::ClosedLoop { concurrency } => format!("closed loop, {concurrency} callers"),
+        LoadMode::OpenLoop { rate, .. } => format!("open loop, {rate} calls/s"),
+    }
 }
 
 /// The client configuration, tenant and its sample queries, from the

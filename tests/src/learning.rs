@@ -157,9 +157,21 @@ async fn assert_refusals(c: &TandemClient, target: &str, search_id: &str) {
     assert_eq!(code(r), Err(Code::InvalidArgument), "a document not shown");
 }
 
+/// The session a search id's events carry: its nonce, as 16 hex digits
+/// (`router/src/events/search_id.rs`).
+fn session(search_id: &str) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(search_id)
+        .expect("a search id is base64");
+    let nonce = u64::from_be_bytes(bytes[10..18].try_into().expect("8 bytes"));
+    format!("\"session\":\"{nonce:016x}\"")
+}
+
 /// Waits until `tandem events export` shows every click, each with its
 /// search's query (routers ship every second in `tandem dev`).
 async fn wait_for_clicks(cwd: &Path, t: &str, target: &str, search_ids: &[String]) {
+    let sessions: Vec<String> = search_ids.iter().map(|id| session(id)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let needle = format!("\"query\":\"{QUERY}\",\"doc\":\"{target}\",\"rank\":{POSITION}");
     loop {
@@ -171,7 +183,7 @@ async fn wait_for_clicks(cwd: &Path, t: &str, target: &str, search_ids: &[String
         let clicks = stdout(&o)
             .lines()
             .filter(|l| l.contains("\"type\":\"click\"") && l.contains(&needle))
-            .filter(|l| search_ids.iter().any(|id| l.contains(id.as_str())))
+            .filter(|l| sessions.iter().any(|s| l.contains(s.as_str())))
             .count();
         if clicks >= SEARCHES {
             return;

@@ -136,7 +136,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         binary(&bin_dir, "tandem-router")?,
     );
 
-    let progress = crate::progress::spinner("starting index-nodes; training models");
+    let progress = tandem_loadgen::progress::spinner("starting index-nodes; training models");
     // Models train while the index-nodes start.
     // One object store for the cluster (a fleet's bucket): snapshots,
     // usage events, model versions.

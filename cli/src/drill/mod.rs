@@ -139,7 +139,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
 
     // Fault at a third, heal at two thirds, whatever happens in between.
     let third = opts.duration / 3;
-    let bar = crate::progress::timed(opts.duration, "steady load");
+    let bar = tandem_loadgen::progress::timed(opts.duration, "steady load");
     let interrupted = !pause(third, opts.stop_on_ctrl_c).await;
     let (broken, fault_result) = if interrupted {
         (

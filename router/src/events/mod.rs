@@ -37,7 +37,7 @@ pub struct Events {
     keys: Option<SearchIdKeys>,
     recorder: Option<Recorder>,
     limiter: ClickLimiter,
-    /// Hashes of (search id, document) clicked, for the click window.
+    /// Hashes of (search nonce, document) clicked, for the click window.
     counted: moka::sync::Cache<u64, ()>,
     window_secs: u64,
     region: Arc<str>,
@@ -102,14 +102,14 @@ impl Events {
         let Some(keys) = &self.keys else {
             return;
         };
-        let now = unix_secs();
+        let (now, nonce) = (unix_secs(), rand::random::<u64>());
         let ids = answer.hits.iter().map(|h| h.id.as_str());
-        answer.search_id = keys.sign(tenant, now, request.offset, ids);
+        answer.search_id = keys.sign(tenant, (now, nonce), request.offset, ids);
         if let Some(recorder) = &self.recorder {
             recorder.record(Record::Search {
                 tenant: tenant.clone(),
                 ts: now,
-                session: answer.search_id.clone(),
+                session: search_id::session_of(nonce),
                 query: request.query.clone(),
                 shown: answer
                     .hits
@@ -163,7 +163,7 @@ impl Events {
             recorder.record(Record::Click {
                 tenant: tenant.clone(),
                 ts: unix_secs(),
-                session: req.search_id.clone(),
+                session: claims.session(),
                 query: String::new(),
                 doc: req.doc_id.clone(),
                 rank: claims.rank_in_list(req.position),

@@ -11,7 +11,7 @@
 //!
 //! A line is an event of the model-node's log format (`type`, `ts`,
 //! `session`, `query`, `shown` / `doc`, `rank`) with the tenant, region and
-//! offset added; the search id is the session.
+//! offset added; the session is the search id's nonce (16 hex digits).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -33,7 +33,7 @@ pub enum Record {
         tenant: Arc<str>,
         /// Unix seconds.
         ts: u64,
-        /// The search id.
+        /// The search's session: its search id's nonce.
         session: String,
         /// The query (normalised by the writer, off the search's path).
         query: String,
@@ -50,7 +50,7 @@ pub enum Record {
         tenant: Arc<str>,
         /// Unix seconds.
         ts: u64,
-        /// The search id of the search clicked.
+        /// The session of the search clicked.
         session: String,
         /// Left empty: training takes the query from the search.
         query: String,
@@ -62,6 +62,10 @@ pub enum Record {
         region: Arc<str>,
     },
 }
+
+/// How often the writer takes the channel's events to disk: what a
+/// crash loses at most, beside the events in the channel.
+const WRITE_EVERY: Duration = Duration::from_millis(100);
 
 enum Msg {
     Event(Record),
@@ -160,26 +164,34 @@ struct Writer {
 }
 
 impl Writer {
+    /// Every [`WRITE_EVERY`], takes what the channel holds and writes it
+    /// as one batch (so the writer wakes a few times a second, however
+    /// many searches there are), and closes the file when it is due.
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, rotate: Duration) {
-        let check = rotate.clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let mut tick = tokio::time::interval(check);
+        let mut tick = tokio::time::interval(WRITE_EVERY.min(rotate));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut batch = Vec::with_capacity(1024);
         loop {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, 1024) => {
-                    if n == 0 {
-                        self = self.blocking(|w| w.close()).await;
-                        return;
-                    }
-                    self = self.write_batch(std::mem::take(&mut batch)).await;
+            tick.tick().await;
+            let mut batch = Vec::new();
+            let closed = loop {
+                match rx.try_recv() {
+                    Ok(msg) => batch.push(msg),
+                    Err(mpsc::error::TryRecvError::Empty) => break false,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break true,
                 }
-                _ = tick.tick() => {
-                    let due = self.file.as_ref().is_some_and(|f| f.opened.elapsed() >= rotate);
-                    if due {
-                        self = self.blocking(|w| w.close()).await;
-                    }
-                }
+            };
+            if !batch.is_empty() {
+                self = self.write_batch(batch).await;
+            }
+            let due = self
+                .file
+                .as_ref()
+                .is_some_and(|f| f.opened.elapsed() >= rotate);
+            if closed || due {
+                self = self.blocking(|w| w.close()).await;
+            }
+            if closed {
+                return;
             }
         }
     }

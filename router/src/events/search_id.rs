@@ -8,8 +8,13 @@
 //! routers share (`--search-id-key-file`), and encoded as URL-safe base64:
 //!
 //! ```text
-//! 1 | key id | unix secs (8) | nonce (8) | offset (4) | n (1) | n x hash (4) | tenant | mac (16)
+//! 1 | key id | unix secs (8) | nonce (8) | offset (4) | n (1) | n x hash (4) | mac (16)
 //! ```
+//!
+//! The tenant is not written out: the MAC covers it, so a token verifies
+//! for its own tenant only. The nonce, as 16 hex digits, is the search's
+//! session in the event log ([`SearchIdClaims::session`]): short, unique,
+//! and the same for a search and its clicks.
 //!
 //! Only the first [`MAX_SIGNED_HITS`] hits are signed: a click further down
 //! a very long list is refused. Keys rotate: the file lists several, the
@@ -38,6 +43,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct SearchIdClaims {
     /// Unix seconds of the search.
     pub issued: u64,
+    /// The search's random nonce.
+    pub nonce: u64,
     /// The result list's offset.
     pub offset: u32,
     /// Hashes of (id, position) of the hits shown, in order.
@@ -56,6 +63,11 @@ impl SearchIdClaims {
         self.hashes
             .get(index as usize)
             .is_some_and(|&h| h == hit_hash(doc, position))
+    }
+
+    /// The search's session in the event log.
+    pub fn session(&self) -> String {
+        session_of(self.nonce)
     }
 
     /// The hit's rank within the list as shown (1-based, without offset).
@@ -81,8 +93,9 @@ pub enum SearchIdError {
 /// The signing keys: the first signs, each verifies.
 #[derive(Clone)]
 pub struct SearchIdKeys {
-    /// (key id, key), the signing key first.
-    keys: Vec<(u8, Vec<u8>)>,
+    /// (key id, the MAC keyed with the key), the signing key first; a MAC
+    /// is cloned per token, so the key's padding is hashed once.
+    keys: Vec<(u8, HmacSha256)>,
 }
 
 impl std::fmt::Debug for SearchIdKeys {
@@ -96,41 +109,47 @@ impl SearchIdKeys {
     /// each; blank lines and `#` comments ignored; at most 255 keys).
     pub fn parse(text: &str) -> Result<SearchIdKeys, String> {
         use sha2::Digest;
-        let keys: Vec<(u8, Vec<u8>)> = text
+        let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| (Sha256::digest(l.as_bytes())[0], l.as_bytes().to_vec()))
             .collect();
-        if keys.is_empty() {
+        if lines.is_empty() {
             return Err("no key in the search-id key file".into());
         }
-        if keys.len() > 255 {
+        if lines.len() > 255 {
             return Err("more than 255 keys in the search-id key file".into());
         }
-        if keys.iter().any(|(_, k)| k.len() < 16) {
+        if lines.iter().any(|k| k.len() < 16) {
             return Err("a search-id key is shorter than 16 bytes".into());
         }
+        let keys = lines
+            .iter()
+            .filter_map(|l| {
+                let mac = HmacSha256::new_from_slice(l.as_bytes()).ok()?;
+                Some((Sha256::digest(l.as_bytes())[0], mac))
+            })
+            .collect();
         Ok(SearchIdKeys { keys })
     }
 
-    fn mac(key: &[u8], tenant: &str, body: &[u8]) -> Option<[u8; MAC_LEN]> {
-        let mut mac = HmacSha256::new_from_slice(key).ok()?;
+    fn mac(keyed: &HmacSha256, tenant: &str, body: &[u8]) -> [u8; MAC_LEN] {
+        let mut mac = keyed.clone();
         mac.update(tenant.as_bytes());
         mac.update(&[0]);
         mac.update(body);
         let full = mac.finalize().into_bytes();
         let mut out = [0u8; MAC_LEN];
         out.copy_from_slice(&full[..MAC_LEN]);
-        Some(out)
+        out
     }
 
-    /// A token for a search of `tenant` at `issued` that showed `ids` from
-    /// `offset` on.
+    /// A token for a search of `tenant` at `issued`, with `nonce` (random,
+    /// see [`session_of`]), that showed `ids` from `offset` on.
     pub fn sign<'a>(
         &self,
         tenant: &str,
-        issued: u64,
+        (issued, nonce): (u64, u64),
         offset: u32,
         ids: impl ExactSizeIterator<Item = &'a str>,
     ) -> String {
@@ -139,16 +158,15 @@ impl SearchIdKeys {
         let (key_id, key) = &self.keys[0];
         body.extend_from_slice(&[FORMAT, *key_id]);
         body.extend_from_slice(&issued.to_be_bytes());
-        body.extend_from_slice(&rand::random::<u64>().to_be_bytes());
+        body.extend_from_slice(&nonce.to_be_bytes());
         body.extend_from_slice(&offset.to_be_bytes());
         body.push(shown as u8);
         for (i, id) in ids.take(shown).enumerate() {
             let position = offset.saturating_add(i as u32 + 1);
             body.extend_from_slice(&hit_hash(id, position).to_be_bytes());
         }
-        if let Some(mac) = Self::mac(key, tenant, &body) {
-            body.extend_from_slice(&mac);
-        }
+        let mac = Self::mac(key, tenant, &body);
+        body.extend_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(body)
     }
 
@@ -177,13 +195,13 @@ impl SearchIdKeys {
             .keys
             .iter()
             .filter(|(id, _)| *id == body[1])
-            .filter_map(|(_, key)| Self::mac(key, tenant, body))
+            .map(|(_, key)| Self::mac(key, tenant, body))
             .any(|expected| bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], mac)));
         if !signed {
             return Err(SearchIdError::BadSignature);
         }
         let be8 = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]));
-        let issued = be8(2);
+        let (issued, nonce) = (be8(2), be8(10));
         let offset = u32::from_be_bytes(body[18..22].try_into().unwrap_or([0; 4]));
         if issued > now.saturating_add(60) || now.saturating_sub(issued) > window_secs {
             return Err(SearchIdError::Expired);
@@ -194,6 +212,7 @@ impl SearchIdKeys {
             .collect();
         Ok(SearchIdClaims {
             issued,
+            nonce,
             offset,
             hashes,
         })
@@ -203,10 +222,12 @@ impl SearchIdKeys {
 /// A 32-bit hash of a hit at its position (the MAC protects it, so it
 /// needs no key of its own).
 fn hit_hash(id: &str, position: u32) -> u32 {
-    let mut bytes = Vec::with_capacity(id.len() + 4);
-    bytes.extend_from_slice(&position.to_be_bytes());
-    bytes.extend_from_slice(id.as_bytes());
-    xxhash_rust::xxh3::xxh3_64(&bytes) as u32
+    xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), u64::from(position)) as u32
+}
+
+/// The session of a search with `nonce` in the event log.
+pub fn session_of(nonce: u64) -> String {
+    format!("{nonce:016x}")
 }
 
 #[cfg(test)]
@@ -221,8 +242,9 @@ mod tests {
     #[test]
     fn a_token_proves_each_hit_at_its_position_and_nothing_else() {
         let k = keys();
-        let token = k.sign("t1", 1000, 10, ["a", "b", "c"].into_iter());
+        let token = k.sign("t1", (1000, 7), 10, ["a", "b", "c"].into_iter());
         let claims = k.verify(&token, "t1", 1010, 3600).expect("verifies");
+        assert_eq!(claims.session(), "0000000000000007");
         assert!(claims.showed("a", 11));
         assert!(claims.showed("c", 13));
         assert_eq!(claims.rank_in_list(13), 3);
@@ -235,7 +257,7 @@ mod tests {
     #[test]
     fn forged_foreign_expired_and_garbled_tokens_are_refused() {
         let k = keys();
-        let token = k.sign("t1", 1000, 0, ["a"].into_iter());
+        let token = k.sign("t1", (1000, rand::random()), 0, ["a"].into_iter());
         assert_eq!(
             k.verify(&token, "t2", 1000, 3600),
             Err(SearchIdError::BadSignature),
@@ -269,17 +291,17 @@ mod tests {
     #[test]
     fn equal_searches_get_different_ids_and_rotation_keeps_old_ones() {
         let k = keys();
-        let a = k.sign("t1", 1000, 0, ["a"].into_iter());
-        let b = k.sign("t1", 1000, 0, ["a"].into_iter());
+        let a = k.sign("t1", (1000, rand::random()), 0, ["a"].into_iter());
+        let b = k.sign("t1", (1000, rand::random()), 0, ["a"].into_iter());
         assert_ne!(a, b);
         // A rotated file: the new key on top signs, the old one verifies.
         let rotated = SearchIdKeys::parse("new key, long enough\n0123456789abcdef0123").expect("k");
         assert!(rotated.verify(&a, "t1", 1000, 3600).is_ok());
-        let fresh = rotated.sign("t1", 1000, 0, ["a"].into_iter());
+        let fresh = rotated.sign("t1", (1000, 1), 0, ["a"].into_iter());
         assert!(rotated.verify(&fresh, "t1", 1000, 3600).is_ok());
         assert!(k.verify(&fresh, "t1", 1000, 3600).is_err());
         let long: Vec<String> = (0..150).map(|i| format!("d{i}")).collect();
-        let t = k.sign("t1", 1000, 0, long.iter().map(String::as_str));
+        let t = k.sign("t1", (1000, 2), 0, long.iter().map(String::as_str));
         let claims = k.verify(&t, "t1", 1000, 3600).expect("verifies");
         assert!(claims.showed("d99", 100));
         assert!(!claims.showed("d100", 101), "past the signed hits");

@@ -1,13 +1,13 @@
-//! Progress on long commands (`tandem dev` start-up, drills): drawn on
-//! stderr, and only when stdout is a terminal, so scripts, pipes and tests
-//! see nothing of it.
+//! Progress on long commands (`tandem dev` start-up, drills, the load
+//! generator): drawn on stderr, and only when stdout is a terminal, so
+//! scripts, pipes and tests see nothing of it.
 
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 fn target() -> ProgressDrawTarget {
-    if crate::render::stdout_is_terminal() {
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
@@ -26,7 +26,7 @@ pub fn spinner(message: &str) -> ProgressBar {
     bar
 }
 
-/// A bar over `length` of wall time that fills by itself (a drill's load),
+/// A bar over `length` of wall time that fills by itself (a run of load),
 /// with a message for the phase.
 pub fn timed(length: Duration, message: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(length.as_millis() as u64), target());
