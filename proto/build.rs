@@ -20,6 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("tandem_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // JSON for the router's console and the CLI's `--json`: every
+        // message serialises with its proto field names.
+        .type_attribute(".tandem.v1", "#[derive(serde::Serialize)]")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

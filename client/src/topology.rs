@@ -69,6 +69,10 @@ pub struct RegionInfo {
     /// never the public one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+    /// The web console of the region's (first) router, a URL on its admin
+    /// listener (`http://host:port/console`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
 }
 
 impl RegionInfo {

@@ -260,7 +260,10 @@ async fn serve_beside(
         .await
         .with_context(|| format!("cannot bind the {what} listener on {addr}"))?;
     let bound = listener.local_addr()?;
+    // HTTP/1.1 too: browsers load the router's console from the admin
+    // listener.
     let router = limited_server()
+        .accept_http1(what == "admin")
         .layer(GrpcMetricsLayer)
         .layer(GrpcDeadlineLayer)
         .add_routes(routes.routes());

@@ -19,16 +19,14 @@ use crate::watch::reload_now;
 /// See the module documentation.
 pub struct AdminService {
     state: Arc<RouterState>,
-    guard: AdminGuard,
+    guard: Arc<AdminGuard>,
 }
 
 impl AdminService {
-    /// The admin API over a router's state, accepting `admin_token`.
-    pub fn new(state: Arc<RouterState>, admin_token: String) -> Self {
-        Self {
-            state,
-            guard: AdminGuard::new(admin_token),
-        }
+    /// The admin API over a router's state, accepting the token `guard`
+    /// checks (shared with the console, so they brake together).
+    pub fn new(state: Arc<RouterState>, guard: Arc<AdminGuard>) -> Self {
+        Self { state, guard }
     }
 }
 
@@ -38,6 +36,18 @@ fn health_label(health: Health) -> &'static str {
         Health::Probation { .. } => "probation",
         Health::Ejected { .. } => "ejected",
     }
+}
+
+/// Sets this router's dial of `region` (the admin API's `SetDial` and the
+/// console's), logged and exported.
+pub fn set_dial(state: &RouterState, region: &str, percent: u32) -> Result<(), Status> {
+    let previous = state
+        .dials
+        .set(region, percent)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    tracing::warn!(%region, from = previous, to = percent, "traffic dial set");
+    metrics::gauge!("router_dial_percent", "region" => region.to_string()).set(f64::from(percent));
+    Ok(())
 }
 
 /// Builds the status page from the router's state.
@@ -140,14 +150,7 @@ impl RouterAdmin for AdminService {
     ) -> Result<Response<SetDialResponse>, Status> {
         self.guard.check(request.metadata())?;
         let req = request.into_inner();
-        let previous = self
-            .state
-            .dials
-            .set(&req.region, req.percent)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        tracing::warn!(region = %req.region, from = previous, to = req.percent, "traffic dial set");
-        metrics::gauge!("router_dial_percent", "region" => req.region.clone())
-            .set(f64::from(req.percent));
+        set_dial(&self.state, &req.region, req.percent)?;
         Ok(Response::new(SetDialResponse {
             region: req.region,
             percent: req.percent,

@@ -37,7 +37,8 @@
 //! - [`cache`], [`channels`], [`probe`], [`watch`], [`deadline`]: the
 //!   replica-map cache, connections, health probes, catalog reload, deadlines;
 //! - [`admin`]: status, dials, reload, usage ([`usage`]: per-tenant
-//!   counters); [`state`], [`config`], [`node`]: wiring.
+//!   counters); [`console`]: the operator's web console beside it;
+//!   [`state`], [`config`], [`node`]: wiring.
 
 #![warn(missing_docs)]
 
@@ -49,6 +50,7 @@ pub mod calls;
 pub use tandem_catalog as catalog;
 pub mod channels;
 pub mod config;
+pub mod console;
 pub mod deadline;
 pub mod dial;
 pub mod documents;

@@ -72,10 +72,13 @@ pub async fn run(
     routes.add_service(EventsServer::new(EventsService::new(state.clone())));
     let admin = match (admin_token.filter(|t| !t.is_empty()), config.admin_listen) {
         (Some(token), Some(addr)) => {
-            let mut admin = RoutesBuilder::default();
+            let guard = Arc::new(tandem_common::admin_guard::AdminGuard::new(token));
+            // The console's pages and JSON beside the admin API.
+            let mut admin =
+                RoutesBuilder::from(crate::console::router(state.clone(), guard.clone()));
             admin.add_service(RouterAdminServer::new(AdminService::new(
                 state.clone(),
-                token,
+                guard,
             )));
             Some((addr, admin))
         }

@@ -94,6 +94,8 @@ fn assert_documented_format(path: &Path) {
         assert!(str_of(r, "metrics").starts_with("127.0.0.1:"));
         assert!(str_of(r, "admin").starts_with("127.0.0.1:"));
         assert_ne!(str_of(r, "admin"), str_of(r, "router"));
+        let console = format!("http://{}/console", str_of(r, "admin"));
+        assert_eq!(str_of(r, "console"), console);
     }
     let nodes = json["nodes"].as_array().expect("nodes");
     let mut ids: Vec<String> = nodes.iter().map(|n| str_of(n, "id")).collect();

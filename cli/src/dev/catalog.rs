@@ -100,6 +100,9 @@ pub(crate) fn topology(
                     routers: routers.iter().map(|r| r.grpc.clone()).collect(),
                     metrics: router.map(|r| r.metrics.clone()),
                     admin: router.and_then(|r| r.admin.clone()),
+                    console: router
+                        .and_then(|r| r.admin.as_ref())
+                        .map(|a| format!("http://{a}/console")),
                 }
             })
             .collect(),

@@ -292,6 +292,14 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     progress.finish_and_clear();
     let mut topology = catalog::topology(&processes, &secrets, &catalog_path);
     topology.ca_cert = tls.as_ref().map(|t| t.ca.display().to_string());
+    if tls.is_some() {
+        for region in &mut topology.regions {
+            region.console = region
+                .console
+                .as_ref()
+                .map(|c| c.replacen("http://", "https://", 1));
+        }
+    }
     topology.save(dir.join("topology.json"))?;
     if let Some(path) = &opts.topology {
         topology
