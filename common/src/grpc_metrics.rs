@@ -111,7 +111,9 @@ where
         // A DEBUG span: at the default INFO level it is disabled and costs
         // nothing, whereas an enabled span formats and books per call.
         // `RUST_LOG=debug` puts the request id on every log line of a call.
-        let span = tracing::debug_span!("grpc", method = %metrics.method, request_id = %request_id);
+        let span = tracing::debug_span!("grpc", method = %metrics.method, request_id = %request_id,
+            otel.name = %format_args!("{}/{}", metrics.service, metrics.method), otel.kind = "server");
+        crate::trace::set_parent_from(&span, req.headers());
         MetricsFuture {
             inner: self.inner.call(req),
             metrics,

@@ -4,6 +4,8 @@
 //! needs, kept in one place so that the processes behave alike:
 //!
 //! - [`config`]: loading a TOML config file with clear errors;
+//! - [`trace`]: spans over OTLP and `traceparent` propagation (off unless
+//!   an OTLP endpoint is configured);
 //! - [`telemetry`]: `tracing` logs and the Prometheus `/metrics` endpoint;
 //!   [`metric_help`]: every metric's type and HELP text, and the build info;
 //! - [`grpc_metrics`]: a tower layer counting gRPC calls by method and code;
@@ -43,4 +45,5 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod web;

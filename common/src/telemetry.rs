@@ -21,19 +21,25 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-/// Installs the global `tracing` subscriber. Filter with `RUST_LOG`
-/// (default `info`); `json` switches to one JSON object per line.
+/// Installs the global `tracing` subscriber: log lines on stderr, filtered
+/// with `RUST_LOG` (default `info`; `json`: one JSON object per line), and,
+/// when an OTLP endpoint is configured, spans exported ([`crate::trace`]).
 pub fn init_tracing(json: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second call (e.g. from tests in one process) keeps the first subscriber.
-    let _ = if json {
-        builder.json().try_init()
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = if json {
+        logs.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        logs.with_filter(filter).boxed()
     };
+    // A second call (e.g. from tests in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(crate::trace::otlp_layer())
+        .try_init();
 }
 
 /// The process's metrics recorder, installed on first call. Call it early

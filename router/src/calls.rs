@@ -33,15 +33,21 @@ pub struct CallContext {
     /// The cluster's internal token, which every downstream call carries
     /// (node APIs and forwarded calls require it).
     pub internal: InternalToken,
+    /// The W3C `traceparent` of the call's span, passed on when spans are
+    /// exported (`tandem_common::trace`).
+    pub traceparent: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl CallContext {
     /// The context of a call that must end by `deadline`.
     pub fn new(deadline: Instant, request_id: String, internal: InternalToken) -> Self {
+        let traceparent = tandem_common::trace::traceparent()
+            .and_then(|t| MetadataValue::try_from(t.as_str()).ok());
         Self {
             deadline,
             request_id,
             internal,
+            traceparent,
         }
     }
 
@@ -73,6 +79,9 @@ impl CallContext {
         self.internal.attach(request.metadata_mut());
         if let Ok(id) = MetadataValue::try_from(self.request_id.as_str()) {
             request.metadata_mut().insert(REQUEST_ID_HEADER, id);
+        }
+        if let Some(parent) = &self.traceparent {
+            request.metadata_mut().insert("traceparent", parent.clone());
         }
         request
     }
