@@ -127,9 +127,19 @@ pub async fn assert_learning_loop(cwd: &Path, t: &str, topology: &Topology) {
 
     let out = ok(
         cwd,
-        &["train", "--rollback", "--tenant", TENANT, "--topology", t],
+        &[
+            "train",
+            "--rollback",
+            "--tenant",
+            TENANT,
+            "--topology",
+            t,
+            "--json",
+        ],
     );
-    assert!(out.contains(&format!("retired {version}")), "{out}");
+    let rolled: serde_json::Value = serde_json::from_str(out.trim()).expect("train --json");
+    assert_eq!(rolled["retired"], version, "{rolled}");
+    assert_eq!(rolled["everywhere"], true, "{rolled}");
     for c in &clients {
         let (ids, _) = search(c).await;
         assert_eq!(

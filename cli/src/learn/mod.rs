@@ -4,7 +4,8 @@
 //!
 //! - [`events`]: a tenant's events in the object store;
 //! - [`gate`]: whether a new model may replace the one served;
-//! - [`serve_wait`]: waiting until every model-node serves a version.
+//! - [`serve_wait`]: waiting until every model-node serves a version;
+//! - [`train`]: `tandem train`'s flow and what it reports.
 //!
 //! Scheduling: `tandem train --every SECS` trains again and again until
 //! stopped (a Deployment of one, or a terminal); in Kubernetes the
@@ -15,17 +16,18 @@
 pub mod events;
 pub mod gate;
 pub mod serve_wait;
+pub mod train;
+
+pub use train::train;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tandem_common::store::Store;
 use tandem_model_node::versions;
 
 use crate::commands::Target;
-use gate::{judge, GateConfig};
 
 /// `tandem train`.
 #[derive(clap::Args, Debug)]
@@ -72,6 +74,9 @@ pub struct TrainArgs {
     /// (0: do not wait).
     #[arg(long, default_value_t = 30)]
     pub wait: u64,
+    /// One JSON object per tenant instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tandem click`: what a frontend sends when a user opens a result.
@@ -141,7 +146,7 @@ pub enum EventsAction {
 }
 
 /// The store: `flag`, else the topology's.
-fn open_store(target: &Target, flag: Option<&str>) -> anyhow::Result<Store> {
+pub(crate) fn open_store(target: &Target, flag: Option<&str>) -> anyhow::Result<Store> {
     let url = match flag {
         Some(url) => url.to_string(),
         None => target
@@ -149,153 +154,6 @@ fn open_store(target: &Target, flag: Option<&str>) -> anyhow::Result<Store> {
             .context("give --store URL (or --topology of a cluster that names its store)")?,
     };
     Store::open(&url, &Default::default())
-}
-
-/// Runs `tandem train`; false when a model was not published.
-pub async fn train(target: &Target, args: &TrainArgs) -> anyhow::Result<bool> {
-    let store = open_store(target, args.store.as_deref())?;
-    let catalog = match target.catalog_path(args.catalog.clone()) {
-        Ok(path) => Some(tandem_catalog::Catalog::load_file(&path)?),
-        Err(_) => None,
-    };
-    let tenants: Vec<String> = match (&catalog, args.all) {
-        (Some(c), true) => c.tenants().map(|t| t.id.to_string()).collect(),
-        (None, true) => anyhow::bail!("--all needs the catalog (--catalog FILE or --topology)"),
-        (_, false) => args.tenant.clone(),
-    };
-    loop {
-        let mut all_published = true;
-        for tenant in &tenants {
-            let version = if args.rollback {
-                Some(rollback(&store, tenant).await?)
-            } else {
-                match train_one(&store, tenant, args).await {
-                    Ok(v) => v,
-                    // A loop goes on to the next tenant and round.
-                    Err(e) if args.every.is_some() || tenants.len() > 1 => {
-                        eprintln!("{tenant}: training failed: {e:#}");
-                        None
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
-            match (version, &catalog) {
-                (Some(v), Some(catalog)) if args.wait > 0 => {
-                    let wait = Duration::from_secs(args.wait);
-                    if !serve_wait::wait_served(catalog, tenant, &v, wait).await {
-                        all_published = false;
-                    }
-                }
-                (Some(_), _) => {}
-                (None, _) => all_published = false,
-            }
-        }
-        match args.every {
-            Some(secs) if !args.rollback => tokio::time::sleep(Duration::from_secs(secs)).await,
-            _ => return Ok(all_published),
-        }
-    }
-}
-
-/// Trains one tenant; the version published, if any.
-async fn train_one(
-    store: &Store,
-    tenant: &str,
-    args: &TrainArgs,
-) -> anyhow::Result<Option<String>> {
-    let retention =
-        (args.retention_days > 0).then(|| Duration::from_secs(args.retention_days * 86_400));
-    let (events, read) = events::read_all(store, tenant, retention).await?;
-    for bad in &read.unreadable {
-        eprintln!("warning: {tenant}: skipped an unreadable events object: {bad}");
-    }
-    let regions: Vec<String> = read
-        .per_region
-        .iter()
-        .map(|(r, n)| format!("{r} {n}"))
-        .collect();
-    println!(
-        "{tenant}: {} events from {} objects ({}){}",
-        events.len(),
-        read.objects,
-        regions.join(", "),
-        if read.expired > 0 {
-            format!("; {} expired objects deleted", read.expired)
-        } else {
-            String::new()
-        }
-    );
-    let published = versions::list(store, tenant).await?;
-    let current = match published.last() {
-        Some(p) => Some((
-            p.version.clone(),
-            versions::read(store, tenant, &p.version).await?,
-        )),
-        None => None,
-    };
-    let cfg = GateConfig {
-        holdout: args.holdout,
-        tolerance: args.tolerance,
-        min_searches: args.min_holdout_searches,
-        shuffle_clicks: args.shuffle_clicks,
-    };
-    let (served, current_set) = match current {
-        Some((version, set)) => (version, Some(set)),
-        None => ("none".to_string(), None),
-    };
-    let tenant_owned = tenant.to_string();
-    // Training and judging are CPU work: off the runtime's threads.
-    let verdict = tokio::task::spawn_blocking(move || {
-        judge(&events, &tenant_owned, current_set.as_ref(), &cfg)
-    })
-    .await??;
-    let mrr = |m: Option<tandem_model_node::eval::Mrr>| {
-        m.map_or("-".to_string(), |m| format!("{:.4}", m.boosted))
-    };
-    println!(
-        "{tenant}: held-out MRR over {} searches: new model {:.4}, served version's twin {}, \
-         served version {served} {} (trained on some of them), no model {:.4}",
-        verdict.candidate.searches,
-        verdict.candidate.boosted,
-        mrr(verdict.current),
-        mrr(verdict.current_own),
-        verdict.candidate.original,
-    );
-    if !verdict.publish {
-        println!("{tenant}: not published: {}", verdict.reason);
-        return Ok(None);
-    }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let version = versions::publish(store, &verdict.model, now_ms).await?;
-    println!(
-        "{tenant}: published {} ({} bytes, {} suggestions, {} boosted queries): {}",
-        version.version,
-        version.size,
-        verdict.stats.suggestions,
-        verdict.stats.boosted_queries,
-        verdict.reason
-    );
-    let _ = std::io::stdout().flush();
-    Ok(Some(version.version))
-}
-
-/// Retires the newest version of `tenant`; the version served from now on.
-async fn rollback(store: &Store, tenant: &str) -> anyhow::Result<String> {
-    let published = versions::list(store, tenant).await?;
-    let [.., previous, newest] = published.as_slice() else {
-        anyhow::bail!(
-            "{tenant} has {} published version(s): nothing to roll back to",
-            published.len()
-        );
-    };
-    versions::retire(store, tenant, &newest.version).await?;
-    println!(
-        "{tenant}: retired {}; every region returns to {}",
-        newest.version, previous.version
-    );
-    Ok(previous.version.clone())
 }
 
 /// Runs `tandem events ...`; false when nothing was done (a dry run).

@@ -49,45 +49,44 @@ pub async fn every_node(
 }
 
 /// Waits up to `wait` until every model-node serves `version` of
-/// `tenant`, printing each node as it does; false if one did not.
-pub async fn wait_served(catalog: &Catalog, tenant: &str, version: &str, wait: Duration) -> bool {
+/// `tenant`; whether they all do, and per node (id, region, `serves T V`
+/// or what it serves instead, or why it could not be asked).
+pub async fn wait_served(
+    catalog: &Catalog,
+    tenant: &str,
+    version: &str,
+    wait: Duration,
+) -> (bool, Vec<(String, String, String)>) {
     let deadline = Instant::now() + wait;
-    let mut pending: Vec<(String, String, String)> = catalog
+    let nodes: Vec<(String, String, String)> = catalog
         .nodes()
         .filter(|n| n.kind == NodeKind::Model)
         .map(|n| (n.id.to_string(), n.region.to_string(), n.addr.to_string()))
         .collect();
-    let mut last: Vec<String> = Vec::new();
-    while !pending.is_empty() {
-        last.clear();
-        let mut still = Vec::new();
-        for (id, region, addr) in pending {
-            match served_version(&addr, tenant).await {
-                Ok(v) if v == version => println!("  {id} ({region}) serves {tenant} {version}"),
+    loop {
+        let mut states = Vec::new();
+        let mut all = true;
+        for (id, region, addr) in &nodes {
+            let state = match served_version(addr, tenant).await {
+                Ok(v) if v == version => format!("serves {tenant} {v}"),
+                Ok(v) if v.is_empty() => {
+                    all = false;
+                    format!("serves no model of {tenant} yet")
+                }
                 Ok(v) => {
-                    last.push(format!(
-                        "{id} ({region}) serves {}",
-                        if v.is_empty() { "nothing" } else { &v }
-                    ));
-                    still.push((id, region, addr));
+                    all = false;
+                    format!("still serves {tenant} {v}")
                 }
                 Err(e) => {
-                    last.push(format!("{id} ({region}): {e}"));
-                    still.push((id, region, addr));
+                    all = false;
+                    format!("unreachable: {e}")
                 }
-            }
+            };
+            states.push((id.clone(), region.clone(), state));
         }
-        pending = still;
-        if pending.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            for line in &last {
-                println!("  not yet: {line}");
-            }
-            return false;
+        if all || Instant::now() >= deadline {
+            return (all, states);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    true
 }
