@@ -182,17 +182,7 @@ enum Command {
     },
     /// Compare every replica of a tenant (content digest at one sequence
     /// number); exits non-zero on a difference.
-    Verify {
-        #[arg(long)]
-        tenant: String,
-        /// Seconds to wait per shard for the replicas to meet at one
-        /// sequence number.
-        #[arg(long, default_value_t = 30)]
-        wait: u64,
-        /// Catalog file (default: the topology's).
-        #[arg(long)]
-        catalog: Option<PathBuf>,
-    },
+    Verify(tandem_cli::verify::VerifyArgs),
     /// Load a JSON-lines corpus into one standalone shard of one index-node
     /// (one its catalog does not assign), through the node's own `Ingest`.
     LoadShard {
@@ -525,17 +515,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{tenant}/{shard}: {node} removed from the catalog");
             }
         },
-        Command::Verify {
-            tenant,
-            wait,
-            catalog,
-        } => {
-            let path = cli.target.catalog_path(catalog)?;
-            let catalog = tandem_catalog::Catalog::load_file(&path)?;
-            let verdicts =
-                tandem_cli::verify::verify(&catalog, &tenant, Duration::from_secs(wait)).await?;
-            print!("{}", tandem_cli::verify::to_text(&tenant, &verdicts));
-            if verdicts.iter().any(|v| !v.equal) {
+        Command::Verify(args) => {
+            if !tandem_cli::verify::run(&cli.target, &args).await? {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -148,6 +148,62 @@ pub async fn meet(
     }
 }
 
+/// `tandem verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// The tenant.
+    #[arg(long)]
+    pub tenant: String,
+    /// Seconds to wait per shard for the replicas to meet at one
+    /// sequence number.
+    #[arg(long, default_value_t = 30)]
+    pub wait: u64,
+    /// Catalog file (default: the topology's).
+    #[arg(long)]
+    pub catalog: Option<std::path::PathBuf>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tandem verify`; false when replicas differ (or did not meet).
+pub async fn run(target: &crate::commands::Target, args: &VerifyArgs) -> anyhow::Result<bool> {
+    let path = target.catalog_path(args.catalog.clone())?;
+    let catalog = Catalog::load_file(&path)?;
+    let wait = std::time::Duration::from_secs(args.wait);
+    let verdicts = verify(&catalog, &args.tenant, wait).await?;
+    if args.json {
+        println!("{}", to_json(&args.tenant, &verdicts));
+    } else {
+        print!("{}", to_text(&args.tenant, &verdicts));
+    }
+    Ok(verdicts.iter().all(|v| v.equal))
+}
+
+/// The verdicts as one JSON object: the tenant, whether all shards are
+/// equal, and per shard its sequence and each replica's digest (or error).
+pub fn to_json(tenant: &str, verdicts: &[ShardVerdict]) -> serde_json::Value {
+    let shards: Vec<serde_json::Value> = verdicts
+        .iter()
+        .map(|v| {
+            let replicas: Vec<serde_json::Value> = v
+                .replicas
+                .iter()
+                .map(|(node, r)| match r {
+                    Ok((seq, digest)) => serde_json::json!({"node": node, "seq": seq, "digest": digest}),
+                    Err(e) => serde_json::json!({"node": node, "error": e}),
+                })
+                .collect();
+            serde_json::json!({"shard": v.shard, "seq": v.seq, "equal": v.equal, "replicas": replicas})
+        })
+        .collect();
+    serde_json::json!({
+        "tenant": tenant,
+        "equal": verdicts.iter().all(|v| v.equal),
+        "shards": shards,
+    })
+}
+
 /// The verdicts as lines for a person.
 pub fn to_text(tenant: &str, verdicts: &[ShardVerdict]) -> String {
     let mut out = String::new();

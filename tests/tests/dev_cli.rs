@@ -376,6 +376,16 @@ async fn dev_starts_serves_the_cli_stops_and_restarts_on_its_data() {
         json["routers"][0]["ok"].as_bool().unwrap_or(false),
         "{json}"
     );
+    let out = ok(
+        cwd,
+        &["verify", "--tenant", "tldr-en", "--json", "--topology", t],
+    );
+    let verified: Value = serde_json::from_str(out.trim()).expect("verify --json");
+    assert_eq!(verified["equal"], true, "{verified}");
+    assert_eq!(
+        verified["shards"][0]["replicas"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert_key_lifecycle(cwd, t);
     tandem_e2e::cli::assert_usage(cwd, t, &topology).await;
     tandem_e2e::tenants::assert_tenant_lifecycle(cwd, t, &cluster.data_dir).await;
