@@ -61,7 +61,10 @@ where
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "tandem".into())
     });
+    // Every call is recorded, whatever a caller's `traceparent` asks: an
+    // outside caller must not be able to switch tracing off for its calls.
     let provider = SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
         .with_resource(
             opentelemetry_sdk::Resource::builder()

@@ -46,43 +46,68 @@ impl SyncSummary {
     }
 }
 
-/// Makes `model_dir` follow the store once (see the module docs).
+/// Makes `model_dir` follow the store once (see the module docs). A
+/// tenant that fails (a store error, a write error, a name that is not a
+/// tenant id) is logged and skipped: it does not hold up the others, their
+/// rollbacks and retirements included.
 pub async fn sync_once(store: &Store, model_dir: &Path) -> anyhow::Result<SyncSummary> {
     let mut tenants: BTreeSet<String> = store.tenants().await?.into_iter().collect();
     tenants.extend(artifact::tenants(model_dir)?);
     let mut summary = SyncSummary::default();
     for tenant in tenants {
-        let published = versions::list(store, &tenant).await?;
-        let local = artifact::list_versions(model_dir, &tenant)?;
-        let Some(newest) = published.last() else {
-            if !local.is_empty() {
-                summary.retired.push(tenant);
-            }
+        if tandem_catalog::ids::validate_tenant_id(&tenant).is_err() {
             continue;
-        };
-        if !local.iter().any(|l| l.version == newest.version) {
-            let bytes = versions::fetch(store, &tenant, &newest.version).await?;
-            let dir = artifact::tenant_dir(model_dir, &tenant)?;
-            let name = versions::file_name(&newest.version);
-            tokio::fs::create_dir_all(&dir).await?;
-            let tmp = dir.join(format!(".{name}.pull"));
-            tokio::fs::write(&tmp, &bytes).await?;
-            tokio::fs::rename(&tmp, dir.join(&name))
-                .await
-                .with_context(|| format!("cannot install {name} of {tenant}"))?;
-            summary
-                .pulled
-                .push((tenant.clone(), newest.version.clone()));
         }
-        for gone in local
-            .iter()
-            .filter(|l| !published.iter().any(|p| p.version == l.version))
-        {
-            tokio::fs::remove_file(&gone.path).await?;
-            summary.removed += 1;
+        if let Err(e) = sync_tenant(store, model_dir, &tenant, &mut summary).await {
+            metrics::counter!("model_store_sync_errors_total").increment(1);
+            tracing::warn!(tenant, error = %format!("{e:#}"), "cannot sync a tenant's models");
         }
     }
     Ok(summary)
+}
+
+/// One tenant's part of [`sync_once`].
+async fn sync_tenant(
+    store: &Store,
+    model_dir: &Path,
+    tenant: &str,
+    summary: &mut SyncSummary,
+) -> anyhow::Result<()> {
+    let published = versions::list(store, tenant).await?;
+    let local = artifact::list_versions(model_dir, tenant)?;
+    let Some(newest) = published.last() else {
+        if !local.is_empty() {
+            summary.retired.push(tenant.to_string());
+        }
+        return Ok(());
+    };
+    // A local copy of another size (a download cut short) is fetched again.
+    let have = local.iter().any(|l| {
+        l.version == newest.version
+            && std::fs::metadata(&l.path).is_ok_and(|m| m.len() == newest.size)
+    });
+    if !have {
+        let bytes = versions::fetch(store, tenant, &newest.version).await?;
+        let dir = artifact::tenant_dir(model_dir, tenant)?;
+        let name = versions::file_name(&newest.version);
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = dir.join(format!(".{name}.pull"));
+        tokio::fs::write(&tmp, &bytes).await?;
+        tokio::fs::rename(&tmp, dir.join(&name))
+            .await
+            .with_context(|| format!("cannot install {name} of {tenant}"))?;
+        summary
+            .pulled
+            .push((tenant.to_string(), newest.version.clone()));
+    }
+    for gone in local
+        .iter()
+        .filter(|l| !published.iter().any(|p| p.version == l.version))
+    {
+        tokio::fs::remove_file(&gone.path).await?;
+        summary.removed += 1;
+    }
+    Ok(())
 }
 
 /// Polls the store every `every` until the task is aborted, and has the

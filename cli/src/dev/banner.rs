@@ -45,6 +45,9 @@ fn print_banner(cluster: &Cluster, opts: &DevOptions, elapsed: Duration) {
             r.router,
             r.metrics.clone().unwrap_or_default()
         );
+        if let Some(console) = &r.console {
+            println!("  {:<10} console {console}#token={}", "", t.admin_token);
+        }
     }
     for n in t.nodes.iter().filter(|n| n.kind != NodeInfo::KIND_ROUTER) {
         println!(
@@ -86,6 +89,7 @@ fn print_banner(cluster: &Cluster, opts: &DevOptions, elapsed: Duration) {
     println!("  {exe} suggest{topology} --tenant tldr-en \"ext\"");
     println!("  {exe} status{topology}");
     println!("  {exe} dial{topology} us-east-1 50");
+    println!("  {exe} train{topology} --tenant tldr-en");
     println!("  {exe} drill{topology} index-killed --duration 15");
     println!("Ctrl-C stops every process.");
 }

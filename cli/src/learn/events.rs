@@ -24,6 +24,8 @@ pub struct EventsRead {
     pub expired: usize,
     /// Objects that could not be read (named in a warning).
     pub unreadable: Vec<String>,
+    /// Lines skipped because they are not events (a line a crash tore).
+    pub bad_lines: usize,
     /// Events per region (`seed` for a seed log).
     pub per_region: std::collections::BTreeMap<String, usize>,
 }
@@ -54,17 +56,39 @@ pub async fn read_all(
             continue;
         }
         let bytes = store.client.get(&meta.location).await?.bytes().await?;
-        match read_events(&bytes[..]) {
-            Ok(mut got) => {
+        match read_lenient(&bytes) {
+            Ok((mut got, bad)) => {
                 *read.per_region.entry(region).or_default() += got.len();
                 events.append(&mut got);
                 read.objects += 1;
+                read.bad_lines += bad;
             }
             Err(e) => read.unreadable.push(format!("{}: {e}", meta.location)),
         }
     }
     fill_click_queries(&mut events);
     Ok((events, read))
+}
+
+/// The events of one object (plain or gzipped JSON lines), skipping lines
+/// that are not valid events: a router killed mid-write may leave a torn
+/// last line, which must not cost the rest of its file.
+fn read_lenient(bytes: &[u8]) -> std::io::Result<(Vec<Event>, usize)> {
+    use std::io::Read;
+    let mut text = String::new();
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::MultiGzDecoder::new(bytes).read_to_string(&mut text)?;
+    } else {
+        text = String::from_utf8_lossy(bytes).into_owned();
+    }
+    let (mut events, mut bad) = (Vec::new(), 0);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match read_events(line.as_bytes()) {
+            Ok(mut one) => events.append(&mut one),
+            Err(_) => bad += 1,
+        }
+    }
+    Ok((events, bad))
 }
 
 /// Gives every click with an empty query the query of its session's
@@ -140,7 +164,7 @@ mod tests {
         )
         .expect("store");
         let line =
-            b"{\"type\":\"search\",\"ts\":1,\"session\":\"s\",\"query\":\"q\",\"shown\":[]}\n";
+            b"{\"type\":\"search\",\"ts\":1,\"session\":\"s\",\"query\":\"q\",\"shown\":[]}\n{\"type\":\"sea";
         for region in ["us-east-1", "seed"] {
             let at = store.event_object("t1", region, "x.jsonl");
             store
@@ -151,6 +175,7 @@ mod tests {
         }
         let (events, read) = read_all(&store, "t1", None).await.expect("read");
         assert_eq!((events.len(), read.objects), (2, 2));
+        assert_eq!(read.bad_lines, 2, "a torn line costs itself only");
         let (events, read) = read_all(&store, "t1", Some(Duration::ZERO))
             .await
             .expect("read");

@@ -74,6 +74,10 @@ pub struct TrainArgs {
     /// (0: do not wait).
     #[arg(long, default_value_t = 30)]
     pub wait: u64,
+    /// Versions kept in the store per tenant (older ones are retired
+    /// after a publication; a rollback can go back this far).
+    #[arg(long, default_value_t = 10)]
+    pub keep: usize,
     /// One JSON object per tenant instead of text.
     #[arg(long)]
     pub json: bool,

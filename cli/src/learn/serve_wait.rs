@@ -13,9 +13,11 @@ pub async fn served(addr: &str) -> Result<Vec<(String, String)>, String> {
     let mut client = crate::operator::model_node(addr)
         .await
         .map_err(|e| format!("{e:#}"))?;
-    let models = client
-        .list_models(ListModelsRequest {})
+    let mut request = tonic::Request::new(ListModelsRequest {});
+    request.set_timeout(Duration::from_secs(2));
+    let models = tokio::time::timeout(Duration::from_secs(3), client.list_models(request))
         .await
+        .map_err(|_| "no answer within 3 s".to_string())?
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
         .into_inner()
         .models;
@@ -57,7 +59,9 @@ pub async fn wait_served(
     version: &str,
     wait: Duration,
 ) -> (bool, Vec<(String, String, String)>) {
-    let deadline = Instant::now() + wait;
+    let deadline = Instant::now()
+        .checked_add(wait)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     let nodes: Vec<(String, String, String)> = catalog
         .nodes()
         .filter(|n| n.kind == NodeKind::Model)

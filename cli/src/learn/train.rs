@@ -48,22 +48,27 @@ pub struct Trained {
     pub served_by: Vec<(String, String, String)>,
     /// Whether every model-node serves `version`.
     pub everywhere: bool,
+    /// Nothing to learn: no events, or none since the served version.
+    pub unchanged: bool,
+    /// Old versions retired to keep the newest `--keep`.
+    pub pruned: Vec<String>,
 }
 
 /// Runs `tandem train`; false when a tenant's model was not published (or
 /// not served everywhere in time).
 pub async fn train(target: &Target, args: &TrainArgs) -> anyhow::Result<bool> {
     let store = open_store(target, args.store.as_deref())?;
-    let catalog = match target.catalog_path(args.catalog.clone()) {
-        Ok(path) => Some(Catalog::load_file(&path)?),
-        Err(_) => None,
-    };
-    let tenants: Vec<String> = match (&catalog, args.all) {
-        (Some(c), true) => c.tenants().map(|t| t.id.to_string()).collect(),
-        (None, true) => anyhow::bail!("--all needs the catalog (--catalog FILE or --topology)"),
-        (_, false) => args.tenant.clone(),
-    };
     loop {
+        // Read each round: a loop trains new tenants and not deleted ones.
+        let catalog = match target.catalog_path(args.catalog.clone()) {
+            Ok(path) => Some(Catalog::load_file(&path)?),
+            Err(_) => None,
+        };
+        let tenants: Vec<String> = match (&catalog, args.all) {
+            (Some(c), true) => c.tenants().map(|t| t.id.to_string()).collect(),
+            (None, true) => anyhow::bail!("--all needs the catalog (--catalog FILE or --topology)"),
+            (_, false) => args.tenant.clone(),
+        };
         let mut all_good = true;
         for tenant in &tenants {
             let result = match args.rollback {
@@ -89,7 +94,8 @@ pub async fn train(target: &Target, args: &TrainArgs) -> anyhow::Result<bool> {
                     trained.served_by = served_by;
                 }
             }
-            all_good &= trained.version.is_some() && (args.wait == 0 || trained.everywhere);
+            let served = args.wait == 0 || trained.everywhere;
+            all_good &= trained.unchanged || (trained.version.is_some() && served);
             print(&trained, args.json)?;
         }
         match args.every {
@@ -129,7 +135,11 @@ fn print(t: &Trained, json: bool) -> anyhow::Result<()> {
     match (&t.version, &t.retired) {
         (Some(v), Some(old)) => println!("{tenant}: retired {old}; every region returns to {v}"),
         (Some(v), None) => println!("{tenant}: published {v} ({})", t.reason),
+        (None, _) if t.unchanged => println!("{tenant}: unchanged: {}", t.reason),
         (None, _) => println!("{tenant}: not published: {}", t.reason),
+    }
+    if !t.pruned.is_empty() {
+        println!("{tenant}: retired old versions {}", t.pruned.join(", "));
     }
     for (node, region, state) in &t.served_by {
         println!("  {node} ({region}) {state}");
@@ -145,14 +155,24 @@ async fn train_one(store: &Store, tenant: &str, args: &TrainArgs) -> anyhow::Res
     for bad in &read.unreadable {
         eprintln!("warning: {tenant}: skipped an unreadable events object: {bad}");
     }
-    let served_version = versions::list(store, tenant)
-        .await?
-        .last()
-        .map(|p| p.version.clone());
+    let published = versions::list(store, tenant).await?;
+    let served_version = published.last().map(|p| p.version.clone());
     let current = match &served_version {
         Some(v) => Some(versions::read(store, tenant, v).await?),
         None => None,
     };
+    let newest_event = events.iter().map(|e| e.ts()).max();
+    let learned_up_to = current.as_ref().map(|m| m.meta.trained_through);
+    if newest_event.is_none() || newest_event <= learned_up_to {
+        return Ok(Trained {
+            tenant: tenant.to_string(),
+            events: read.per_region,
+            served_version,
+            unchanged: true,
+            reason: "no events since the served version was trained".into(),
+            ..Trained::default()
+        });
+    }
     let cfg = GateConfig {
         holdout: args.holdout,
         tolerance: args.tolerance,
@@ -188,6 +208,12 @@ async fn train_one(store: &Store, tenant: &str, args: &TrainArgs) -> anyhow::Res
             version.size, verdict.stats.suggestions, verdict.stats.boosted_queries, verdict.reason
         );
         trained.version = Some(version.version);
+        let keep = args.keep.max(1);
+        let all = versions::list(store, tenant).await?;
+        for old in all.iter().take(all.len().saturating_sub(keep)) {
+            versions::retire(store, tenant, &old.version).await?;
+            trained.pruned.push(old.version.clone());
+        }
     }
     Ok(trained)
 }

@@ -36,17 +36,19 @@ impl ClickLimiter {
     /// Takes a token of `tenant`'s bucket; false when it is empty.
     pub fn allow(&self, tenant: &str) -> bool {
         let now = Instant::now();
-        if !self.buckets.contains_key(tenant) {
-            self.buckets.insert(
-                tenant.to_string(),
-                Mutex::new(Bucket {
-                    tokens: self.rate,
-                    at: now,
-                }),
-            );
-        }
-        let Some(entry) = self.buckets.get(tenant) else {
-            return false;
+        // A tenant's first clicks race to make its bucket: one wins.
+        let entry = match self.buckets.get(tenant) {
+            Some(entry) => entry,
+            None => self
+                .buckets
+                .entry(tenant.to_string())
+                .or_insert_with(|| {
+                    Mutex::new(Bucket {
+                        tokens: self.rate,
+                        at: now,
+                    })
+                })
+                .downgrade(),
         };
         let mut b = entry
             .lock()

@@ -147,17 +147,20 @@ impl Events {
                 "that search did not show doc_id at that position",
             ));
         }
+        // A replay is refused before it can use the tenant's click rate.
+        let key = xxhash_rust::xxh3::xxh3_64_with_seed(req.doc_id.as_bytes(), claims.nonce);
+        let replay =
+            || Status::already_exists("this search's click on that document was counted already");
+        if self.counted.contains_key(&key) {
+            return Err(replay());
+        }
         if !self.limiter.allow(tenant) {
             return Err(Status::resource_exhausted(
                 "too many clicks for this tenant; retry later",
             ));
         }
-        let key =
-            xxhash_rust::xxh3::xxh3_64(format!("{}\0{}", req.search_id, req.doc_id).as_bytes());
         if !self.counted.entry(key).or_insert(()).is_fresh() {
-            return Err(Status::already_exists(
-                "this search's click on that document was counted already",
-            ));
+            return Err(replay());
         }
         if let Some(recorder) = &self.recorder {
             recorder.record(Record::Click {

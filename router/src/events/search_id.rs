@@ -3,12 +3,12 @@
 //!
 //! A token holds the tenant, the time of the search, a random nonce (so
 //! that two equal searches get different ids), the offset of the result
-//! list, and for each hit shown a 32-bit hash of (document id, position).
+//! list, and for each hit shown a 64-bit hash of (document id, position).
 //! It is signed with HMAC-SHA256 (truncated to 128 bits) under a key all
 //! routers share (`--search-id-key-file`), and encoded as URL-safe base64:
 //!
 //! ```text
-//! 1 | key id | unix secs (8) | nonce (8) | offset (4) | n (1) | n x hash (4) | mac (16)
+//! 1 | key id | unix secs (8) | nonce (8) | offset (4) | n (1) | n x hash (8) | mac (16)
 //! ```
 //!
 //! The tenant is not written out: the MAC covers it, so a token verifies
@@ -31,6 +31,8 @@ use sha2::Sha256;
 const FORMAT: u8 = 1;
 /// Hits whose positions a token proves.
 pub const MAX_SIGNED_HITS: usize = 100;
+/// Bytes of each hit's hash.
+const HASH_LEN: usize = 8;
 /// Bytes of the truncated MAC.
 const MAC_LEN: usize = 16;
 /// Bytes before the hashes: format, key id, time, nonce, offset, count.
@@ -48,7 +50,7 @@ pub struct SearchIdClaims {
     /// The result list's offset.
     pub offset: u32,
     /// Hashes of (id, position) of the hits shown, in order.
-    hashes: Vec<u32>,
+    hashes: Vec<u64>,
 }
 
 impl SearchIdClaims {
@@ -154,7 +156,7 @@ impl SearchIdKeys {
         ids: impl ExactSizeIterator<Item = &'a str>,
     ) -> String {
         let shown = ids.len().min(MAX_SIGNED_HITS);
-        let mut body = Vec::with_capacity(HEADER_LEN + 4 * shown + MAC_LEN);
+        let mut body = Vec::with_capacity(HEADER_LEN + HASH_LEN * shown + MAC_LEN);
         let (key_id, key) = &self.keys[0];
         body.extend_from_slice(&[FORMAT, *key_id]);
         body.extend_from_slice(&issued.to_be_bytes());
@@ -188,7 +190,7 @@ impl SearchIdKeys {
         }
         let (body, mac) = bytes.split_at(bytes.len() - MAC_LEN);
         let shown = body[HEADER_LEN - 1] as usize;
-        if body.len() != HEADER_LEN + 4 * shown {
+        if body.len() != HEADER_LEN + HASH_LEN * shown {
             return Err(SearchIdError::Malformed);
         }
         let signed = self
@@ -207,8 +209,8 @@ impl SearchIdKeys {
             return Err(SearchIdError::Expired);
         }
         let hashes = body[HEADER_LEN..]
-            .chunks_exact(4)
-            .map(|c| u32::from_be_bytes(c.try_into().unwrap_or([0; 4])))
+            .chunks_exact(HASH_LEN)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
         Ok(SearchIdClaims {
             issued,
@@ -219,10 +221,10 @@ impl SearchIdKeys {
     }
 }
 
-/// A 32-bit hash of a hit at its position (the MAC protects it, so it
-/// needs no key of its own).
-fn hit_hash(id: &str, position: u32) -> u32 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), u64::from(position)) as u32
+/// A 64-bit hash of a hit at its position. The MAC keeps it from being
+/// changed; 64 bits keep a made-up id from being found that hashes alike.
+fn hit_hash(id: &str, position: u32) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), u64::from(position))
 }
 
 /// The session of a search with `nonce` in the event log.

@@ -17,7 +17,10 @@ use flate2::Compression;
 use tandem_common::store::Store;
 
 /// Ships every ready file once; returns how many were shipped. Lines of a
-/// tenant that is not `known` are dropped (and counted).
+/// tenant that is not `known` are dropped (and counted). A file that
+/// cannot be shipped stays for the next round without holding up the
+/// others; one already gone (shipped by a concurrent round, at shutdown)
+/// is skipped.
 pub async fn ship_ready(
     dir: &Path,
     store: &Store,
@@ -32,35 +35,60 @@ pub async fn ship_ready(
         .collect();
     files.sort();
     let mut shipped = 0;
+    let mut failed = None;
     for path in files {
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-        else {
-            continue;
-        };
-        let text = tokio::fs::read(&path).await?;
-        for (tenant, part) in split_by_tenant(&text) {
-            if !known(&tenant) {
-                let lines = part.iter().filter(|&&b| b == b'\n').count() as u64;
-                metrics::counter!("router_events_dropped_total").increment(lines);
-                continue;
-            }
-            let gz = gzip(&part)?;
-            let bytes = gz.len() as u64;
-            let object = store.event_object(&tenant, region, &format!("{name}.gz"));
-            store
-                .client
-                .put(&object, gz.into())
-                .await
-                .with_context(|| format!("cannot put events of {tenant}"))?;
-            metrics::counter!("router_events_shipped_bytes_total").increment(bytes);
+        match ship_file(&path, store, region, known).await {
+            Ok(()) => shipped += 1,
+            Err(e) => failed = Some(e),
         }
-        tokio::fs::remove_file(&path).await?;
-        shipped += 1;
     }
-    Ok(shipped)
+    match failed {
+        Some(e) if shipped == 0 => Err(e),
+        Some(e) => {
+            metrics::counter!("router_events_ship_errors_total").increment(1);
+            tracing::warn!(error = %format!("{e:#}"), "an events file was not shipped; retrying");
+            Ok(shipped)
+        }
+        None => Ok(shipped),
+    }
+}
+
+/// Ships one ready file and deletes it.
+async fn ship_file(
+    path: &Path,
+    store: &Store,
+    region: &str,
+    known: &(dyn Fn(&str) -> bool + Sync),
+) -> anyhow::Result<()> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
+    let text = match tokio::fs::read(path).await {
+        Ok(text) => text,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {name}")),
+    };
+    for (tenant, part) in split_by_tenant(&text) {
+        if !known(&tenant) {
+            let lines = part.iter().filter(|&&b| b == b'\n').count() as u64;
+            metrics::counter!("router_events_dropped_total").increment(lines);
+            continue;
+        }
+        let gz = gzip(&part)?;
+        let bytes = gz.len() as u64;
+        let object = store.event_object(&tenant, region, &format!("{name}.gz"));
+        store
+            .client
+            .put(&object, gz.into())
+            .await
+            .with_context(|| format!("cannot put events of {tenant}"))?;
+        metrics::counter!("router_events_shipped_bytes_total").increment(bytes);
+    }
+    match tokio::fs::remove_file(path).await {
+        Err(e) if !gone(&e) => Err(e).with_context(|| format!("cannot delete {name}")),
+        _ => Ok(()),
+    }
 }
 
 /// The file's lines grouped by their `tenant` field (lines without one,
