@@ -211,7 +211,7 @@ pub async fn search(
             serde_json::json!({
                 "total_hits": resp.total_hits,
                 "hits": resp.hits.iter().map(|h| serde_json::json!({"id": h.id, "score": h.score, "title": h.title, "url": h.url, "shard": h.shard})).collect::<Vec<_>>(),
-                "route": crate::render::route_json(resp.route.as_ref()),
+                "route": resp.route,
                 "degraded": resp.degraded, "took_micros": resp.took_micros, "client_region": &*info.region,
                 "search_id": resp.search_id,
             })
@@ -273,7 +273,7 @@ pub async fn suggest(
             "{}",
             serde_json::json!({
                 "suggestions": resp.suggestions.iter().map(|s| serde_json::json!({"text": s.text, "score": s.score})).collect::<Vec<_>>(),
-                "route": crate::render::route_json(resp.route.as_ref()),
+                "route": resp.route,
                 "degraded": resp.degraded, "client_region": &*info.region,
             })
         );
@@ -322,7 +322,8 @@ pub async fn status(target: &Target, json: bool) -> anyhow::Result<()> {
             }
         };
         if json {
-            println!("{}", serde_json::to_string(&status_json(&status))?);
+            // Every field of the admin `Status`, by its proto name.
+            println!("{}", serde_json::to_string(&status)?);
             continue;
         }
         println!(
@@ -447,18 +448,6 @@ async fn model_versions(target: &Target, json: bool) -> anyhow::Result<()> {
         println!("  {id:<16} {region:<10} {text}");
     }
     Ok(())
-}
-
-fn status_json(s: &tandem_proto::v1::StatusResponse) -> serde_json::Value {
-    serde_json::json!({
-        "router_id": s.router_id, "region": s.region, "catalog_version": s.catalog_version, "catalog_error": s.catalog_error,
-        "regions": s.regions.iter().map(|r| serde_json::json!({"name": r.name, "paired": r.paired, "dial_percent": r.dial_percent, "router_healthy": r.router_healthy, "auto_shifted": r.auto_shifted})).collect::<Vec<_>>(),
-        "endpoints": s.endpoints.iter().map(|e| serde_json::json!({"node": e.node, "region": e.region, "kind": e.kind, "state": e.state, "ejections": e.ejections, "ewma_micros": e.ewma_micros, "in_flight": e.in_flight, "ejected_shards": e.ejected_shards})).collect::<Vec<_>>(),
-        "ramps": s.ramps.iter().map(|r| {
-            let arm = |a: &Option<tandem_proto::v1::RampArm>| a.as_ref().map(|a| serde_json::json!({"requests": a.requests, "errors": a.errors, "p99_micros": a.p99_micros}));
-            serde_json::json!({"tenant": r.tenant, "percent": r.percent, "home_region": r.home_region, "pair_region": r.pair_region, "home": arm(&r.home), "pair": arm(&r.pair)})
-        }).collect::<Vec<_>>(),
-    })
 }
 
 /// `tandem dial REGION PERCENT`: records the dial in the catalog (`catalog`:

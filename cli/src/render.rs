@@ -63,17 +63,6 @@ fn entity(s: &str) -> Option<(char, usize)> {
     .map(|(e, c)| (*c, e.len()))
 }
 
-/// The route as JSON (for `--json`).
-pub fn route_json(route: Option<&Route>) -> serde_json::Value {
-    route.map_or(serde_json::Value::Null, |r| {
-        serde_json::json!({
-            "entry_region": r.entry_region, "served_region": r.served_region,
-            "forwarded": r.forwarded, "fallback": r.fallback, "model_node": r.model_node,
-            "shards": r.shards.iter().map(|s| serde_json::json!({"shard": s.shard, "node": s.node, "region": s.region, "attempts": s.attempts, "hedged": s.hedged})).collect::<Vec<_>>(),
-        })
-    })
-}
-
 /// Prints the route an answer took (and its time), one line.
 pub fn print_route(route: Option<&Route>, took_micros: Option<u64>) {
     let Some(r) = route else { return };

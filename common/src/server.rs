@@ -150,7 +150,7 @@ pub async fn serve<H: Health>(
             let mut only_health = RoutesBuilder::default();
             only_health.add_service(health_service);
             // Plaintext: the kubelet's gRPC probe cannot speak TLS.
-            Some(serve_beside(addr, only_health, None, "health").await?)
+            Some(serve_beside(addr, only_health, (None, false), "health").await?)
         }
         None => None,
     };
@@ -158,7 +158,9 @@ pub async fn serve<H: Health>(
         Some((addr, routes)) => {
             let mut routes = routes.clone();
             add_reflection(&mut routes, opts.services.1)?;
-            Some(serve_beside(*addr, routes, opts.tls.clone(), "admin").await?)
+            // HTTP/1.1 too: browsers load the router's console from here.
+            let admin = (opts.tls.clone(), true);
+            Some(serve_beside(*addr, routes, admin, "admin").await?)
         }
         None => None,
     };
@@ -246,24 +248,23 @@ struct Listening {
 }
 
 /// Serves `routes` on a listener of their own at `addr` (`what` names it in
-/// errors), in the background, for as long as the process lives: the
+/// errors), with TLS if given and HTTP/1.1 when `http1`, in the
+/// background, for as long as the process lives: the
 /// health-only port (which reports what the main listener's health service
 /// reports, NOT_SERVING while draining included) and the admin API.
 /// Returns the bound address.
 async fn serve_beside(
     addr: SocketAddr,
     routes: RoutesBuilder,
-    tls: Option<Tls>,
+    (tls, http1): (Option<Tls>, bool),
     what: &'static str,
 ) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind the {what} listener on {addr}"))?;
     let bound = listener.local_addr()?;
-    // HTTP/1.1 too: browsers load the router's console from the admin
-    // listener.
     let router = limited_server()
-        .accept_http1(what == "admin")
+        .accept_http1(http1)
         .layer(GrpcMetricsLayer)
         .layer(GrpcDeadlineLayer)
         .add_routes(routes.routes());

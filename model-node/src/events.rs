@@ -169,15 +169,26 @@ pub enum EventLogError {
 ///
 /// Fails on the first bad line, naming it (see the module docs).
 pub fn read_events<R: Read>(reader: R) -> Result<Vec<Event>, EventLogError> {
+    Ok(read_with(reader, false)?.0)
+}
+
+/// Like [`read_events`], but a line that is not a valid event is skipped
+/// and counted instead of failing the read: for logs a crash may have
+/// torn (a router's events file cut mid-line).
+pub fn read_events_skipping<R: Read>(reader: R) -> Result<(Vec<Event>, usize), EventLogError> {
+    read_with(reader, true)
+}
+
+fn read_with<R: Read>(reader: R, skip_bad: bool) -> Result<(Vec<Event>, usize), EventLogError> {
     let mut buffered = BufReader::new(reader);
     let is_gzip = buffered
         .fill_buf()
         .map_err(|error| EventLogError::Read { line: 1, error })?
         .starts_with(&[0x1f, 0x8b]);
     if is_gzip {
-        read_lines(BufReader::new(MultiGzDecoder::new(buffered)))
+        read_lines(BufReader::new(MultiGzDecoder::new(buffered)), skip_bad)
     } else {
-        read_lines(buffered)
+        read_lines(buffered, skip_bad)
     }
 }
 
@@ -190,8 +201,11 @@ pub fn read_events_file(path: &Path) -> Result<Vec<Event>, EventLogError> {
     read_events(file)
 }
 
-fn read_lines<R: BufRead>(mut reader: R) -> Result<Vec<Event>, EventLogError> {
-    let mut events = Vec::new();
+fn read_lines<R: BufRead>(
+    mut reader: R,
+    skip_bad: bool,
+) -> Result<(Vec<Event>, usize), EventLogError> {
+    let (mut events, mut skipped) = (Vec::new(), 0);
     let mut buf = String::new();
     let mut line = 0usize;
     loop {
@@ -201,18 +215,25 @@ fn read_lines<R: BufRead>(mut reader: R) -> Result<Vec<Event>, EventLogError> {
             .read_line(&mut buf)
             .map_err(|error| EventLogError::Read { line, error })?;
         if n == 0 {
-            return Ok(events);
+            return Ok((events, skipped));
         }
         let text = buf.trim();
         if text.is_empty() {
             continue;
         }
-        let event: Event =
-            serde_json::from_str(text).map_err(|error| EventLogError::Parse { line, error })?;
-        event
-            .validate()
-            .map_err(|reason| EventLogError::Invalid { line, reason })?;
-        events.push(event);
+        let parsed = serde_json::from_str::<Event>(text)
+            .map_err(|error| EventLogError::Parse { line, error })
+            .and_then(|event| {
+                event
+                    .validate()
+                    .map(|()| event)
+                    .map_err(|reason| EventLogError::Invalid { line, reason })
+            });
+        match parsed {
+            Ok(event) => events.push(event),
+            Err(_) if skip_bad => skipped += 1,
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -21,9 +21,6 @@ use crate::reload::{Reloader, Trigger};
 use crate::service::ModelService;
 use crate::store::ModelStore;
 
-/// How long a starting node waits for the model store.
-const STARTUP_PULL: Duration = Duration::from_secs(5);
-
 /// Runs the node until SIGTERM / Ctrl-C, then drains. Models are loaded
 /// before the readiness line is printed, so "ready" means "serving the
 /// models found in the model directory".
@@ -50,23 +47,7 @@ pub async fn run(
     };
     if let Some(store) = &store {
         // Pull before loading, so that "ready" includes published versions.
-        // A store that does not answer in time does not keep the node
-        // from serving what its cache holds; the poll catches up.
-        let pulled = tokio::time::timeout(
-            STARTUP_PULL,
-            crate::sync::sync_once(store, &config.model_dir),
-        )
-        .await
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in {STARTUP_PULL:?}")));
-        match pulled {
-            Ok(s) => {
-                for tenant in &s.retired {
-                    let dir = crate::artifact::tenant_dir(&config.model_dir, tenant)?;
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-            }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot pull models at start"),
-        }
+        crate::sync::pull_at_start(store, &reloader).await;
     }
     let started = std::time::Instant::now();
     let summary = reloader

@@ -127,16 +127,40 @@ pub async fn sync_forever(store: Store, reloader: Arc<Reloader>, every: Duration
     }
 }
 
+/// How long a starting node waits for the model store.
+const STARTUP_PULL: Duration = Duration::from_secs(5);
+
+/// At start, before the first load: one poll, waiting at most
+/// [`STARTUP_PULL`] (a store that does not answer in time does not keep the
+/// node from serving what its cache holds; the next poll catches up), and
+/// the retired tenants removed. Loading is the caller's.
+pub async fn pull_at_start(store: &Store, reloader: &Arc<Reloader>) {
+    let model_dir = reloader.store().model_dir();
+    let pulled = match tokio::time::timeout(STARTUP_PULL, sync_once(store, model_dir)).await {
+        Ok(pulled) => pulled,
+        Err(_) => Err(anyhow::anyhow!("no answer in {STARTUP_PULL:?}")),
+    };
+    match pulled {
+        Ok(summary) => retire(reloader, &summary.retired).await,
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot pull models at start"),
+    }
+}
+
+/// Stops serving `tenants` (their models are retired from the store).
+async fn retire(reloader: &Arc<Reloader>, tenants: &[String]) {
+    for tenant in tenants {
+        if let Err(e) = reloader.remove(tenant).await {
+            tracing::warn!(tenant, error = %e, "cannot retire a tenant's models");
+        }
+    }
+}
+
 /// Serves what one poll changed: retired tenants stop, the rest reload.
 pub async fn apply(reloader: &Arc<Reloader>, summary: SyncSummary) {
     for (tenant, version) in &summary.pulled {
         tracing::info!(tenant, version, "model version pulled from the store");
     }
-    for tenant in &summary.retired {
-        if let Err(e) = reloader.remove(tenant).await {
-            tracing::warn!(tenant, error = %e, "cannot retire a tenant's models");
-        }
-    }
+    retire(reloader, &summary.retired).await;
     if summary.changed() {
         if let Err(e) = reloader.scan().await {
             tracing::warn!(error = %e, "model reload after a sync failed");

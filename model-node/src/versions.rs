@@ -62,6 +62,14 @@ pub async fn publish(store: &Store, set: &ModelSet, now_ms: u64) -> anyhow::Resu
     })
 }
 
+/// [`publish`] numbered by the clock (Unix milliseconds now).
+pub async fn publish_now(store: &Store, set: &ModelSet) -> anyhow::Result<Published> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    publish(store, set, now_ms).await
+}
+
 /// The artifact bytes of one version.
 pub async fn fetch(store: &Store, tenant: &str, version: &str) -> anyhow::Result<Bytes> {
     let got = store

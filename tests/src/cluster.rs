@@ -123,6 +123,19 @@ impl Cluster {
         Self::start_with_models(index_nodes, &[], tenants, docs_per_shard).await
     }
 
+    /// Tenant `t`, one active-active shard: leader a1 in r1, follower b1
+    /// in r2, 10 pages.
+    pub async fn leader_and_follower() -> Cluster {
+        let spec = TenantSpec {
+            id: "t",
+            home: "r1",
+            active_active: true,
+            shards: vec![vec!["a1", "b1"]],
+            models: vec![],
+        };
+        Self::start(&[("a1", "r1"), ("b1", "r2")], vec![spec], 10).await
+    }
+
     /// Like [`Cluster::start`], plus model-nodes `model_nodes` (id, region)
     /// serving models trained from the English sample event log for every
     /// tenant that lists model replicas.

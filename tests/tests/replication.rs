@@ -22,18 +22,6 @@ fn tenant() -> TenantSpec {
     }
 }
 
-/// Tenant `t`, one shard: leader a1 in r1, follower b1 in r2, 10 pages.
-async fn leader_and_follower() -> Cluster {
-    let spec = TenantSpec {
-        id: "t",
-        home: "r1",
-        active_active: true,
-        shards: vec![vec!["a1", "b1"]],
-        models: vec![],
-    };
-    Cluster::start(&[("a1", "r1"), ("b1", "r2")], vec![spec], 10).await
-}
-
 fn doc(id: &str, body: &str) -> Document {
     Document {
         id: id.into(),
@@ -295,7 +283,7 @@ async fn writes_through_either_region_replicate_and_read_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_leader_loses_no_acknowledged_write_and_a_killed_follower_catches_up() {
-    let mut cluster = leader_and_follower().await;
+    let mut cluster = Cluster::leader_and_follower().await;
     let wkey = cluster.tenants[0].write_key();
 
     // Writes stream in; the leader is SIGKILLed in the middle.
@@ -359,7 +347,7 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_a_killed_follower_catch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_follower_takes_writes_and_the_old_leader_is_fenced() {
-    let mut cluster = leader_and_follower().await;
+    let mut cluster = Cluster::leader_and_follower().await;
     let wkey = cluster.tenants[0].write_key();
     let batch = |id: &str| WriteRequest {
         tenant: "t".into(),

@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use tandem_e2e::cluster::{Cluster, TenantSpec};
+use tandem_e2e::cluster::Cluster;
 use tandem_proto::v1::SearchRequest;
 
 /// A span as received: (service, trace id, span id, parent span id, name).
@@ -71,14 +71,7 @@ async fn a_search_is_one_trace_from_the_caller_through_the_router_to_the_index_n
     // Inherited by every process the cluster starts.
     std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint);
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
-    let spec = TenantSpec {
-        id: "t",
-        home: "r1",
-        active_active: true,
-        shards: vec![vec!["a1", "b1"]],
-        models: vec![],
-    };
-    let cluster = Cluster::start(&[("a1", "r1"), ("b1", "r2")], vec![spec], 10).await;
+    let cluster = Cluster::leader_and_follower().await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";

@@ -78,11 +78,12 @@ fn catalog_toml(
     t
 }
 
-/// The topology of the running processes.
+/// The topology of the running processes (`scheme`: `http`, or `https`
+/// when they serve TLS).
 pub(crate) fn topology(
     processes: &[Process],
     secrets: &Secrets,
-    catalog_path: &std::path::Path,
+    (catalog_path, scheme): (&std::path::Path, &str),
 ) -> Topology {
     Topology {
         regions: REGIONS
@@ -102,7 +103,7 @@ pub(crate) fn topology(
                     admin: router.and_then(|r| r.admin.clone()),
                     console: router
                         .and_then(|r| r.admin.as_ref())
-                        .map(|a| format!("http://{a}/console")),
+                        .map(|a| format!("{scheme}://{a}/console")),
                 }
             })
             .collect(),

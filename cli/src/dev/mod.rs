@@ -290,16 +290,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     progress.set_message("writing the sample pages through the routers (first start only)");
     setup::load_corpus(&processes, &secrets, &opts.repo, opts.docs_limit).await?;
     progress.finish_and_clear();
-    let mut topology = catalog::topology(&processes, &secrets, &catalog_path);
+    let mut topology = catalog::topology(&processes, &secrets, (&catalog_path, scheme));
     topology.ca_cert = tls.as_ref().map(|t| t.ca.display().to_string());
-    if tls.is_some() {
-        for region in &mut topology.regions {
-            region.console = region
-                .console
-                .as_ref()
-                .map(|c| c.replacen("http://", "https://", 1));
-        }
-    }
     topology.save(dir.join("topology.json"))?;
     if let Some(path) = &opts.topology {
         topology

@@ -192,8 +192,9 @@ pub(crate) async fn seed_models(repo: PathBuf, store_url: String) -> anyhow::Res
         let path = repo
             .join("data/events")
             .join(format!("{}.jsonl.gz", t.lang));
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes: bytes::Bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .into();
         let seed = store.event_object(
             t.id,
             tandem_common::store::SEED_REGION,
@@ -206,10 +207,7 @@ pub(crate) async fn seed_models(repo: PathBuf, store_url: String) -> anyhow::Res
             Ok(train::train(&log, &tenant, &train::TrainConfig::default())?.0)
         })
         .await??;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        versions::publish(&store, &set, now_ms).await?;
+        versions::publish_now(&store, &set).await?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use tandem_common::store::Store;
-use tandem_model_node::events::{read_events, Event};
+use tandem_model_node::events::{read_events_skipping, Event};
 
 /// What reading found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub async fn read_all(
             continue;
         }
         let bytes = store.client.get(&meta.location).await?.bytes().await?;
-        match read_lenient(&bytes) {
+        match read_events_skipping(&bytes[..]) {
             Ok((mut got, bad)) => {
                 *read.per_region.entry(region).or_default() += got.len();
                 events.append(&mut got);
@@ -68,27 +68,6 @@ pub async fn read_all(
     }
     fill_click_queries(&mut events);
     Ok((events, read))
-}
-
-/// The events of one object (plain or gzipped JSON lines), skipping lines
-/// that are not valid events: a router killed mid-write may leave a torn
-/// last line, which must not cost the rest of its file.
-fn read_lenient(bytes: &[u8]) -> std::io::Result<(Vec<Event>, usize)> {
-    use std::io::Read;
-    let mut text = String::new();
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(bytes).read_to_string(&mut text)?;
-    } else {
-        text = String::from_utf8_lossy(bytes).into_owned();
-    }
-    let (mut events, mut bad) = (Vec::new(), 0);
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match read_events(line.as_bytes()) {
-            Ok(mut one) => events.append(&mut one),
-            Err(_) => bad += 1,
-        }
-    }
-    Ok((events, bad))
 }
 
 /// Gives every click with an empty query the query of its session's

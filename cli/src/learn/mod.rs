@@ -180,9 +180,9 @@ pub async fn events_command(target: &Target, action: &EventsAction) -> anyhow::R
         }
         EventsAction::Delete { tenant, yes, store } => {
             let store = open_store(target, store.as_deref())?;
-            let objects = store.list(&store.events(tenant)).await?.len();
             let models = versions::list(&store, tenant).await?;
             if !yes {
+                let objects = store.list(&store.events(tenant)).await?.len();
                 println!(
                     "would delete {objects} events objects and retire {} model versions of {tenant} \
                      (the model-nodes stop serving its models); run again with --yes",

@@ -7,12 +7,20 @@ use tandem_catalog::{Catalog, NodeKind};
 use tandem_proto::v1::ListModelsRequest;
 use tokio::time::Instant;
 
+use crate::operator::ModelClient;
+
 /// (tenant, version) of every model the model-node at `addr` serves, or
 /// why it could not be asked.
 pub async fn served(addr: &str) -> Result<Vec<(String, String)>, String> {
     let mut client = crate::operator::model_node(addr)
         .await
         .map_err(|e| format!("{e:#}"))?;
+    list(&mut client).await
+}
+
+/// One `ListModels` on `client`, bounded in time (a node that accepts the
+/// connection but never answers holds nobody up).
+async fn list(client: &mut ModelClient) -> Result<Vec<(String, String)>, String> {
     let mut request = tonic::Request::new(ListModelsRequest {});
     request.set_timeout(Duration::from_secs(2));
     let models = tokio::time::timeout(Duration::from_secs(3), client.list_models(request))
@@ -22,17 +30,6 @@ pub async fn served(addr: &str) -> Result<Vec<(String, String)>, String> {
         .into_inner()
         .models;
     Ok(models.into_iter().map(|m| (m.tenant, m.version)).collect())
-}
-
-/// The version `tenant` is served at by the model-node at `addr` ("" when
-/// it serves none), or why it could not be asked.
-pub async fn served_version(addr: &str, tenant: &str) -> Result<String, String> {
-    Ok(served(addr)
-        .await?
-        .into_iter()
-        .find(|(t, _)| t == tenant)
-        .map(|(_, v)| v)
-        .unwrap_or_default())
 }
 
 /// Every model-node of the catalog: (id, region, what it serves).
@@ -62,16 +59,24 @@ pub async fn wait_served(
     let deadline = Instant::now()
         .checked_add(wait)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-    let nodes: Vec<(String, String, String)> = catalog
+    // Each node's client is made once and kept while it answers.
+    let mut nodes: Vec<(String, String, String, Option<ModelClient>)> = catalog
         .nodes()
         .filter(|n| n.kind == NodeKind::Model)
-        .map(|n| (n.id.to_string(), n.region.to_string(), n.addr.to_string()))
+        .map(|n| {
+            (
+                n.id.to_string(),
+                n.region.to_string(),
+                n.addr.to_string(),
+                None,
+            )
+        })
         .collect();
     loop {
         let mut states = Vec::new();
         let mut all = true;
-        for (id, region, addr) in &nodes {
-            let state = match served_version(addr, tenant).await {
+        for (id, region, addr, client) in &mut nodes {
+            let state = match served_on(client, addr, tenant).await {
                 Ok(v) if v == version => format!("serves {tenant} {v}"),
                 Ok(v) if v.is_empty() => {
                     all = false;
@@ -93,4 +98,32 @@ pub async fn wait_served(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The version of `tenant` the node at `addr` serves ("" when none),
+/// through `client` (connected first if it is not; dropped on a failure,
+/// so the next call connects again).
+async fn served_on(
+    client: &mut Option<ModelClient>,
+    addr: &str,
+    tenant: &str,
+) -> Result<String, String> {
+    if client.is_none() {
+        let connected = crate::operator::model_node(addr)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        *client = Some(connected);
+    }
+    let Some(c) = client.as_mut() else {
+        return Err("not connected".into());
+    };
+    let listed = list(c).await;
+    if listed.is_err() {
+        *client = None;
+    }
+    Ok(listed?
+        .into_iter()
+        .find(|(t, _)| t == tenant)
+        .map(|(_, v)| v)
+        .unwrap_or_default())
 }

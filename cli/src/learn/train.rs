@@ -4,7 +4,7 @@
 //! `--rollback`, retire the newest version. What happened is one
 //! [`Trained`] per tenant, printed as text or as a JSON object.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tandem_catalog::Catalog;
@@ -199,18 +199,17 @@ async fn train_one(store: &Store, tenant: &str, args: &TrainArgs) -> anyhow::Res
         ..Trained::default()
     };
     if verdict.publish {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let version = versions::publish(store, &verdict.model, now_ms).await?;
+        let version = versions::publish_now(store, &verdict.model).await?;
         trained.reason = format!(
             "{} bytes, {} suggestions, {} boosted queries; {}",
             version.size, verdict.stats.suggestions, verdict.stats.boosted_queries, verdict.reason
         );
         trained.version = Some(version.version);
+        // The versions before this one, oldest first, as listed above: the
+        // newest `keep` in all stay.
         let keep = args.keep.max(1);
-        let all = versions::list(store, tenant).await?;
-        for old in all.iter().take(all.len().saturating_sub(keep)) {
+        let surplus = (published.len() + 1).saturating_sub(keep);
+        for old in published.iter().take(surplus) {
             versions::retire(store, tenant, &old.version).await?;
             trained.pruned.push(old.version.clone());
         }

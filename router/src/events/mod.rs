@@ -41,6 +41,9 @@ pub struct Events {
     counted: moka::sync::Cache<u64, ()>,
     window_secs: u64,
     region: Arc<str>,
+    /// Where ready events files go: the events directory and the store,
+    /// opened once at start (none: events are not recorded or not shipped).
+    shipping: Option<(std::path::PathBuf, tandem_common::store::Store)>,
 }
 
 impl Events {
@@ -55,7 +58,7 @@ impl Events {
             }
             None => None,
         };
-        let recorder = match &config.events_dir {
+        let (recorder, shipping) = match &config.events_dir {
             Some(dir) => {
                 anyhow::ensure!(
                     keys.is_some(),
@@ -64,18 +67,22 @@ impl Events {
                 let rotate = ms(config.events_rotate_ms.max(10));
                 let rec = Recorder::start(dir, &config.router_id, config.events_buffer, rotate)
                     .with_context(|| format!("cannot record events in {}", dir.display()))?;
-                match &config.events_store {
-                    // Opened now, so that a bad URL stops the start.
-                    Some(url) => {
-                        tandem_common::store::Store::open(url, &config.events_store_options)?;
+                // Opened now, so that a bad URL stops the start.
+                let store = match &config.events_store {
+                    Some(url) => Some(tandem_common::store::Store::open(
+                        url,
+                        &config.events_store_options,
+                    )?),
+                    None => {
+                        tracing::warn!(
+                            "no --events-store: event files stay in the events directory"
+                        );
+                        None
                     }
-                    None => tracing::warn!(
-                        "no --events-store: event files stay in the events directory"
-                    ),
-                }
-                Some(rec)
+                };
+                (Some(rec), store.map(|s| (dir.clone(), s)))
             }
-            None => None,
+            None => (None, None),
         };
         Ok(Events {
             keys,
@@ -87,6 +94,7 @@ impl Events {
                 .build(),
             window_secs: config.click_window_secs,
             region: Arc::from(config.region.as_str()),
+            shipping,
         })
     }
 
@@ -176,24 +184,28 @@ impl Events {
         Ok(())
     }
 
-    /// Ships ready events files every `events_ship_ms`, forever (when
-    /// events are recorded and a store is set). Events of a tenant the
-    /// catalog no longer lists are dropped: a deleted tenant's last events
-    /// do not come back to the store after its deletion.
-    pub async fn ship_forever(state: Arc<crate::state::RouterState>) {
-        let config = &state.config;
-        let (Some(dir), Some(url)) = (&config.events_dir, &config.events_store) else {
-            return;
+    /// Ships what is ready once. Events of a tenant the catalog no longer
+    /// lists are dropped: a deleted tenant's last events do not come back
+    /// to the store after its deletion.
+    async fn ship_once(state: &crate::state::RouterState) -> anyhow::Result<()> {
+        let Some((dir, store)) = &state.events.shipping else {
+            return Ok(());
         };
-        let store = match tandem_common::store::Store::open(url, &config.events_store_options) {
-            Ok(store) => store,
-            Err(e) => return tracing::warn!(error = %format!("{e:#}"), "no event shipping"),
-        };
-        let every = ms(config.events_ship_ms.max(10));
         let known = |tenant: &str| state.catalog.current().tenant(tenant).is_some();
+        ship::ship_ready(dir, store, &state.config.region, &known).await?;
+        Ok(())
+    }
+
+    /// Ships ready events files every `events_ship_ms`, forever (when
+    /// events are recorded and a store is set).
+    pub async fn ship_forever(state: Arc<crate::state::RouterState>) {
+        if state.events.shipping.is_none() {
+            return;
+        }
+        let every = ms(state.config.events_ship_ms.max(10));
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = ship::ship_ready(dir, &store, &config.region, &known).await {
+            if let Err(e) = Self::ship_once(&state).await {
                 metrics::counter!("router_events_ship_errors_total").increment(1);
                 tracing::warn!(error = %format!("{e:#}"), "cannot ship events; retrying");
             }
@@ -204,18 +216,12 @@ impl Events {
     /// ready once (bounded by `within`), so a drained router leaves
     /// nothing behind.
     pub async fn finish(state: &crate::state::RouterState, within: Duration) {
-        let config = &state.config;
-        let (Some(recorder), Some(dir)) = (&state.events.recorder, &config.events_dir) else {
+        let Some(recorder) = &state.events.recorder else {
             return;
         };
-        let known = |tenant: &str| state.catalog.current().tenant(tenant).is_some();
         let flush = async {
             recorder.rotate().await;
-            if let Some(url) = &config.events_store {
-                let store = tandem_common::store::Store::open(url, &config.events_store_options)?;
-                ship::ship_ready(dir, &store, &config.region, &known).await?;
-            }
-            anyhow::Ok(())
+            Self::ship_once(state).await
         };
         match tokio::time::timeout(within, flush).await {
             Ok(Ok(())) => {}
