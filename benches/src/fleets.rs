@@ -48,6 +48,9 @@ pub struct FleetFlags<'a> {
     pub router: &'a [String],
     /// The CA (PEM) to reach a TLS router with; `None`: plaintext.
     pub ca: Option<&'a str>,
+    /// The catalog, given the scheme and the index-node's address (none:
+    /// [`one_shard_catalog`]).
+    pub catalog: Option<fn(&str, SocketAddr) -> String>,
 }
 
 /// Starts a fleet in `dir`, whose `index/` holds [`TENANT`]'s shard.
@@ -65,7 +68,8 @@ pub async fn start(dir: &Path, flags: FleetFlags<'_>) -> anyhow::Result<Fleet> {
     let node = Server::start("tandem-index-node", &args)?;
     let scheme = if flags.ca.is_some() { "https" } else { "http" };
     let catalog_path = dir.join("catalog.toml");
-    std::fs::write(&catalog_path, one_shard_catalog(scheme, node.grpc))?;
+    let catalog = flags.catalog.unwrap_or(one_shard_catalog);
+    std::fs::write(&catalog_path, catalog(scheme, node.grpc))?;
     let catalog_path = catalog_path.display().to_string();
     let mut args = vec!["--region", "r1", "--listen", "127.0.0.1:0"];
     args.extend([

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 pub mod fleets;
+pub mod open_loop;
 pub mod ranking;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
@@ -83,23 +84,39 @@ pub type Call = Arc<
 /// API key `key` (top 10 with snippets).
 pub fn search_call(channel: tonic::transport::Channel, tenant: &'static str, key: &str) -> Call {
     let client = tandem_proto::v1::search_client::SearchClient::new(channel);
-    // Made once: formatting the header per call would charge the client's
-    // work to the router's path.
-    let key: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {key}").parse().expect("ascii");
+    let key = bearer(key);
     Arc::new(move |q: String| {
         let (mut client, key) = (client.clone(), key.clone());
         Box::pin(async move {
-            let mut request = tonic::Request::new(tandem_proto::v1::SearchRequest {
-                tenant: tenant.into(),
-                query: q,
-                top_k: 10,
-                ..Default::default()
-            });
-            request.metadata_mut().insert("authorization", key);
+            let request = search_request(tenant, q, (0, 10), &key);
             client.search(request).await.is_ok()
         })
     })
+}
+
+/// `Bearer <key>`, made once per load: formatting the header per call
+/// would charge the client's work to the path measured.
+pub fn bearer(key: &str) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    format!("Bearer {key}").parse().expect("ascii")
+}
+
+/// A search of `tenant` for `query`, `top_k` hits from `offset`, with the
+/// `authorization` header `key`.
+pub fn search_request(
+    tenant: &str,
+    query: String,
+    (offset, top_k): (u32, u32),
+    key: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::Request<tandem_proto::v1::SearchRequest> {
+    let mut request = tonic::Request::new(tandem_proto::v1::SearchRequest {
+        tenant: tenant.into(),
+        query,
+        top_k,
+        offset,
+        ..Default::default()
+    });
+    request.metadata_mut().insert("authorization", key.clone());
+    request
 }
 
 /// Path of the sample corpus.

@@ -126,6 +126,12 @@ impl Catalog {
         self.authorize_hash(tenant, &KeyHash::of_key(key))
     }
 
+    /// The tenant a key (hashed) belongs to, whatever its scope: what a
+    /// router knows from a call's headers alone, before reading its body.
+    pub fn key_owner(&self, hash: &KeyHash) -> Option<&Arc<str>> {
+        self.key_owner.get(hash)
+    }
+
     /// [`Catalog::authorize`] for a presented key already hashed.
     pub fn authorize_hash(&self, tenant: &str, hash: &KeyHash) -> AuthOutcome {
         self.authorize_scoped(tenant, hash, KeyScope::Search)

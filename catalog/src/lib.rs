@@ -37,7 +37,7 @@ pub use keys::{
 /// The catalog format this version writes and reads. A file of a newer
 /// format is accepted with the keys this version does not know ignored (and
 /// listed in [`Catalog::warnings`]); see `raw.rs`.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 /// The documented example catalog (a two-region loopback fleet), for tests
 /// and examples; a router is never started on it implicitly.
@@ -146,11 +146,26 @@ pub struct Tenant {
     /// Browser origins (`https://app.example.com`, or `*`) whose pages may
     /// call for this tenant with gRPC-Web; none: no browser may.
     pub allowed_origins: Vec<Arc<str>>,
+    /// The tenant's search quota in each region (format 4; none: only the
+    /// routers' own admission limits apply).
+    pub quota: Option<Quota>,
     /// SHA-256 of each key with the search scope. Private so only
     /// [`verify_key`] (which compares in constant time) reads them.
     key_hashes: Vec<KeyHash>,
     /// SHA-256 of each key with the write scope.
     write_key_hashes: Vec<KeyHash>,
+}
+
+/// A tenant's search quota in each region: Search and Suggest calls per
+/// second and at once, over all of the region's routers (each router
+/// enforces its share, see the router's `admission` module). A tenant
+/// searching past it gets RESOURCE_EXHAUSTED with `tandem-shed: quota`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Calls per second (none: no rate limit).
+    pub searches_per_sec: Option<u32>,
+    /// Calls in flight at once (none: no concurrency limit).
+    pub concurrent_searches: Option<u32>,
 }
 
 impl Tenant {

@@ -111,6 +111,20 @@ pub(super) struct RawTenant {
     /// Browser origins allowed to call with gRPC-Web (format 3).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// The tenant's search quota in each region (format 4).
+    #[serde(default)]
+    pub quota: Option<RawQuota>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+/// `quota = { searches_per_sec = 200, concurrent_searches = 32 }`.
+#[derive(Debug, Deserialize)]
+pub(super) struct RawQuota {
+    #[serde(default)]
+    pub searches_per_sec: Option<u32>,
+    #[serde(default)]
+    pub concurrent_searches: Option<u32>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

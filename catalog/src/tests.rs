@@ -584,3 +584,22 @@ fn allowed_origins_are_scheme_host_and_port_or_star() {
         assert_problem(&with(bad), "is not `scheme://host[:port]`");
     }
 }
+
+#[test]
+fn a_quota_is_a_format_4_key_with_limits_of_at_least_one() {
+    let quota = "home = \"a\"\nquota = { searches_per_sec = 50, concurrent_searches = 8 }";
+    let old = base().replace("home = \"a\"", quota);
+    assert_problem(&old, "key of catalog format 4 in a file of format 1");
+    let current = format!("format = 4\n{old}");
+    let c = Catalog::parse(current.as_bytes()).unwrap();
+    let t = c.tenants().next().unwrap();
+    let expected = Quota {
+        searches_per_sec: Some(50),
+        concurrent_searches: Some(8),
+    };
+    assert_eq!(t.quota, Some(expected));
+    let zero = current.replace("concurrent_searches = 8", "concurrent_searches = 0");
+    assert_problem(&zero, "concurrent_searches = 0 would refuse every search");
+    let typo = current.replace("concurrent_searches", "concurrent");
+    assert_problem(&typo, "unknown key \"concurrent\"");
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::ids::is_valid_id;
 use super::raw::{RawCatalog, RawKind, RawTenant, Unknown};
-use super::{Catalog, KeyHash, Leader, Node, NodeKind, Region, Shard, Tenant, FORMAT};
+use super::{Catalog, KeyHash, Leader, Node, NodeKind, Quota, Region, Shard, Tenant, FORMAT};
 
 /// More messages than this are summarised: a catalog generated wrongly can
 /// produce one problem per tenant, and a 100k-line log entry helps nobody.
@@ -367,6 +367,7 @@ fn tenant(
         model_replicas,
         ramp,
         allowed_origins: origins(t, p),
+        quota: quota(t, p),
         key_hashes: key_hashes(&t.id, "api_key_sha256", &t.api_key_sha256, p),
         write_key_hashes: key_hashes(&t.id, "write_key_sha256", &t.write_key_sha256, p),
     }
@@ -396,6 +397,34 @@ fn ramp(t: &RawTenant, shards: &[Shard], pair: Option<&str>, p: &mut Problems) -
         }
     }
     ramp.min(100) as u8
+}
+
+/// The tenant's quota: a format-4 key; each limit, when given, at least 1.
+fn quota(t: &RawTenant, p: &mut Problems) -> Option<Quota> {
+    let raw = t.quota.as_ref()?;
+    let what = format!("tenant {:?}: quota", t.id);
+    if p.format < 4 {
+        p.push(format!(
+            "{what}: a key of catalog format 4 in a file of format {} (write `format = 4`)",
+            p.format
+        ));
+        return None;
+    }
+    p.unknown(&what, &raw.unknown);
+    for (name, v) in [
+        ("searches_per_sec", raw.searches_per_sec),
+        ("concurrent_searches", raw.concurrent_searches),
+    ] {
+        if v == Some(0) {
+            p.push(format!(
+                "{what}: {name} = 0 would refuse every search (leave it out for no limit)"
+            ));
+        }
+    }
+    Some(Quota {
+        searches_per_sec: raw.searches_per_sec,
+        concurrent_searches: raw.concurrent_searches,
+    })
 }
 
 /// The tenant's allowed browser origins: `scheme://host[:port]` or `*`.

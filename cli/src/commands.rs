@@ -34,14 +34,10 @@ pub struct Target {
     /// instead of the topology's routers, for `status` and `dial`.
     #[arg(long, global = true)]
     pub admin: Option<String>,
-    /// Admin token (default: the topology's).
-    #[arg(
-        long,
-        global = true,
-        env = "TANDEM_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    pub admin_token: Option<String>,
+    /// File holding the admin token (else `TANDEM_ADMIN_TOKEN`, else the
+    /// topology's); never the token itself on the command line.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// The CA certificate (PEM) the cluster's certificates chain to, when
     /// it serves TLS (default: the topology's `ca_cert`); with it,
     /// `host:port` addresses are dialled over TLS.
@@ -149,11 +145,11 @@ impl Target {
                 .collect::<anyhow::Result<_>>()?,
             (None, None) => bail!("no router: pass --admin HOST:PORT or --topology FILE"),
         };
-        let token = self
-            .admin_token
-            .clone()
+        let token = tandem_common::secret_file::admin_token(self.admin_token_file.as_deref())?
             .or_else(|| topology.as_ref().map(|t| t.admin_token.clone()))
-            .context("no admin token: pass --admin-token or --topology")?;
+            .context(
+                "no admin token: pass --admin-token-file, set TANDEM_ADMIN_TOKEN or pass --topology",
+            )?;
         let channels = endpoints
             .into_iter()
             .map(|(name, endpoint)| {

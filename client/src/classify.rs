@@ -1,7 +1,8 @@
 //! Which failures move a call to another region's router.
 //!
-//! Failover is for a front door that is gone, not for a query that is
-//! wrong: UNAVAILABLE and transport failures move, every other code
+//! Failover is for a front door that is gone or full, not for a query
+//! that is wrong: UNAVAILABLE, transport failures and a router's own shed
+//! (RESOURCE_EXHAUSTED with `tandem-shed: router`) move, every other code
 //! (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, ...) is the same answer
 //! any router would give and is returned as is. So is an UNAVAILABLE a
 //! router marks as "this tenant's replicas are exhausted"
@@ -20,6 +21,12 @@ use tonic::{Code, Status};
 /// error as its source, whereas a status a server sent has none. The
 /// client's own deadline is not a router failure.
 pub fn is_failover_status(status: &Status) -> bool {
+    // A router that shed the call for its own load: another region's
+    // router may have room. A quota or the tenant's overloaded replicas
+    // are the same everywhere (and a quota must not be had twice).
+    if let Some(who) = tandem_proto::shed::who(status) {
+        return who == tandem_proto::shed::ROUTER;
+    }
     if status.code() == Code::Unavailable {
         // A router that answers "this tenant's replicas are all gone" is
         // working; every other router would answer the same.
@@ -83,6 +90,16 @@ mod tests {
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         let status = Status::from_error(Box::new(reset));
         assert!(is_failover_status(&status));
+    }
+
+    #[test]
+    fn a_router_shed_fails_over_a_quota_or_node_shed_does_not() {
+        use tandem_proto::shed;
+        let status = |who| tandem_proto::shed::status(who, "busy");
+        assert!(is_failover_status(&status(shed::ROUTER)));
+        assert!(!is_failover_status(&status(shed::QUOTA)));
+        assert!(!is_failover_status(&status(shed::NODE)));
+        assert!(!is_failover_status(&Status::resource_exhausted("too big")));
     }
 
     #[test]

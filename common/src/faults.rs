@@ -216,7 +216,7 @@ pub fn admin_token_for_faults(
     match (enabled, token) {
         (true, Some(t)) if !t.is_empty() => Ok(Some(t)),
         (true, _) => anyhow::bail!(
-            "--enable-faults needs an admin token (--admin-token or TANDEM_ADMIN_TOKEN)"
+            "--enable-faults needs an admin token (--admin-token-file or TANDEM_ADMIN_TOKEN)"
         ),
         (false, _) => Ok(None),
     }

@@ -82,6 +82,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Retries or hedges refused by the retry budget.",
     ),
     (
+        "router_shed_total",
+        Kind::Counter,
+        "Searches answered RESOURCE_EXHAUSTED, by who shed them (router, node, quota).",
+    ),
+    (
+        "router_admission_limit",
+        Kind::Gauge,
+        "The router's adaptive admission limit: searches in flight it admits.",
+    ),
+    (
         "router_ejections_total",
         Kind::Counter,
         "Endpoints or endpoint shards ejected by outlier detection.",
@@ -206,7 +216,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "index_search_shed_total",
         Kind::Counter,
-        "Searches refused because the search pool was full.",
+        "Searches refused by the search pool, by reason (queue_full, queue_timeout).",
     ),
     (
         "index_search_behind_total",

@@ -9,6 +9,7 @@
 //! data_dir = "/var/lib/tandem/index"
 //! search_workers = 2              # default: number of CPUs
 //! search_queue = 256
+//! search_queue_timeout_ms = 50    # a search waiting longer for a worker is shed
 //! max_open_shards = 256
 //! enable_faults = false
 //! drain_grace_ms = 500
@@ -26,8 +27,9 @@
 //! aws_allow_http = "true"
 //! ```
 //! S3 credentials come from the standard `AWS_*` environment variables.
-//! The admin token (needed with `enable_faults`) comes from `--admin-token`
-//! or the `TANDEM_ADMIN_TOKEN` environment variable, never from the file.
+//! The admin token (needed with `enable_faults`) comes from
+//! `--admin-token-file` or the `TANDEM_ADMIN_TOKEN` environment variable,
+//! never from this file or the command line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +57,8 @@ pub struct NodeConfig {
     pub search_workers: usize,
     /// Searches waiting beyond the running ones before load is shed.
     pub search_queue: usize,
+    /// Longest a search waits for a worker before it is shed instead of run.
+    pub search_queue_timeout_ms: u64,
     /// Shards kept open at once.
     pub max_open_shards: u64,
     /// Serve the fault-injection admin API.
@@ -96,6 +100,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./data/index"),
             search_workers: 0,
             search_queue: 256,
+            search_queue_timeout_ms: 50,
             max_open_shards: 256,
             enable_faults: false,
             drain_grace_ms: 500,

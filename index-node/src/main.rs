@@ -62,14 +62,19 @@ struct ServeArgs {
     search_queue: Option<usize>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
+    search_queue_timeout_ms: Option<u64>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_open_shards: Option<u64>,
     /// Serve the fault-injection admin API (needs an admin token).
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     enable_faults: bool,
-    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    /// File holding the fault-injection API's admin token (else the
+    /// `TANDEM_ADMIN_TOKEN` environment variable).
+    #[arg(long, value_name = "FILE")]
     #[serde(skip)]
-    admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
     /// File holding the cluster's internal token (else the
     /// `TANDEM_INTERNAL_TOKEN` environment variable); required.
     #[arg(long)]
@@ -127,5 +132,6 @@ fn main() -> anyhow::Result<()> {
 /// The config file (or defaults) with the flags applied, and the admin token.
 fn serve_config(args: ServeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
     let config = load_with_flags(args.config.as_deref(), &args)?;
-    Ok((config, args.admin_token))
+    let token = tandem_common::secret_file::admin_token(args.admin_token_file.as_deref())?;
+    Ok((config, token))
 }

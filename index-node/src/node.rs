@@ -14,7 +14,7 @@ use tonic::service::RoutesBuilder;
 
 use crate::bootstrap;
 use crate::config::NodeConfig;
-use crate::pool::SearchPool;
+use crate::pool::{PoolLimits, SearchPool, Shed};
 use crate::registry::ShardRegistry;
 use crate::roles::Roles;
 use crate::service::{IndexService, Limits};
@@ -36,7 +36,9 @@ pub async fn run(
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
     // Made at zero so that dashboards find them before the first event.
-    metrics::counter!("index_search_shed_total").increment(0);
+    for reason in [Shed::QueueFull, Shed::QueueTimeout] {
+        metrics::counter!("index_search_shed_total", "reason" => reason.reason()).increment(0);
+    }
     for cross_region in ["true", "false"] {
         for name in [
             "index_replication_shipped_ops_total",
@@ -99,7 +101,11 @@ pub async fn run(
         registry.clone(),
         roles,
         Some((store, config.snapshot_keep)),
-        SearchPool::new(config.workers(), config.search_queue),
+        SearchPool::new(PoolLimits {
+            workers: config.workers(),
+            queue: config.search_queue,
+            max_wait: Duration::from_millis(config.search_queue_timeout_ms),
+        }),
         faults.clone(),
         Limits::default(),
     );

@@ -1,109 +1,246 @@
-//! A bounded pool for CPU-heavy searches.
+//! A bounded, fair pool for CPU-heavy searches.
 //!
-//! Searches run on blocking threads, at most `workers` at a time, with at
-//! most `queue` more waiting. Past that a request is refused at once
-//! ([`Overloaded`], sent as RESOURCE_EXHAUSTED) rather than queued without
-//! bound: a router treats that as a reason to ask another replica, which is
-//! better for the caller than waiting behind a backlog here.
+//! Searches run on blocking threads, at most `workers` at a time. A search
+//! that finds every worker busy waits in its tenant's own queue, and a
+//! worker that comes free takes the next search from the tenants in turn
+//! (round robin), so a tenant flooding the node gets its share of the
+//! workers and no more: another tenant's search waits for the next free
+//! worker, not behind the flood.
+//!
+//! Waiting is bounded twice, and past either bound a search is refused
+//! ([`Shed`], sent as RESOURCE_EXHAUSTED with `tandem-shed: node`) rather
+//! than queued without bound:
+//!
+//! - **length**: at most `queue` searches wait in all. When the queue is
+//!   full, a search of a tenant with fewer waiting than the longest queue
+//!   pushes out that queue's newest search (longest-queue drop), so a
+//!   flood cannot fill the queue against everyone else;
+//! - **time**: a search that waited longer than `max_wait` for a worker is
+//!   refused when its turn comes (its caller has hedged or given up by
+//!   then, and running it would only delay the searches behind it).
+//!
+//! A refusal is cheap and immediate; the router treats it as "the data is
+//! overloaded here" (see the router's `retry` module).
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-/// The pool is full; the request was not started.
+/// Why a search was not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overloaded;
+pub enum Shed {
+    /// The queue was full (or this search was pushed out of it).
+    QueueFull,
+    /// It waited longer than the pool's `max_wait` for a worker.
+    QueueTimeout,
+}
+
+impl Shed {
+    /// A label for metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Shed::QueueFull => "queue_full",
+            Shed::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
+/// The pool's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Searches running at once.
+    pub workers: usize,
+    /// Searches waiting at most, over all tenants.
+    pub queue: usize,
+    /// Longest a search may wait for a worker.
+    pub max_wait: Duration,
+}
 
 /// See the module documentation. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SearchPool {
-    /// Permits for running plus queued work.
-    admitted: Arc<Semaphore>,
-    /// Permits for running work.
-    running: Arc<Semaphore>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    limits: PoolLimits,
+    state: Mutex<State>,
+}
+
+/// A waiting search: the worker is handed to it through `hand`.
+#[derive(Debug)]
+struct Waiter {
+    hand: oneshot::Sender<Worker>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    running: usize,
+    waiting: usize,
+    /// Each tenant's waiting searches, oldest first.
+    queues: HashMap<Arc<str>, VecDeque<Waiter>>,
+    /// Tenants with a waiting search, in the order they are served.
+    turn: VecDeque<Arc<str>>,
+}
+
+/// A worker slot. Dropping it hands the worker to the next waiting search
+/// (or frees it), wherever that happens: after the job on its blocking
+/// thread, or inside a hand-over no one received.
+#[derive(Debug)]
+struct Worker {
+    shared: Option<Arc<Shared>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            Shared::release(&shared);
+        }
+    }
+}
+
+impl State {
+    /// The next waiting search in turn, taken out of its queue.
+    fn next_waiter(&mut self) -> Option<Waiter> {
+        let tenant = self.turn.pop_front()?;
+        let queue = self.queues.get_mut(&tenant)?;
+        let waiter = queue.pop_front();
+        if queue.is_empty() {
+            self.queues.remove(&tenant);
+        } else {
+            self.turn.push_back(tenant);
+        }
+        self.waiting -= usize::from(waiter.is_some());
+        waiter
+    }
+
+    /// Makes room for a search of `tenant` in a full queue by dropping the
+    /// newest search of the longest queue, if that queue is longer than
+    /// `tenant`'s would become. False: no room (the newcomer is shed).
+    fn push_out_for(&mut self, tenant: &str) -> bool {
+        let mine = self.queues.get(tenant).map_or(0, VecDeque::len);
+        let Some((longest, len)) = self
+            .queues
+            .iter()
+            .map(|(t, q)| (t.clone(), q.len()))
+            .max_by_key(|(_, len)| *len)
+        else {
+            return false;
+        };
+        if len <= mine + 1 {
+            return false;
+        }
+        if let Some(queue) = self.queues.get_mut(&longest) {
+            // Dropping the sender tells that search it was shed.
+            queue.pop_back();
+            self.waiting -= 1;
+        }
+        true
+    }
+}
+
+impl Shared {
+    /// A worker finished: hand it to the next waiting search that still
+    /// wants it, or free it.
+    fn release(shared: &Arc<Shared>) {
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(waiter) = state.next_waiter() {
+            let worker = Worker {
+                shared: Some(shared.clone()),
+            };
+            match waiter.hand.send(worker) {
+                Ok(()) => return,
+                // The search went away while waiting: disarm the returned
+                // worker (its drop would lock again) and try the next.
+                Err(mut unwanted) => {
+                    unwanted.shared = None;
+                }
+            }
+        }
+        state.running -= 1;
+    }
 }
 
 impl SearchPool {
-    /// A pool running `workers` jobs at once with `queue` more waiting.
-    pub fn new(workers: usize, queue: usize) -> Self {
-        let workers = workers.max(1);
+    /// A pool within `limits` (zero workers count as one).
+    pub fn new(limits: PoolLimits) -> Self {
+        let limits = PoolLimits {
+            workers: limits.workers.max(1),
+            ..limits
+        };
         Self {
-            admitted: Arc::new(Semaphore::new(workers + queue)),
-            running: Arc::new(Semaphore::new(workers)),
+            shared: Arc::new(Shared {
+                limits,
+                state: Mutex::new(State::default()),
+            }),
         }
     }
 
-    /// Runs `job` on a blocking thread once a worker is free, or refuses at
-    /// once when the queue is full. A caller that gives up while its job is
-    /// running does not free the worker early: the job still uses the CPU.
-    pub async fn run<F, R>(&self, job: F) -> Result<R, Overloaded>
+    /// Takes a worker for `tenant`: at once if one is free and no search
+    /// waits, else after waiting in the tenant's queue.
+    async fn worker(&self, tenant: &str) -> Result<Worker, Shed> {
+        let limits = self.shared.limits;
+        let waiting = {
+            let mut guard = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = &mut *guard;
+            if state.running < limits.workers && state.waiting == 0 {
+                state.running += 1;
+                return Ok(Worker {
+                    shared: Some(self.shared.clone()),
+                });
+            }
+            if state.waiting >= limits.queue && !state.push_out_for(tenant) {
+                return Err(Shed::QueueFull);
+            }
+            let (hand, waiting) = oneshot::channel();
+            let tenant: Arc<str> = Arc::from(tenant);
+            let queue = state.queues.entry(tenant.clone()).or_default();
+            if queue.is_empty() {
+                state.turn.push_back(tenant);
+            }
+            queue.push_back(Waiter { hand });
+            state.waiting += 1;
+            waiting
+        };
+        let queued_at = Instant::now();
+        let worker = waiting.await.map_err(|_| Shed::QueueFull)?;
+        if queued_at.elapsed() > limits.max_wait {
+            // Dropping the worker passes it on to the next search.
+            return Err(Shed::QueueTimeout);
+        }
+        Ok(worker)
+    }
+
+    /// Runs `job` for `tenant` on a blocking thread once a worker is
+    /// free, or refuses it (see the module documentation). A caller that
+    /// gives up while its job is running does not free the worker early:
+    /// the job still uses the CPU.
+    pub async fn run<F, R>(&self, tenant: &str, job: F) -> Result<R, Shed>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let admitted = self
-            .admitted
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Overloaded)?;
-        let running = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Overloaded)?;
+        let worker = self.worker(tenant).await?;
         let handle = tokio::task::spawn_blocking(move || {
             let result = job();
-            drop((running, admitted));
+            drop(worker);
             result
         });
         // The job never panics on input; a panic would be a bug, and is
-        // surfaced as an overload rather than taking the node down.
-        handle.await.map_err(|_| Overloaded)
+        // surfaced as a refusal rather than taking the node down.
+        handle.await.map_err(|_| Shed::QueueFull)
     }
 
-    /// Jobs running or queued right now.
-    pub fn in_use(&self, workers_plus_queue: usize) -> usize {
-        workers_plus_queue - self.admitted.available_permits()
+    /// Searches running or waiting right now.
+    pub fn in_use(&self) -> usize {
+        let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.running + state.waiting
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::mpsc;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sheds_load_past_the_queue() {
-        let pool = SearchPool::new(1, 1);
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        // Occupy the only worker until told to finish.
-        let busy = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move || {
-                    let _ = started_tx.send(());
-                    let _ = release_rx.recv();
-                    1
-                })
-                .await
-            }
-        });
-        started_rx.await.unwrap();
-        // One job may wait in the queue ...
-        let queued = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.run(|| 2).await }
-        });
-        while pool.in_use(2) < 2 {
-            tokio::task::yield_now().await;
-        }
-        // ... the next is refused at once.
-        assert_eq!(pool.run(|| 3).await, Err(Overloaded));
-        release_tx.send(()).unwrap();
-        assert_eq!(busy.await.unwrap(), Ok(1));
-        assert_eq!(queued.await.unwrap(), Ok(2));
-        assert_eq!(pool.run(|| 4).await, Ok(4));
-    }
-}
+mod tests;

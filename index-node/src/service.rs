@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::bootstrap;
 use crate::leader;
-use crate::pool::SearchPool;
+use crate::pool::{SearchPool, Shed};
 use crate::registry::{ShardError, ShardRegistry};
 use crate::retire;
 use crate::roles::{Role, Roles};
@@ -246,9 +246,13 @@ impl From<ShardError> for Status {
     }
 }
 
-fn overloaded() -> Status {
-    metrics::counter!("index_search_shed_total").increment(1);
-    Status::resource_exhausted("index node overloaded: search queue full")
+fn overloaded(why: Shed) -> Status {
+    metrics::counter!("index_search_shed_total", "reason" => why.reason()).increment(1);
+    let message = match why {
+        Shed::QueueFull => "index node overloaded: search queue full",
+        Shed::QueueTimeout => "index node overloaded: search waited too long for a worker",
+    };
+    tandem_proto::shed::status(tandem_proto::shed::NODE, message)
 }
 
 fn blocking_failed(e: tokio::task::JoinError) -> Status {
@@ -270,9 +274,10 @@ impl IndexNode for IndexService {
         }
         let registry = self.registry.clone();
         let started = Instant::now();
+        let tenant = key.tenant.clone();
         let result = self
             .pool
-            .run(move || -> Result<_, Status> {
+            .run(&tenant, move || -> Result<_, Status> {
                 let shard = registry.get(&key)?;
                 shard.search(&params).map_err(|e| match e {
                     SearchError::Query(q) => Status::invalid_argument(q.to_string()),
@@ -280,7 +285,7 @@ impl IndexNode for IndexService {
                 })
             })
             .await
-            .map_err(|_| overloaded())??;
+            .map_err(overloaded)??;
         metrics::histogram!("index_search_seconds").record(started.elapsed().as_secs_f64());
         Ok(Response::new(ShardSearchResponse {
             hits: result.hits,

@@ -14,8 +14,9 @@
 //! drain_grace_ms = 500
 //! json_logs = false
 //! ```
-//! The admin token (needed with `enable_faults`) comes from `--admin-token`
-//! or the `TANDEM_ADMIN_TOKEN` environment variable, never from the file.
+//! The admin token (needed with `enable_faults`) comes from
+//! `--admin-token-file` or the `TANDEM_ADMIN_TOKEN` environment variable,
+//! never from this file or the command line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

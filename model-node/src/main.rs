@@ -125,10 +125,11 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     enable_faults: bool,
-    /// Admin token for the fault-injection API.
-    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    /// File holding the fault-injection API's admin token (else the
+    /// `TANDEM_ADMIN_TOKEN` environment variable).
+    #[arg(long, value_name = "FILE")]
     #[serde(skip)]
-    admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
     /// File holding the cluster's internal token (else the
     /// `TANDEM_INTERNAL_TOKEN` environment variable); required.
     #[arg(long)]
@@ -150,7 +151,8 @@ struct ServeArgs {
 /// The config file (or defaults) with the flags applied, and the admin token.
 fn serve_config(args: ServeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
     let config = load_with_flags(args.config.as_deref(), &args)?;
-    Ok((config, args.admin_token))
+    let token = tandem_common::secret_file::admin_token(args.admin_token_file.as_deref())?;
+    Ok((config, token))
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -254,8 +256,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_config_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("model.toml");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("model.toml");
         std::fs::write(
             &file,
             "node_id = \"from-file\"\nregion = \"r9\"\nmodel_dir = \"/m\"\nwatch_ms = 0\n",
@@ -269,6 +271,9 @@ mod tests {
         let env_token = std::env::var("TANDEM_ADMIN_TOKEN").ok();
         assert_eq!((c.model_dir, c.watch_ms, token), (dir, 0, env_token));
 
+        let token_file = tmp.path().join("admin-token");
+        std::fs::write(&token_file, "t\n").expect("write");
+        let token_file = token_file.display().to_string();
         let args = serve_args(&[
             "--config",
             &path,
@@ -279,8 +284,8 @@ mod tests {
             "--listen",
             "127.0.0.1:0",
             "--enable-faults",
-            "--admin-token",
-            "t",
+            "--admin-token-file",
+            &token_file,
         ]);
         let (c, token) = serve_config(args).expect("config");
         assert_eq!((c.node_id.as_str(), c.region.as_str()), ("flag", "r9"));

@@ -154,6 +154,17 @@ impl RetryBudget {
         earned.saturating_sub(spent) / 100
     }
 
+    /// Whether more than half of what the window earned is unspent: a
+    /// retry that would feed an overload (after a shed answer) is made
+    /// only then.
+    pub fn has_headroom(&self) -> bool {
+        let slice = self.now_slice();
+        let earned = u64::from(self.cfg.ratio_percent)
+            .saturating_mul(Self::sum(&self.deposits, slice))
+            .saturating_add(self.reserve_x100);
+        self.available_at(slice).saturating_mul(100) * 2 > earned
+    }
+
     /// Takes a token for one retry or hedge. `false` means the budget is
     /// spent: do not retry or hedge (and count it, see
     /// [`RetryBudget::exhausted_total`]).

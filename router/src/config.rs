@@ -14,8 +14,8 @@
 //! probe_interval_ms = 200
 //! auto_dial_after_ms = 0                 # health-driven dial; 0 = off
 //! ```
-//! The admin token comes from `--admin-token` or `TANDEM_ADMIN_TOKEN`, never
-//! from the file.
+//! The admin token comes from `--admin-token-file` or `TANDEM_ADMIN_TOKEN`,
+//! never from this file or the command line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,6 +99,13 @@ pub struct RouterConfig {
     /// A public call taking this long is logged (WARN, with its request
     /// id).
     pub slow_call_ms: u64,
+    /// The admission limit (searches in flight) never goes below this.
+    pub min_concurrent_searches: usize,
+    /// ... nor above this.
+    pub max_concurrent_searches: usize,
+    /// How many times its unhurried latency the router lets searches take
+    /// before its admission limit shrinks.
+    pub admission_tolerance: f64,
     /// The search-id signing keys, one per line, the signing key first
     /// (none: searches carry no search id and clicks are refused). Every
     /// router of both regions needs the same file.
@@ -170,6 +177,9 @@ impl Default for RouterConfig {
             auto_dial_back_after_ms: 30_000,
             auto_dial_threshold: 0.5,
             slow_call_ms: 1000,
+            min_concurrent_searches: 16,
+            max_concurrent_searches: 1000,
+            admission_tolerance: 2.0,
             drain_grace_ms: 500,
             json_logs: false,
         }

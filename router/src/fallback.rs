@@ -203,7 +203,16 @@ impl Resilience {
                         }
                         _ = tokio::time::sleep_until(deadline) => Event::DeadlinePassed,
                     };
-                    let mut pay = || self.budget.try_withdraw() || budget_exhausted();
+                    // A shed answer says the data is overloaded: another
+                    // replica is tried only while the budget has headroom,
+                    // so that retries do not feed an overload.
+                    let after_shed = matches!(last_error, Some((_, SHED_REASON)));
+                    let mut pay = || {
+                        if after_shed && !self.budget.has_headroom() {
+                            return budget_exhausted();
+                        }
+                        self.budget.try_withdraw() || budget_exhausted()
+                    };
                     attempts.on(event, &mut pay)
                 }
                 Step::Finish(ending) => break ending,
@@ -222,7 +231,12 @@ impl Resilience {
             outcome.node = Some(order[winner].replica.node.clone());
             outcome.fallback = winner > 0;
         }
-        let last_error = last_error.map(|(status, _)| status);
+        if let (Some((status, reason)), false) = (&last_error, outcome.result.is_ok()) {
+            // The last attempt's own words (addresses, paths) go to the
+            // log; the caller's answer names only the reason.
+            tracing::debug!(request_id = target.request_id, tenant = %target.tenant,
+                scope = target.scope, reason, error = status.message(), "last attempt failed");
+        }
         if let Some(status) = ending_status(ending, &target, &outcome, last_error) {
             outcome.result = Err(status);
         }
@@ -409,11 +423,16 @@ impl Resilience {
 
 /// The status a call that did not end answered fails with (`None` for an
 /// answer).
+///
+/// A message names the kind, shard and tenant and the last attempt's
+/// reason, never the attempt's own message (which may carry a node's
+/// address or a file path). When the replicas shed the call, the answer is
+/// the shed (RESOURCE_EXHAUSTED, `tandem-shed: node`), not UNAVAILABLE.
 fn ending_status<T>(
     ending: Ending,
     target: &Target<'_>,
     outcome: &Outcome<T>,
-    last_error: Option<Status>,
+    last_error: Option<(Status, &'static str)>,
 ) -> Option<Status> {
     let what = || {
         format!(
@@ -423,25 +442,29 @@ fn ending_status<T>(
             target.tenant
         )
     };
-    let last = || {
-        last_error
-            .as_ref()
-            .map_or("none", |s| s.message())
-            .to_string()
-    };
+    let last = || last_error.as_ref().map_or("none", |(_, reason)| *reason);
+    let shed = last_error
+        .as_ref()
+        .is_some_and(|(s, _)| tandem_proto::shed::who(s) == Some(tandem_proto::shed::NODE));
     Some(match ending {
         Ending::Answered(_) => return None,
-        Ending::Refused(_) => last_error.unwrap_or_else(|| Status::internal("refused")),
+        Ending::Refused(_) => last_error
+            .map(|(s, _)| s)
+            .unwrap_or_else(|| Status::internal("refused")),
+        Ending::Exhausted | Ending::BudgetSpent if shed => tandem_proto::shed::status(
+            tandem_proto::shed::NODE,
+            format!("the replicas of {} are overloaded; retry later", what()),
+        ),
         Ending::Exhausted if outcome.attempts == 0 => {
             Status::unavailable(format!("{} has no replica", what()))
         }
         Ending::Exhausted => Status::unavailable(format!(
-            "no replica of {} answered; last error: {}",
+            "no replica of {} answered; last failure: {}",
             what(),
             last()
         )),
         Ending::BudgetSpent => {
-            Status::unavailable(format!("retry budget exhausted; last error: {}", last()))
+            Status::unavailable(format!("retry budget exhausted; last failure: {}", last()))
         }
         Ending::DeadlinePassed => Status::deadline_exceeded(format!(
             "deadline exceeded after {} attempt(s) on {}",
@@ -471,6 +494,9 @@ fn count_extra_attempt(
         (_, None) => {}
     }
 }
+
+/// The [`classify`] reason of a shed answer (RESOURCE_EXHAUSTED).
+const SHED_REASON: &str = "resource_exhausted";
 
 /// Counts an empty retry budget; always false (nothing to pay with).
 fn budget_exhausted() -> bool {

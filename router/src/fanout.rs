@@ -417,6 +417,9 @@ fn shard_route<T>(shard: u32, outcome: &Outcome<T>) -> ShardRoute {
 
 /// The status a query fails with when a shard could not be served.
 fn shard_failure(shard: u32, status: Status) -> Status {
+    if tandem_proto::shed::who(&status).is_some() {
+        return status;
+    }
     match status.code() {
         tonic::Code::DeadlineExceeded => status,
         code if is_unavailability(&status) => replicas_exhausted(format!(

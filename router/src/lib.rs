@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admission;
 pub mod auto_dial;
 pub mod budget;
 pub mod cache;

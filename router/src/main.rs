@@ -59,10 +59,11 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     catalog_keys: Option<PathBuf>,
-    /// Admin API token; without one the admin API is off.
-    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    /// File holding the admin API token (else the `TANDEM_ADMIN_TOKEN`
+    /// environment variable); without one the admin API is off.
+    #[arg(long, value_name = "FILE")]
     #[serde(skip)]
-    admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
     /// File holding the cluster's internal token (else the
     /// `TANDEM_INTERNAL_TOKEN` environment variable); required.
     #[arg(long)]
@@ -97,6 +98,20 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     slow_call_ms: Option<u64>,
+    /// The adaptive admission limit's floor: searches in flight it always
+    /// admits (default 16).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_concurrent_searches: Option<usize>,
+    /// The adaptive admission limit's ceiling (default 1000).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrent_searches: Option<usize>,
+    /// How many times its unhurried latency searches may take before the
+    /// admission limit shrinks (default 2.0).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admission_tolerance: Option<f64>,
     /// Health-driven dial: shift this region's active-active traffic to
     /// the paired region after its index-nodes fail health this long (0:
     /// off).
@@ -168,9 +183,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let internal = InternalToken::resolve(cli.internal_token_file.as_deref())?;
     let config: RouterConfig = load_with_flags(cli.config.as_deref(), &cli)?;
+    let admin_token = tandem_common::secret_file::admin_token(cli.admin_token_file.as_deref())?;
     tandem_common::telemetry::init_tracing(config.json_logs);
     tokio::runtime::Runtime::new()?.block_on(async {
         let tls = cli.tls.start()?;
-        tandem_router::node::run(config, cli.admin_token, internal, tls).await
+        tandem_router::node::run(config, admin_token, internal, tls).await
     })
 }

@@ -15,6 +15,7 @@ use tandem_proto::v1::search_server::SearchServer;
 use tonic::service::RoutesBuilder;
 
 use crate::admin::AdminService;
+use crate::admission::{Checks, Gate};
 use crate::catalog::Catalog;
 use crate::config::{ms, RouterConfig};
 use crate::documents::DocumentsService;
@@ -67,9 +68,19 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut routes = RoutesBuilder::default();
-    routes.add_service(SearchServer::new(SearchService::new(state.clone())));
-    routes.add_service(DocumentsServer::new(DocumentsService::new(state.clone())));
-    routes.add_service(EventsServer::new(EventsService::new(state.clone())));
+    let gate = |checks| (state.clone(), checks);
+    routes.add_service(Gate::new(
+        SearchServer::new(SearchService::new(state.clone())),
+        gate(Checks::Search),
+    ));
+    routes.add_service(Gate::new(
+        DocumentsServer::new(DocumentsService::new(state.clone())),
+        gate(Checks::Key),
+    ));
+    routes.add_service(Gate::new(
+        EventsServer::new(EventsService::new(state.clone())),
+        gate(Checks::Key),
+    ));
     let admin = match (admin_token.filter(|t| !t.is_empty()), config.admin_listen) {
         (Some(token), Some(addr)) => {
             let guard = Arc::new(tandem_common::admin_guard::AdminGuard::new(token));

@@ -46,6 +46,8 @@ pub struct RouterState {
     pub auto_dial: Option<Arc<crate::auto_dial::AutoDial>>,
     /// Probe results of routers.
     pub routers: RouterHealth,
+    /// Keys, quotas and the admission limit, checked before a body is read.
+    pub admission: crate::admission::Admission,
     /// The cluster's internal token (carried by every call to a node or to
     /// the paired router).
     pub internal: InternalToken,
@@ -91,6 +93,13 @@ impl RouterState {
             dials: Dials::from_catalog(&catalog),
             ramps: Default::default(),
             usage: Default::default(),
+            admission: crate::admission::Admission::new(crate::admission::limit::LimitConfig {
+                min: config.min_concurrent_searches,
+                max: config.max_concurrent_searches,
+                initial: 4 * config.min_concurrent_searches,
+                tolerance: config.admission_tolerance,
+                ..Default::default()
+            }),
             events: crate::events::Events::start(&config)?,
             auto_dial: config
                 .auto_dial()

@@ -218,8 +218,6 @@ impl Cluster {
                 "127.0.0.1:0".into(),
                 "--catalog".into(),
                 cluster.catalog_path.display().to_string(),
-                "--admin-token".into(),
-                ADMIN_TOKEN.into(),
                 "--admin-listen".into(),
                 "127.0.0.1:0".into(),
             ];

@@ -108,6 +108,9 @@ impl Proc {
     ) -> anyhow::Result<Proc> {
         let mut child = Command::new(bin_path(bin))
             .args(args)
+            // Every process knows the admin token (as a fleet's do, from
+            // a Secret), never from its arguments; `env` may override.
+            .env(tandem_common::secret_file::ADMIN_TOKEN_ENV, ADMIN_TOKEN)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -260,8 +263,6 @@ pub fn start_node_on(
         "--metrics-listen",
         "127.0.0.1:0",
         "--enable-faults",
-        "--admin-token",
-        ADMIN_TOKEN,
         dir_flag,
     ]
     .iter()

@@ -103,8 +103,7 @@ impl Node {
         let mut args = words(flags);
         args.extend(["--model-dir".into(), model_dir.display().to_string()]);
         if faults {
-            let admin = format!("--enable-faults --admin-token {ADMIN_TOKEN}");
-            args.extend(words(&admin));
+            args.push("--enable-faults".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(BIN, &args).expect("model-node starts");

@@ -286,3 +286,69 @@ async fn the_deadline_ends_a_call_nobody_answers() {
     assert!(outcome.hedged, "the hedge went out at 10 ms");
     assert_eq!(started.elapsed(), Duration::from_millis(100));
 }
+
+fn shed() -> Status {
+    tandem_proto::shed::status(tandem_proto::shed::NODE, "queue full")
+}
+
+#[tokio::test(start_paused = true)]
+async fn replicas_that_all_shed_give_a_shed_answer_not_unavailable() {
+    let r = resilience();
+    let outcome: Outcome<()> = call(&r, &local_and_remote("local"), |_, _, _| async {
+        Err(shed())
+    })
+    .await;
+    let status = outcome.result.unwrap_err();
+    assert_eq!(
+        tandem_proto::shed::who(&status),
+        Some(tandem_proto::shed::NODE)
+    );
+    assert_eq!(
+        outcome.attempts, 2,
+        "one more replica, the budget having headroom"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shed_is_not_retried_when_the_budget_is_half_spent() {
+    let r = resilience();
+    // Spend more than half of what the window earned (the floor: 10/s
+    // over 10 s, no deposits yet).
+    for _ in 0..60 {
+        assert!(r.budget.try_withdraw());
+    }
+    assert!(!r.budget.has_headroom());
+    let outcome: Outcome<()> = call(&r, &local_and_remote("local"), |_, _, _| async {
+        Err(shed())
+    })
+    .await;
+    let status = outcome.result.unwrap_err();
+    assert_eq!(
+        tandem_proto::shed::who(&status),
+        Some(tandem_proto::shed::NODE)
+    );
+    assert_eq!(outcome.attempts, 1, "no retry feeds the overload");
+    // Another failure is still retried with what is left.
+    let outcome: Outcome<()> = call(&r, &local_and_remote("local"), |_, _, _| async {
+        Err(Status::unavailable("down"))
+    })
+    .await;
+    assert_eq!(outcome.attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_calls_answer_names_no_address() {
+    let r = resilience();
+    let outcome: Outcome<()> = call(&r, &local_and_remote("local"), |_, _, _| async {
+        Err(Status::unavailable(
+            "tcp connect error: 10.1.2.3:7101: connection refused (/var/lib/tandem/x)",
+        ))
+    })
+    .await;
+    let message = outcome.result.unwrap_err().message().to_string();
+    assert!(
+        !message.contains("10.1.2.3") && !message.contains("/var/lib"),
+        "{message}"
+    );
+    assert!(message.ends_with("last failure: unavailable"), "{message}");
+}
