@@ -37,6 +37,9 @@ pub struct Fleet {
     _router: Server,
     /// To the router.
     pub channel: Channel,
+    /// The router's address (plaintext fleets: `http://` + it), for a
+    /// client of its own.
+    pub router: SocketAddr,
 }
 
 /// How a fleet differs from the plain one.
@@ -88,6 +91,7 @@ pub async fn start(dir: &Path, flags: FleetFlags<'_>) -> anyhow::Result<Fleet> {
     let channel = endpoint.tcp_nodelay(true).connect().await?;
     Ok(Fleet {
         _node: node,
+        router: router.grpc,
         _router: router,
         channel,
     })

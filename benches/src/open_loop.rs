@@ -113,13 +113,28 @@ pub async fn run(
 pub fn p99_us(records: &[Record], keep: impl Fn(&Record) -> bool) -> u64 {
     let mut hist = Histogram::<u64>::new(3).expect("valid precision");
     for r in records.iter().filter(|r| keep(r)) {
-        hist.saturating_record(r.latency.as_micros() as u64);
+        let _ = hist.record(r.latency.as_micros() as u64);
     }
     if hist.is_empty() {
         0
     } else {
         hist.value_at_quantile(0.99)
     }
+}
+
+/// The failures of `records` other than sheds, by code (`-` if none).
+pub fn other_failures(records: &[Record]) -> String {
+    let mut by_code = std::collections::BTreeMap::new();
+    for r in records {
+        if r.code != Code::Ok && r.code != Code::ResourceExhausted {
+            *by_code.entry(format!("{:?}", r.code)).or_insert(0) += 1;
+        }
+    }
+    if by_code.is_empty() {
+        return "-".to_string();
+    }
+    let parts: Vec<String> = by_code.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    parts.join(", ")
 }
 
 /// How many `records` ended with `code`.

@@ -214,6 +214,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Lookups of an open shard, hit or miss.",
     ),
     (
+        "index_shards_quarantined_total",
+        Kind::Counter,
+        "Shards moved to the quarantine directory at start because their files do not open.",
+    ),
+    (
         "index_search_shed_total",
         Kind::Counter,
         "Searches refused by the search pool, by reason (queue_full, queue_timeout).",

@@ -7,7 +7,7 @@
 //! listen = "127.0.0.1:7101"
 //! metrics_listen = "127.0.0.1:9101"
 //! data_dir = "/var/lib/tandem/index"
-//! search_workers = 2              # default: number of CPUs
+//! search_workers = 3              # default: number of CPUs + 1
 //! search_queue = 256
 //! search_queue_timeout_ms = 50    # a search waiting longer for a worker is shed
 //! max_open_shards = 256
@@ -53,7 +53,7 @@ pub struct NodeConfig {
     pub health_listen: Option<SocketAddr>,
     /// Root of the shards' directories.
     pub data_dir: PathBuf,
-    /// Searches running at once (0 = number of CPUs).
+    /// Searches running at once (0 = number of CPUs + 1).
     pub search_workers: usize,
     /// Searches waiting beyond the running ones before load is shed.
     pub search_queue: usize,
@@ -130,12 +130,14 @@ impl NodeConfig {
         Ok(format!("file://{}", dir.display()))
     }
 
-    /// Search workers, resolving 0 to the number of CPUs.
+    /// Search workers, resolving 0 to one more than the number of CPUs
+    /// (one tenant may hold all but one worker: alone, it still keeps
+    /// every CPU busy; see `pool`).
     pub fn workers(&self) -> usize {
         if self.search_workers > 0 {
             self.search_workers
         } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod leader;
 pub mod node;
 pub mod oplog;
 pub mod pool;
+pub mod quarantine;
 pub mod query;
 pub mod ranking;
 pub mod registry;

@@ -36,6 +36,7 @@ pub async fn run(
     // Installed first so that start-up (loading shards, models) is measured.
     tandem_common::telemetry::recorder()?;
     // Made at zero so that dashboards find them before the first event.
+    metrics::counter!("index_shards_quarantined_total").increment(0);
     for reason in [Shed::QueueFull, Shed::QueueTimeout] {
         metrics::counter!("index_search_shed_total", "reason" => reason.reason()).increment(0);
     }

@@ -1,11 +1,14 @@
 //! A bounded, fair pool for CPU-heavy searches.
 //!
-//! Searches run on blocking threads, at most `workers` at a time. A search
-//! that finds every worker busy waits in its tenant's own queue, and a
+//! Searches run on blocking threads, at most `workers` at a time, and at
+//! most `workers - 1` of them for one tenant: one worker is always left for
+//! the other tenants, so a quiet tenant's search starts at once beside a
+//! flood instead of waiting for one of its searches to end (the node runs
+//! one more worker than it has CPUs, so a tenant alone still uses every
+//! CPU). A search that cannot start waits in its tenant's own queue, and a
 //! worker that comes free takes the next search from the tenants in turn
-//! (round robin), so a tenant flooding the node gets its share of the
-//! workers and no more: another tenant's search waits for the next free
-//! worker, not behind the flood.
+//! (round robin, skipping a tenant at its share), so a tenant flooding the
+//! node gets its share of the workers and no more.
 //!
 //! Waiting is bounded twice, and past either bound a search is refused
 //! ([`Shed`], sent as RESOURCE_EXHAUSTED with `tandem-shed: node`) rather
@@ -80,6 +83,8 @@ struct Waiter {
 #[derive(Debug, Default)]
 struct State {
     running: usize,
+    /// Workers each tenant holds (tenants holding none are absent).
+    held: HashMap<Arc<str>, usize>,
     waiting: usize,
     /// Each tenant's waiting searches, oldest first.
     queues: HashMap<Arc<str>, VecDeque<Waiter>>,
@@ -87,35 +92,67 @@ struct State {
     turn: VecDeque<Arc<str>>,
 }
 
-/// A worker slot. Dropping it hands the worker to the next waiting search
-/// (or frees it), wherever that happens: after the job on its blocking
-/// thread, or inside a hand-over no one received.
+/// A worker slot held for a tenant. Dropping it hands the worker to the
+/// next waiting search (or frees it), wherever that happens: after the job
+/// on its blocking thread, or inside a hand-over no one received.
 #[derive(Debug)]
 struct Worker {
     shared: Option<Arc<Shared>>,
+    tenant: Arc<str>,
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            Shared::release(&shared);
+            Shared::release(&shared, &self.tenant);
         }
     }
 }
 
 impl State {
-    /// The next waiting search in turn, taken out of its queue.
-    fn next_waiter(&mut self) -> Option<Waiter> {
-        let tenant = self.turn.pop_front()?;
-        let queue = self.queues.get_mut(&tenant)?;
-        let waiter = queue.pop_front();
-        if queue.is_empty() {
-            self.queues.remove(&tenant);
-        } else {
-            self.turn.push_back(tenant);
+    fn held_by(&self, tenant: &str) -> usize {
+        self.held.get(tenant).copied().unwrap_or(0)
+    }
+
+    fn hold(&mut self, tenant: &Arc<str>) {
+        self.running += 1;
+        *self.held.entry(tenant.clone()).or_default() += 1;
+    }
+
+    fn unhold(&mut self, tenant: &str) {
+        self.running -= 1;
+        if let Some(n) = self.held.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(tenant);
+            }
         }
-        self.waiting -= usize::from(waiter.is_some());
-        waiter
+    }
+
+    /// The next waiting search in turn whose tenant is under `share`,
+    /// taken out of its queue, with its tenant.
+    fn next_waiter(&mut self, share: usize) -> Option<(Arc<str>, Waiter)> {
+        for _ in 0..self.turn.len() {
+            let tenant = self.turn.pop_front()?;
+            if self.held_by(&tenant) >= share {
+                self.turn.push_back(tenant);
+                continue;
+            }
+            let Some(queue) = self.queues.get_mut(&tenant) else {
+                continue;
+            };
+            let waiter = queue.pop_front();
+            if queue.is_empty() {
+                self.queues.remove(&tenant);
+            } else {
+                self.turn.push_back(tenant.clone());
+            }
+            if let Some(waiter) = waiter {
+                self.waiting -= 1;
+                return Some((tenant, waiter));
+            }
+        }
+        None
     }
 
     /// Makes room for a search of `tenant` in a full queue by dropping the
@@ -144,24 +181,34 @@ impl State {
 }
 
 impl Shared {
-    /// A worker finished: hand it to the next waiting search that still
-    /// wants it, or free it.
-    fn release(shared: &Arc<Shared>) {
+    /// Most workers one tenant may hold: all but one, when there are two
+    /// or more.
+    fn share(&self) -> usize {
+        self.limits.workers.saturating_sub(1).max(1)
+    }
+
+    /// `tenant`'s worker finished: hand it to the next waiting search (of
+    /// a tenant under its share) that still wants it, or free it.
+    fn release(shared: &Arc<Shared>, tenant: &str) {
         let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(waiter) = state.next_waiter() {
+        state.unhold(tenant);
+        while let Some((next, waiter)) = state.next_waiter(shared.share()) {
+            state.hold(&next);
             let worker = Worker {
                 shared: Some(shared.clone()),
+                tenant: next,
             };
             match waiter.hand.send(worker) {
                 Ok(()) => return,
                 // The search went away while waiting: disarm the returned
-                // worker (its drop would lock again) and try the next.
+                // worker (its drop would lock again), give its place
+                // back, and try the next.
                 Err(mut unwanted) => {
                     unwanted.shared = None;
+                    state.unhold(&unwanted.tenant);
                 }
             }
         }
-        state.running -= 1;
     }
 }
 
@@ -187,17 +234,25 @@ impl SearchPool {
         let waiting = {
             let mut guard = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             let state = &mut *guard;
-            if state.running < limits.workers && state.waiting == 0 {
-                state.running += 1;
+            // Free to start: a worker is free, the tenant is under its
+            // share, and none of its own searches waits before this one.
+            // (Other tenants' waiting searches are at their share, or a
+            // free worker would have been handed to them.)
+            let tenant: Arc<str> = Arc::from(tenant);
+            if state.running < limits.workers
+                && state.held_by(&tenant) < self.shared.share()
+                && !state.queues.contains_key(&tenant)
+            {
+                state.hold(&tenant);
                 return Ok(Worker {
                     shared: Some(self.shared.clone()),
+                    tenant,
                 });
             }
-            if state.waiting >= limits.queue && !state.push_out_for(tenant) {
+            if state.waiting >= limits.queue && !state.push_out_for(&tenant) {
                 return Err(Shed::QueueFull);
             }
             let (hand, waiting) = oneshot::channel();
-            let tenant: Arc<str> = Arc::from(tenant);
             let queue = state.queues.entry(tenant.clone()).or_default();
             if queue.is_empty() {
                 state.turn.push_back(tenant);

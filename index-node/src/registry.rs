@@ -19,6 +19,7 @@ use tandem_catalog::ids::validate_tenant_id;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::quarantine;
 use crate::shard::{Shard, ShardKey};
 use crate::writer::{self, WriterConfig, WriterHandle};
 
@@ -129,15 +130,43 @@ impl ShardRegistry {
                     tenant: tenant.clone(),
                     shard,
                 };
-                self.known.insert(key.clone(), Known::Healthy);
-                // Opening checks the shard; the open shard warms the cache.
-                let _ = self.get(&key);
-                if let Some(Known::Healthy) = self.known.get(&key).map(|k| k.clone()) {
-                    self.set_health(&key, ServingStatus::Serving);
-                }
+                self.scan_one(key, &shard_dir.path())?;
             }
         }
         Ok(self.known.len())
+    }
+
+    /// Takes in one shard found at start in `dir`: removes an unfinished
+    /// one, quarantines a corrupt one (see [`crate::quarantine`]), opens
+    /// the rest (warming the cache) and marks them known.
+    fn scan_one(&self, key: ShardKey, dir: &Path) -> anyhow::Result<()> {
+        if quarantine::is_unfinished(dir) {
+            tracing::warn!(shard = %key, path = %dir.display(),
+                "removing a shard whose creation never finished (no tandem-shard.json)");
+            std::fs::remove_dir_all(dir)?;
+            return Ok(());
+        }
+        match Shard::open(&self.data_dir, key.clone()) {
+            Ok(shard) => {
+                self.open.insert(key.clone(), Arc::new(shard));
+                self.known.insert(key.clone(), Known::Healthy);
+                self.set_health(&key, ServingStatus::Serving);
+            }
+            Err(e) if quarantine::is_transient(&e) => {
+                let reason = format!("{e:#}");
+                tracing::error!(shard = %key, error = %reason, "shard failed to open");
+                self.fail(&key, reason);
+            }
+            Err(e) => {
+                let to = quarantine::quarantine(&self.data_dir, &key, dir)?;
+                tracing::error!(shard = %key, error = %format!("{e:#}"), moved_to = %to.display(),
+                    "shard quarantined: its files do not open; it is served by other replicas, \
+                     a follower is bootstrapped again from a snapshot, the files are kept here");
+                metrics::counter!("index_shards_quarantined_total").increment(1);
+                self.fail(&key, format!("quarantined to {}: {e:#}", to.display()));
+            }
+        }
+        Ok(())
     }
 
     /// The open shard for `key`, opening it if needed (blocking).
@@ -181,20 +210,26 @@ impl ShardRegistry {
             Err(e) => {
                 let reason = format!("{e:#}");
                 tracing::error!(shard = %key, error = %reason, "shard failed to open");
-                self.known.insert(
-                    key.clone(),
-                    Known::Failed {
-                        reason: reason.clone(),
-                        at: Instant::now(),
-                    },
-                );
-                self.set_health(key, ServingStatus::NotServing);
+                self.fail(key, reason.clone());
                 Err(ShardError::Failed {
                     key: key.clone(),
                     reason,
                 })
             }
         }
+    }
+
+    /// Marks `key` failed (NOT_SERVING; opened again on a request at least
+    /// [`REOPEN_AFTER`] later).
+    fn fail(&self, key: &ShardKey, reason: String) {
+        self.known.insert(
+            key.clone(),
+            Known::Failed {
+                reason,
+                at: Instant::now(),
+            },
+        );
+        self.set_health(key, ServingStatus::NotServing);
     }
 
     /// The shard if it is open right now; never opens one.
@@ -351,6 +386,11 @@ impl ShardRegistry {
     /// Creates a shard, or returns the existing one if its language matches
     /// (so that a retried create succeeds). Blocking.
     pub fn create(&self, key: &ShardKey, language: &str) -> Result<Arc<Shard>, ShardError> {
+        let gone = !key.dir(&self.data_dir).exists();
+        if gone && matches!(self.known.get(key).as_deref(), Some(Known::Failed { .. })) {
+            // A quarantined shard: its files went aside; make it anew.
+            self.known.remove(key);
+        }
         if self.known.contains_key(key) {
             let shard = self.get(key)?;
             if shard.language() != language {

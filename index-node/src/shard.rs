@@ -169,9 +169,18 @@ impl Shard {
         };
         Index::create_in_dir(&index_dir, build_schema(language))
             .with_context(|| format!("cannot create index in {}", index_dir.display()))?;
-        // Written last: a directory without it is an unfinished create.
-        std::fs::write(dir.join(META_FILE), serde_json::to_vec(&meta)?)
+        sync_dir(&index_dir)?;
+        // Written last, fsynced with every directory up to the data
+        // directory: a directory without it is an unfinished create
+        // (removed at the next start, see `quarantine`), and a finished
+        // one survives a crash whole.
+        write_meta(&dir, &meta)
             .with_context(|| format!("cannot write {}", dir.join(META_FILE).display()))?;
+        let mut up = Some(dir.as_path());
+        while let Some(d) = up.filter(|d| d.starts_with(data_dir)) {
+            sync_dir(d)?;
+            up = d.parent();
+        }
         Self::open(data_dir, key)
     }
 
@@ -544,12 +553,19 @@ fn read_applied_seq(index: &Index) -> anyhow::Result<u64> {
     }
 }
 
-/// Stores `meta` in `dir` atomically (written aside, fsynced, renamed).
+/// Stores `meta` in `dir` atomically (written aside, fsynced, renamed,
+/// and the rename fsynced with the directory).
 pub(crate) fn write_meta(dir: &Path, meta: &ShardMeta) -> anyhow::Result<()> {
     let tmp = dir.join(format!("{META_FILE}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     std::io::Write::write_all(&mut f, &serde_json::to_vec(meta)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(META_FILE))?;
+    sync_dir(dir)?;
     Ok(())
+}
+
+/// Makes `dir`'s entries (files created or renamed in it) durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }

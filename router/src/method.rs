@@ -17,7 +17,7 @@ use crate::fanout::{self, MAX_WINDOW};
 use crate::replicas::ReplicaMap;
 use crate::state::RouterState;
 
-use tandem_common::limits::{MAX_PREFIX_BYTES, MAX_QUERY_BYTES};
+use tandem_common::limits::{MAX_FILTER_BYTES, MAX_PREFIX_BYTES, MAX_QUERY_BYTES, MAX_QUERY_WORDS};
 
 /// Most filters per query.
 const MAX_FILTERS: usize = 32;
@@ -163,9 +163,21 @@ fn validate_search(req: &SearchRequest) -> Result<(), Status> {
             req.query.len()
         )));
     }
+    let words = req.query.split_whitespace().count();
+    if words > MAX_QUERY_WORDS {
+        return Err(Status::invalid_argument(format!(
+            "query has {words} words; at most {MAX_QUERY_WORDS} are allowed"
+        )));
+    }
     if req.filters.len() > MAX_FILTERS {
         return Err(Status::invalid_argument(format!(
             "at most {MAX_FILTERS} filters are allowed"
+        )));
+    }
+    if let Some(long) = req.filters.iter().find(|f| f.len() > MAX_FILTER_BYTES) {
+        return Err(Status::invalid_argument(format!(
+            "a filter is {} bytes; at most {MAX_FILTER_BYTES} are allowed",
+            long.len()
         )));
     }
     Ok(())
@@ -187,4 +199,52 @@ fn validate_suggest(req: &SuggestRequest) -> Result<(), Status> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn search() -> impl Strategy<Value = SearchRequest> {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            prop_oneof![".{0,64}", "( ?[a-z]{1,3}){100,140}", ".{4090,4100}"],
+            prop::collection::vec(prop_oneof![".{0,16}", ".{1020,1030}"], 0..40),
+        )
+            .prop_map(|(top_k, offset, query, filters)| SearchRequest {
+                top_k: top_k % 1200,
+                offset: offset % 1200,
+                query,
+                filters,
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        /// Any request gets an answer (no panic), and a request accepted
+        /// is within every documented bound.
+        #[test]
+        fn an_accepted_search_is_within_its_bounds(req in search()) {
+            if validate_search(&req).is_ok() {
+                let top_k = if req.top_k == 0 { 10 } else { req.top_k };
+                prop_assert!(req.offset + top_k <= MAX_WINDOW);
+                prop_assert!(req.query.len() <= MAX_QUERY_BYTES);
+                prop_assert!(req.query.split_whitespace().count() <= MAX_QUERY_WORDS);
+                prop_assert!(req.filters.len() <= MAX_FILTERS);
+                prop_assert!(req.filters.iter().all(|f| f.len() <= MAX_FILTER_BYTES));
+            }
+        }
+
+        #[test]
+        fn an_accepted_suggest_is_within_its_bounds(prefix in ".{0,300}", k in any::<u32>()) {
+            let req = SuggestRequest { prefix, k, ..Default::default() };
+            if validate_suggest(&req).is_ok() {
+                prop_assert!(!req.prefix.trim().is_empty());
+                prop_assert!(req.prefix.len() <= MAX_PREFIX_BYTES);
+                prop_assert!(req.k <= MAX_SUGGESTIONS);
+            }
+        }
+    }
 }

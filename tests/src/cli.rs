@@ -49,16 +49,14 @@ pub fn fails(cwd: &Path, args: &[&str]) -> String {
 }
 
 /// `tandem key`: a new search key works through both regions' routers at
-/// once; revoked, it stops working in both.
+/// once; rotated, the new one works and the old one does not, in both;
+/// revoked, it stops working in both; a write key does not search.
 pub fn assert_key_lifecycle(cwd: &Path, t: &str) {
     let scope = ["--tenant", "tldr-en", "--scope", "search", "--topology", t];
-    let out = ok(cwd, &[&["key", "create"][..], &scope].concat());
-    let key = out
-        .lines()
-        .find_map(|l| l.strip_prefix("new Search key of tldr-en: "))
-        .unwrap_or_else(|| panic!("no key in {out}"))
-        .trim()
-        .to_string();
+    let key = new_key(
+        &ok(cwd, &[&["key", "create"][..], &scope].concat()),
+        "Search",
+    );
     let listed = ok(
         cwd,
         &["key", "list", "--tenant", "tldr-en", "--topology", t],
@@ -76,6 +74,15 @@ pub fn assert_key_lifecycle(cwd: &Path, t: &str) {
     for region in ["us-east-1", "us-east-2"] {
         ok(cwd, &search(t, region, &key));
     }
+    // Rotated: the new key works in both regions, the old one in neither.
+    let rotate = ["key", "rotate", "--key-sha256", hash.as_str()];
+    let out = ok(cwd, &[&rotate[..], &scope].concat());
+    let rotated = new_key(&out, "Search");
+    for region in ["us-east-1", "us-east-2"] {
+        ok(cwd, &search(t, region, &rotated));
+        refused(&fails(cwd, &search(t, region, &key)));
+    }
+    let hash = tandem_catalog::hash_key(&rotated);
     ok(
         cwd,
         &[
@@ -85,12 +92,42 @@ pub fn assert_key_lifecycle(cwd: &Path, t: &str) {
         .concat(),
     );
     for region in ["us-east-1", "us-east-2"] {
-        let err = fails(cwd, &search(t, region, &key));
-        assert!(
-            err.to_lowercase().contains("unauthenticated") || err.contains("key"),
-            "{err}"
-        );
+        refused(&fails(cwd, &search(t, region, &rotated)));
     }
+    // A write key is no search key.
+    let write = ["--tenant", "tldr-en", "--scope", "write", "--topology", t];
+    let writer = new_key(
+        &ok(cwd, &[&["key", "create"][..], &write].concat()),
+        "Write",
+    );
+    let err = fails(cwd, &search(t, "us-east-1", &writer));
+    assert!(err.to_lowercase().contains("permission"), "{err}");
+    let hash = tandem_catalog::hash_key(&writer);
+    ok(
+        cwd,
+        &[
+            &["key", "revoke", "--key-sha256", hash.as_str()][..],
+            &write,
+        ]
+        .concat(),
+    );
+}
+
+/// The key `tandem key create|rotate` printed for `scope`.
+fn new_key(out: &str, scope: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("new {scope} key of tldr-en: ")))
+        .unwrap_or_else(|| panic!("no key in {out}"))
+        .trim()
+        .to_string()
+}
+
+/// A search refused for its key.
+fn refused(err: &str) {
+    assert!(
+        err.to_lowercase().contains("unauthenticated") || err.contains("key"),
+        "{err}"
+    );
 }
 
 /// `tandem usage --json`: known traffic through one router shows up in its

@@ -3,7 +3,8 @@
 //! its quota (`tandem-shed: quota`, never retried in the other region by
 //! the client library) and a router at its admission limit
 //! (`tandem-shed: router`, which the client library takes to the other
-//! region's router).
+//! region's router); and a client library spreading a region's calls over
+//! its routers.
 
 use std::time::Duration;
 
@@ -88,6 +89,16 @@ async fn hold(
     let held = tokio::spawn(async move { search.search(request).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     held
+}
+
+/// Searches `router` answered, from its metrics.
+fn searches_served(router: &Proc) -> f64 {
+    router
+        .scrape()
+        .lines()
+        .filter(|l| l.starts_with("router_requests_total{") && l.contains("method=\"Search\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Opens a call to `path` on a bare HTTP/2 connection with `key`, sends
@@ -211,6 +222,23 @@ async fn a_router_at_its_limit_sheds_and_the_client_moves_to_the_other_region() 
     .map(|s| s.to_string())
     .collect();
     let small = Proc::spawn("tandem-router", &args).expect("router");
+    // The client library spreads a region's calls over its routers.
+    let spread = TandemClient::connect(
+        ClientConfig::new(vec![
+            RegionEndpoint::with_routers("r1", vec![c.routers[0].url(), small.url()]),
+            RegionEndpoint::new("r2", c.routers[1].url()),
+        ])
+        .with_home_region("r1")
+        .with_api_key(c.tenant("aa").key()),
+    )
+    .await
+    .expect("client");
+    for _ in 0..40 {
+        spread.search(request("aa")).await.expect("served");
+    }
+    for router in [&c.routers[0], &small] {
+        assert!(searches_served(router) > 0.0, "every r1 router served some");
+    }
     // A search of the single-region tenant holds its one place.
     delay(&c, "r1-a", "solo", 1000).await;
     let slow = hold(&small, "solo", &c.tenant("solo").key()).await;

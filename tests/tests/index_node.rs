@@ -371,6 +371,8 @@ async fn delete_tenant_removes_its_shards_and_nothing_else() {
     assert_eq!(tenants, ["kept"]);
 }
 
+/// A corrupt shard goes NOT_SERVING alone and is quarantined; a creation a
+/// crash interrupted is removed at start.
 #[tokio::test]
 async fn a_broken_shard_is_isolated() {
     let dir = tempfile::tempdir().unwrap();
@@ -384,12 +386,14 @@ async fn a_broken_shard_is_isolated() {
     }
     node.signal("TERM");
     assert!(node.wait(), "SIGTERM exits cleanly");
-    // Destroy the bad shard's index metadata.
+    // Destroy the bad shard's index metadata, and leave a creation a
+    // crash interrupted (no tandem-shard.json).
     std::fs::write(
         dir.path().join("shards/bad/0/index/meta.json"),
         b"{ not json",
     )
     .unwrap();
+    std::fs::create_dir_all(dir.path().join("shards/half/0/index")).unwrap();
 
     let node = start_index_node("n1", dir.path(), &[]).unwrap();
     let mut c = client(&node).await;
@@ -428,6 +432,23 @@ async fn a_broken_shard_is_isolated() {
         .unwrap()
         .into_inner();
     assert_eq!(info.health, ShardHealth::Failed as i32);
+    // The unfinished creation is gone; the broken files were moved aside
+    // whole, and the shard can be made anew without a restart.
+    assert!(!dir.path().join("shards/half/0").exists());
+    assert!(!dir.path().join("shards/bad/0").exists());
+    let aside: Vec<_> = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let kept = std::fs::read(aside[0].join("index/meta.json")).unwrap();
+    assert_eq!(kept, b"{ not json");
+    create(&mut c, "bad", 0, "en").await;
+    ingest(&mut c, "bad", 0, 1, vec![doc("a", "alpha", "x")])
+        .await
+        .unwrap();
+    let hits = search(&mut c, search_req("bad", "alpha")).await.unwrap();
+    assert_eq!(hits.total_hits, 1);
 }
 
 #[tokio::test]

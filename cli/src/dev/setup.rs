@@ -310,6 +310,26 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_secrets_file_is_an_error_not_new_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("secrets.json");
+        // A directory where the file should be: it exists, it cannot be
+        // read (whoever runs the test, root included).
+        std::fs::create_dir(&path).expect("dir");
+        let err = Secrets::of(dir.path()).err().expect("refused");
+        assert!(format!("{err:#}").contains("cannot read"), "{err:#}");
+        std::fs::remove_dir(&path).expect("rmdir");
+        std::fs::write(&path, "not json").expect("write");
+        let err = Secrets::of(dir.path()).err().expect("refused");
+        assert!(format!("{err:#}").contains("not a secrets file"), "{err:#}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "not json",
+            "left as it was"
+        );
+    }
+
+    #[test]
     fn reads_a_limited_slice_of_one_language() {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let corpus = repo.join("data/tldr_pages/docs.jsonl.gz");

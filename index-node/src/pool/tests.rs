@@ -164,3 +164,23 @@ async fn a_search_that_gave_up_waiting_does_not_keep_the_worker() {
     assert_eq!(order.recv().await, Some("b"));
     settle(&pool, 0).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_worker_is_always_left_for_the_other_tenants() {
+    let pool = pool(3, 16);
+    let a = pool.worker("flood").await.unwrap();
+    let b = pool.worker("flood").await.unwrap();
+    let (order_tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+    // A third flood search waits, though a worker is free ...
+    let third = queue_one(&pool, "flood", &order_tx);
+    queued(&pool, "flood", 1).await;
+    // ... which another tenant's search takes at once.
+    let quiet = pool.worker("quiet").await.expect("the spare worker");
+    drop(quiet);
+    assert!(order.try_recv().is_err(), "the flood stays at its share");
+    drop(a);
+    assert_eq!(third.await.unwrap(), Ok(()));
+    assert_eq!(order.recv().await, Some("flood"));
+    drop(b);
+    settle(&pool, 0).await;
+}

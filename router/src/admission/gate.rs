@@ -62,6 +62,17 @@ where
             self.checks,
         );
         match admitted {
+            // A shed caller is a known tenant's: its (small) body is read
+            // and dropped first, so that the answer does not reset the
+            // stream under the client's feet. (HTTP/2 servers close a
+            // connection after 1024 streams they reset themselves, a
+            // guard against peers that provoke resets; a busy tenant's
+            // sheds must not close its connection.) A stranger's body is
+            // never read.
+            Err(status) if tandem_proto::shed::who(&status).is_some() => Box::pin(async move {
+                drain(request.into_body()).await;
+                Ok(status.into_http())
+            }),
             Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
             Ok(admitted) => {
                 let answer = self.inner.call(request);
@@ -71,6 +82,22 @@ where
                     Ok(answer)
                 })
             }
+        }
+    }
+}
+
+/// Most bytes of a shed call's body read before answering (a search is a
+/// few hundred bytes; past this the stream is reset after all).
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Reads and drops `body` up to [`DRAIN_LIMIT`] bytes.
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt;
+    let mut read = 0;
+    while read < DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => return,
         }
     }
 }
