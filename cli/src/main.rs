@@ -58,6 +58,8 @@ enum Command {
         /// the client library spread calls over them).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
         routers_per_region: u16,
+        #[command(flatten)]
+        network: dev::NetworkArgs,
     },
     /// Search a tenant through the routers.
     Search {
@@ -378,6 +380,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sample_data,
             tls,
             routers_per_region,
+            network,
         } => {
             let repo = dev::sample_data::locate(sample_data.as_deref())?;
             let mut opts = DevOptions::new(data_dir, repo);
@@ -385,6 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.docs_limit = docs_limit;
             opts.tls = tls;
             opts.routers_per_region = usize::from(routers_per_region);
+            opts.network = network;
             dev::run(opts).await?;
         }
         Command::Search {

@@ -37,6 +37,7 @@ pub mod faults;
 pub mod grpc_deadline;
 pub mod grpc_metrics;
 pub mod internal;
+pub mod latency;
 pub mod limits;
 pub mod metric_help;
 pub mod normalize;

@@ -49,6 +49,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "TLS handshakes that failed on a listener, by reason.",
     ),
+    (
+        "tandem_connections_refused_total",
+        Kind::Counter,
+        "Connections closed at once because their listener held its most connections.",
+    ),
+    (
+        "tandem_connections_silent_total",
+        Kind::Counter,
+        "Connections closed because they sent nothing within 10 s of being accepted.",
+    ),
     ("faults_active", Kind::Gauge, "Injected faults in force."),
     // Router.
     (

@@ -59,6 +59,11 @@ pub struct NodeConfig {
     pub search_queue: usize,
     /// Longest a search waits for a worker before it is shed instead of run.
     pub search_queue_timeout_ms: u64,
+    /// Emulated round trip added to each replication pull from a leader in
+    /// another region (0: off; for clusters on one machine).
+    pub inter_region_latency_ms: u64,
+    /// Up to this much more or less per pull.
+    pub inter_region_jitter_ms: u64,
     /// Shards kept open at once.
     pub max_open_shards: u64,
     /// Serve the fault-injection admin API.
@@ -101,6 +106,8 @@ impl Default for NodeConfig {
             search_workers: 0,
             search_queue: 256,
             search_queue_timeout_ms: 50,
+            inter_region_latency_ms: 0,
+            inter_region_jitter_ms: 0,
             max_open_shards: 256,
             enable_faults: false,
             drain_grace_ms: 500,

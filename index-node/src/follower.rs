@@ -15,6 +15,7 @@ use std::time::Duration;
 use tandem_catalog::Node;
 use tandem_common::channel::ChannelSettings;
 use tandem_common::internal::InternalToken;
+use tandem_common::latency::InterRegion;
 use tandem_common::tls::Tls;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::ReadLogRequest;
@@ -150,6 +151,9 @@ pub struct Follow {
     pub internal: InternalToken,
     /// This node's TLS, for an `https://` leader.
     pub tls: Option<Tls>,
+    /// This node's region and the emulated distance to the other region
+    /// (waited after each pull from a leader there).
+    pub network: (String, InterRegion),
 }
 
 /// A client of the leader's API, carrying the internal token.
@@ -219,6 +223,8 @@ pub async fn run(follow: Follow) {
         request.set_timeout(PULL_WAIT + Duration::from_secs(5));
         match client.read_log(request).await {
             Ok(response) => {
+                let (here, network) = &follow.network;
+                network.cross(here, &follow.leader.region).await;
                 let response = response.into_inner();
                 backoff = Duration::from_millis(50);
                 follow

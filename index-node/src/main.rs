@@ -63,6 +63,9 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     search_queue_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    network: tandem_common::latency::InterRegionFlags,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_open_shards: Option<u64>,

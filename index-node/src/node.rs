@@ -77,7 +77,14 @@ pub async fn run(
         registry.clone(),
         Duration::from_millis(config.max_lag_ms),
         Some(store.clone()),
-        (internal.clone(), tls.clone()),
+        (
+            internal.clone(),
+            tls.clone(),
+            tandem_common::latency::InterRegion::from_ms(
+                config.inter_region_latency_ms,
+                config.inter_region_jitter_ms,
+            ),
+        ),
     )?;
     // Leaders replay their logs before the node listens.
     roles.clone().reconcile().await?;

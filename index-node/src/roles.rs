@@ -31,6 +31,7 @@ use crate::registry::ShardRegistry;
 use crate::shard::ShardKey;
 use crate::snapshot::SnapshotStore;
 use tandem_common::internal::InternalToken;
+use tandem_common::latency::InterRegion;
 use tandem_common::tls::Tls;
 
 /// This node's part in one shard.
@@ -88,6 +89,8 @@ pub struct Roles {
     internal: InternalToken,
     /// This node's TLS, for `https://` peers.
     tls: Option<Tls>,
+    /// The emulated distance to the other region's leaders.
+    network: InterRegion,
 }
 
 impl Roles {
@@ -101,7 +104,7 @@ impl Roles {
         registry: Arc<ShardRegistry>,
         max_lag: Duration,
         store: Option<SnapshotStore>,
-        (internal, tls): (InternalToken, Option<Tls>),
+        (internal, tls, network): (InternalToken, Option<Tls>, InterRegion),
     ) -> anyhow::Result<Arc<Roles>> {
         let catalog = OnceLock::new();
         if let Some(path) = catalog_path.as_ref().filter(|p| p.exists()) {
@@ -128,6 +131,7 @@ impl Roles {
             max_lag,
             internal,
             tls,
+            network,
         }))
     }
 
@@ -520,6 +524,18 @@ impl Roles {
         out
     }
 
+    /// This node's region as the catalog names it (else `--region`).
+    fn own_region(&self) -> String {
+        self.catalog
+            .get()
+            .and_then(|c| {
+                c.current()
+                    .node(&self.node_id)
+                    .map(|n| n.region.to_string())
+            })
+            .unwrap_or_else(|| self.region.clone())
+    }
+
     fn start_and_stop_followers(&self, assigned: &HashMap<ShardKey, (Role, String)>) {
         let mut followers = self.followers.lock().expect("followers lock");
         followers.retain(|key, running| {
@@ -551,6 +567,7 @@ impl Roles {
                 store: self.store.clone(),
                 internal: self.internal.clone(),
                 tls: self.tls.clone(),
+                network: (self.own_region(), self.network),
             }));
             tracing::info!(shard = %key, leader = %leader.id, epoch, "following");
             followers.insert(

@@ -99,6 +99,12 @@ pub struct RouterConfig {
     /// A public call taking this long is logged (WARN, with its request
     /// id).
     pub slow_call_ms: u64,
+    /// Emulated round trip added to each call to another region's node or
+    /// router (0: off; for clusters on one machine, see
+    /// `tandem_common::latency`).
+    pub inter_region_latency_ms: u64,
+    /// Up to this much more or less per call.
+    pub inter_region_jitter_ms: u64,
     /// The admission limit (searches in flight) never goes below this.
     pub min_concurrent_searches: usize,
     /// ... nor above this.
@@ -177,6 +183,8 @@ impl Default for RouterConfig {
             auto_dial_back_after_ms: 30_000,
             auto_dial_threshold: 0.5,
             slow_call_ms: 1000,
+            inter_region_latency_ms: 0,
+            inter_region_jitter_ms: 0,
             min_concurrent_searches: 16,
             max_concurrent_searches: 1000,
             admission_tolerance: 2.0,

@@ -34,6 +34,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
+use tandem_common::latency::InterRegion;
+
 use crate::budget::RetryBudget;
 use crate::catalog::Node;
 use crate::channels::{Channels, NodeChannel};
@@ -61,6 +63,9 @@ pub struct Resilience {
     pub hedge: HedgePolicy,
     /// Channels to nodes.
     pub channels: Channels,
+    /// This router's region, and the emulated distance to the other one
+    /// (added before each attempt on a node there).
+    pub network: (Arc<str>, InterRegion),
 }
 
 /// What to call: a shard's (or a model's) replicas for one tenant.
@@ -275,11 +280,17 @@ impl Resilience {
             .get(&replica.node)
             .ok()
             .map(|channel| call(&replica.node, channel, timeout));
+        let (here, network) = (self.network.0.clone(), self.network.1);
+        let there = replica.node.region.clone();
         Some((
             index,
             Box::pin(async move {
                 let mut in_flight = in_flight;
-                let result = match sent {
+                let sent = async move {
+                    network.cross(&here, &there).await;
+                    sent
+                };
+                let result = match sent.await {
                     None => Err(Failed::Transport),
                     Some(fut) => match tokio::time::timeout(timeout, fut).await {
                         Ok(Ok(v)) => Ok(v),

@@ -77,7 +77,11 @@ where
     };
     let extra = metadata(state, incoming);
     let request = ctx.request_with(message.clone(), remaining(ctx.deadline), &extra);
-    let result = call(SearchClient::new(channel), request);
+    let (here, network) = &state.resilience.network;
+    let result = async {
+        network.cross(here, &router.region).await;
+        call(SearchClient::new(channel), request).await
+    };
     // The deadline bounds the wait, as it bounds every downstream call.
     let result = match tokio::time::timeout_at(ctx.deadline, result).await {
         Ok(result) => result.map(Response::into_inner),

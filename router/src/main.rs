@@ -98,6 +98,9 @@ struct Cli {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     slow_call_ms: Option<u64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    network: tandem_common::latency::InterRegionFlags,
     /// The adaptive admission limit's floor: searches in flight it always
     /// admits (default 16).
     #[arg(long)]

@@ -119,6 +119,13 @@ impl RouterState {
                 budget,
                 hedge,
                 channels: Channels::new(tls),
+                network: (
+                    Arc::from(config.region.as_str()),
+                    tandem_common::latency::InterRegion::from_ms(
+                        config.inter_region_latency_ms,
+                        config.inter_region_jitter_ms,
+                    ),
+                ),
             },
             catalog: CatalogHandle::new(catalog),
             catalog_error: ArcSwap::from_pointee(String::new()),

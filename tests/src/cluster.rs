@@ -99,6 +99,11 @@ pub const FAST_ROUTER_FLAGS: &[&str] = &[
     "50",
 ];
 
+/// The regions of a test cluster are 10 ms apart, as neighbouring cloud
+/// regions are (emulated: see `tandem_common::latency`), for routers and
+/// index-nodes alike.
+pub const INTER_REGION_FLAGS: &[&str] = &["--inter-region-latency-ms", "10"];
+
 /// Hedging delays well above what a debug-build search takes on a busy
 /// 2-core machine, so that a healthy replica is not hedged by accident and
 /// answers from the paired region mean failover, not a hedge won by luck.
@@ -225,6 +230,7 @@ impl Cluster {
                 FAST_ROUTER_FLAGS
                     .iter()
                     .chain(SLOW_HEDGE_FLAGS)
+                    .chain(INTER_REGION_FLAGS)
                     .map(|s| s.to_string()),
             );
             cluster
@@ -512,6 +518,7 @@ fn index_node_flags(catalog: &std::path::Path, extra: &[String]) -> Vec<String> 
         "--catalog-poll-ms".to_string(),
         "100".to_string(),
     ];
+    flags.extend(INTER_REGION_FLAGS.iter().map(|s| s.to_string()));
     flags.extend(extra.iter().cloned());
     flags
 }

@@ -66,6 +66,45 @@ pub struct DevOptions {
     pub tls: bool,
     /// Routers in each region (1 or more).
     pub routers_per_region: usize,
+    /// The emulated network between the two regions.
+    pub network: NetworkArgs,
+}
+
+/// The network between the dev cluster's two regions, emulated by its
+/// processes (`tandem_common::latency`): both regions run on this machine,
+/// where nothing is far, so each call from one region to the other waits
+/// this long. The default, 10 ms, is about the round trip between two
+/// neighbouring cloud regions (us-east-1 and us-east-2).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct NetworkArgs {
+    /// Round trip (ms) added to every call from one region to the other
+    /// (fallbacks, forwards, replication pulls); 0: none.
+    #[arg(long = "inter-region-latency", value_name = "MS", default_value_t = 10)]
+    pub latency_ms: u64,
+    /// Up to this much (ms) more or less, drawn per call.
+    #[arg(long = "inter-region-jitter", value_name = "MS", default_value_t = 0)]
+    pub jitter_ms: u64,
+}
+
+impl Default for NetworkArgs {
+    fn default() -> Self {
+        Self {
+            latency_ms: 10,
+            jitter_ms: 0,
+        }
+    }
+}
+
+impl NetworkArgs {
+    /// The flags that give a router or an index-node this network.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--inter-region-latency-ms".into(),
+            self.latency_ms.to_string(),
+            "--inter-region-jitter-ms".into(),
+            self.jitter_ms.to_string(),
+        ]
+    }
 }
 
 impl DevOptions {
@@ -81,6 +120,7 @@ impl DevOptions {
             router_args: Vec::new(),
             tls: false,
             routers_per_region: 1,
+            network: NetworkArgs::default(),
         }
     }
 }
@@ -162,24 +202,27 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     // install what leaders snapshot.
     let mut starts = Vec::new();
     for (region, _, short) in REGIONS {
+        let network = opts.network.flags();
         for i in 1..=2 {
             let id = format!("{short}-index-{i}");
             let data = dir.join(&id).display().to_string();
+            let mut flags = vec![
+                "--data-dir",
+                &data,
+                "--catalog",
+                &catalog_arg,
+                "--catalog-poll-ms",
+                "200",
+                "--snapshot-store",
+                &store_arg,
+            ];
+            flags.extend(network.iter().map(String::as_str));
             starts.push(spawn_node(
                 id,
                 NodeInfo::KIND_INDEX,
                 region,
                 &index_bin,
-                &[
-                    "--data-dir",
-                    &data,
-                    "--catalog",
-                    &catalog_arg,
-                    "--catalog-poll-ms",
-                    "200",
-                    "--snapshot-store",
-                    &store_arg,
-                ],
+                &flags,
             ));
         }
     }
@@ -264,6 +307,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
         .map(|s| s.to_string())
         .collect();
         args.extend(opts.router_args.iter().cloned());
+        args.extend(opts.network.flags());
         args.extend(tls_args.iter().cloned());
         let log = dir.join("logs").join(format!("{id}.log"));
         let launch = (args.as_slice(), secret_env.as_slice());
