@@ -287,11 +287,14 @@ impl IndexNode for IndexService {
             .await
             .map_err(overloaded)??;
         metrics::histogram!("index_search_seconds").record(started.elapsed().as_secs_f64());
+        let mut hits = result.hits;
+        let truncated = tandem_common::limits::fit_hits(&mut hits);
         Ok(Response::new(ShardSearchResponse {
-            hits: result.hits,
+            hits,
             total_hits: result.total_hits,
             applied_seq: result.applied_seq,
             node: self.node_id.clone(),
+            truncated,
         }))
     }
 

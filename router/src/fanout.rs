@@ -104,6 +104,9 @@ pub async fn search(
             Ok(answer) => {
                 count_cross_region(state, map, outcome.node.as_deref(), &answer);
                 response.total_hits += answer.total_hits;
+                if answer.truncated {
+                    mark(&mut response.degraded, "truncated");
+                }
                 hits.extend(answer.hits);
             }
             Err(status) if req.allow_partial && is_unavailability(&status) => {
@@ -132,6 +135,9 @@ pub async fn search(
             &mut response.degraded,
         )
         .await;
+    }
+    if tandem_common::limits::fit_hits(&mut hits) {
+        mark(&mut response.degraded, "truncated");
     }
     response.hits = hits;
     response.route = Some(route);
