@@ -196,6 +196,13 @@ impl ShardRegistry {
             Shard::open(&self.data_dir, key.clone()).map(Arc::new)
         });
         match opened {
+            // A writer started while this was opening: its instance is the
+            // one that sees the writes, and the one just opened must not
+            // linger in the cache (it would serve once the writer stops).
+            Ok(_) if self.writers.contains_key(key) => {
+                self.open.invalidate(key);
+                self.get(key)
+            }
             Ok(shard) => {
                 if matches!(state, Known::Failed { .. }) {
                     tracing::info!(shard = %key, "shard recovered");
@@ -251,7 +258,17 @@ impl ShardRegistry {
         if let Some(w) = self.writers.get(key) {
             return Ok(w.clone());
         }
-        let shard = self.get(key)?;
+        // Checked (known, not failed) through the cache, then opened
+        // afresh: an instance in the cache may have been opened before the
+        // directory was swapped (`replace`) and would carry its old reader
+        // and applied sequence into the writer.
+        self.get(key)?;
+        let shard = Shard::open(&self.data_dir, key.clone())
+            .map(Arc::new)
+            .map_err(|e| ShardError::Internal {
+                key: key.clone(),
+                reason: format!("{e:#}"),
+            })?;
         let handle =
             writer::start(shard, self.writer_config.clone(), &self.runtime).map_err(|e| {
                 ShardError::Internal {
