@@ -243,6 +243,27 @@ async fn index_frozen_is_hedged_around_and_returns() {
     stop(cluster).await;
 }
 
+/// A node answering 200 ms late (over the regions' emulated 10 ms) costs
+/// no query: hedges and ejection route around it, and it serves again
+/// once the delay is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_node_is_hedged_around_and_returns() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let report = drill(&cluster, Scenario::SlowNode, 3.0, &[]).await;
+    let t = tenant(&report, "tldr-en");
+    assert_eq!(
+        t.summary.failed, 0,
+        "failed queries: {:?}",
+        t.summary.errors
+    );
+    assert!(t.phases.during.ok > 0);
+    let after = t.after_heal_query.as_ref().expect("probe after heal");
+    assert_eq!(after.error, None);
+    assert_eq!(after.served_region, HOME);
+    stop(cluster).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_down_in_the_home_region_uses_the_other_regions_model() {
     let _turn = TURN.lock().await;

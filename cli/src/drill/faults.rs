@@ -75,14 +75,19 @@ fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     Ok(request)
 }
 
-/// Makes calls in `scope` on the node at `addr` fail with UNAVAILABLE.
-pub async fn set_unavailable(addr: &str, token: &str, scope: &FaultScope) -> anyhow::Result<()> {
+/// Makes calls in `scope` on the node at `addr` fail with UNAVAILABLE
+/// (`delay_ms` 0) or answer `delay_ms` late.
+pub async fn set(addr: &str, token: &str, scope: &FaultScope, delay_ms: u32) -> anyhow::Result<()> {
+    let action = match delay_ms {
+        0 => FaultAction::Unavailable,
+        _ => FaultAction::Delay,
+    };
     let fault = Fault {
         tenant: scope.tenant.clone().unwrap_or_default(),
         has_shard: scope.shard.is_some(),
         shard: scope.shard.unwrap_or(0),
-        action: FaultAction::Unavailable as i32,
-        delay_ms: 0,
+        action: action as i32,
+        delay_ms,
     };
     client(addr)
         .await?

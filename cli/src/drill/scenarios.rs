@@ -29,6 +29,9 @@ pub enum Scenario {
     /// Node network trouble, hung: the home region's first index-node is
     /// frozen (SIGSTOP); connections open, nothing answers.
     IndexFrozen,
+    /// A slow node: the home region's first index-node answers every call
+    /// 200 ms late (injected delay); hedging and ejection route around it.
+    SlowNode,
     /// A micro-service outage: every model-node of the home region killed.
     ModelsDown,
     /// Every model-node of every region killed: searches answer without
@@ -72,6 +75,7 @@ impl Scenario {
             Scenario::RouterDown => "router-down",
             Scenario::IndexKilled => "index-killed",
             Scenario::IndexFrozen => "index-frozen",
+            Scenario::SlowNode => "slow-node",
             Scenario::ModelsDown => "models-down",
             Scenario::ModelsDownAll => "models-down-all",
             Scenario::TenantIndexFailing => "tenant-index-failing",
@@ -91,6 +95,8 @@ pub enum Action {
     Freeze,
     /// An injected UNAVAILABLE fault; healed by clearing it.
     Fault(FaultScope),
+    /// An injected delay (ms) on every call; healed by clearing it.
+    Slow(FaultScope, u32),
 }
 
 /// A scenario resolved against a topology.
@@ -137,6 +143,10 @@ pub fn plan(
         Scenario::RouterDown => (Action::Kill, first(of(NodeInfo::KIND_ROUTER, Some(home)))),
         Scenario::IndexKilled => (Action::Kill, first(of(NodeInfo::KIND_INDEX, Some(home)))),
         Scenario::IndexFrozen => (Action::Freeze, first(of(NodeInfo::KIND_INDEX, Some(home)))),
+        Scenario::SlowNode => (
+            Action::Slow(FaultScope::node(), 200),
+            first(of(NodeInfo::KIND_INDEX, Some(home))),
+        ),
         Scenario::ModelsDown => (Action::Kill, of(NodeInfo::KIND_MODEL, Some(home))),
         Scenario::ModelsDownAll => (Action::Kill, of(NodeInfo::KIND_MODEL, None)),
         Scenario::TenantIndexFailing => (
@@ -176,6 +186,11 @@ pub fn plan(
             format!("{ids}: {scope} UNAVAILABLE"),
             format!("{ids}: clearing the fault"),
             format!("{ids}: fault cleared"),
+        ),
+        Action::Slow(scope, ms) => (
+            format!("{ids}: {scope} {ms} ms late"),
+            format!("{ids}: clearing the delay"),
+            format!("{ids}: delay cleared"),
         ),
     };
     Ok(Plan {
@@ -284,9 +299,13 @@ async fn inflict_into(plan: &Plan, site: &Site, broken: &mut Vec<Broken>) -> any
                 });
             }
         }
-        Action::Fault(scope) => {
+        Action::Fault(scope) | Action::Slow(scope, _) => {
+            let delay = match plan.action {
+                Action::Slow(_, ms) => ms,
+                _ => 0,
+            };
             for node in &plan.targets {
-                faults::set_unavailable(&node.addr, &site.admin_token, scope)
+                faults::set(&node.addr, &site.admin_token, scope, delay)
                     .await
                     .with_context(|| format!("cannot inject the fault on {}", node.id))?;
                 broken.push(Broken::Faulted {
