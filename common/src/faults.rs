@@ -9,7 +9,9 @@
 //! - `UNAVAILABLE` / `INTERNAL`: the call fails with that code;
 //! - `DELAY`: the call waits `delay_ms`, then runs normally;
 //! - `HANG`: the call never answers while the fault is in place (the caller's
-//!   deadline is what ends it), and runs normally once the fault is cleared.
+//!   deadline is what ends it), and runs normally once the fault is cleared;
+//! - `SHED`: the call is shed as by an overloaded process: RESOURCE_EXHAUSTED
+//!   with `tandem-shed: router` on a router, `node` on a node.
 //!
 //! With no fault set, `check` is one atomic load, so it is free on the hot path.
 
@@ -67,6 +69,8 @@ struct Inner {
     count: AtomicUsize,
     /// Bumped on every change; hung calls wait on it to notice a clear.
     generation: watch::Sender<u64>,
+    /// What a `SHED` fault says shed the call (`tandem_proto::shed`).
+    shed_as: &'static str,
 }
 
 impl Default for FaultRegistry {
@@ -76,13 +80,20 @@ impl Default for FaultRegistry {
 }
 
 impl FaultRegistry {
-    /// An empty registry: every call runs normally.
+    /// An empty registry of a node: every call runs normally.
     pub fn new() -> Self {
+        Self::shedding_as(tandem_proto::shed::NODE)
+    }
+
+    /// An empty registry whose `SHED` faults say `who` shed the call
+    /// (a router's: [`tandem_proto::shed::ROUTER`]).
+    pub fn shedding_as(who: &'static str) -> Self {
         Self {
             inner: Arc::new(Inner {
                 rules: DashMap::new(),
                 count: AtomicUsize::new(0),
                 generation: watch::Sender::new(0),
+                shed_as: who,
             }),
         }
     }
@@ -190,6 +201,12 @@ impl FaultRegistry {
                 }
                 Ok(FaultAction::Internal) => {
                     return Err(Status::internal("injected fault: internal error"))
+                }
+                Ok(FaultAction::Shed) => {
+                    return Err(tandem_proto::shed::status(
+                        self.inner.shed_as,
+                        "injected fault: overloaded",
+                    ))
                 }
                 Ok(FaultAction::Delay) => {
                     tokio::time::sleep(Duration::from_millis(u64::from(fault.delay_ms))).await;

@@ -105,6 +105,9 @@ pub struct RouterConfig {
     pub inter_region_latency_ms: u64,
     /// Up to this much more or less per call.
     pub inter_region_jitter_ms: u64,
+    /// Serve the fault-injection API on the admin listener (drills; needs
+    /// the admin token).
+    pub enable_faults: bool,
     /// The admission limit (searches in flight) never goes below this.
     pub min_concurrent_searches: usize,
     /// ... nor above this.
@@ -185,6 +188,7 @@ impl Default for RouterConfig {
             slow_call_ms: 1000,
             inter_region_latency_ms: 0,
             inter_region_jitter_ms: 0,
+            enable_faults: false,
             min_concurrent_searches: 16,
             max_concurrent_searches: 1000,
             admission_tolerance: 2.0,

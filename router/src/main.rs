@@ -101,6 +101,12 @@ struct Cli {
     #[command(flatten)]
     #[serde(flatten)]
     network: tandem_common::latency::InterRegionFlags,
+    /// Serve the fault-injection API on the admin listener, for drills
+    /// (needs the admin token): a fault makes this router's public calls
+    /// fail, wait or be shed.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    enable_faults: bool,
     /// The adaptive admission limit's floor: searches in flight it always
     /// admits (default 16).
     #[arg(long)]

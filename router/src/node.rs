@@ -83,6 +83,7 @@ pub async fn run(
     ));
     let admin = match (admin_token.filter(|t| !t.is_empty()), config.admin_listen) {
         (Some(token), Some(addr)) => {
+            let faults = config.enable_faults.then(|| token.clone());
             let guard = Arc::new(tandem_common::admin_guard::AdminGuard::new(token));
             // The console's pages and JSON beside the admin API.
             let mut admin =
@@ -91,6 +92,12 @@ pub async fn run(
                 state.clone(),
                 guard,
             )));
+            tandem_common::faults::add_fault_service(
+                &mut admin,
+                state.faults.clone(),
+                faults,
+                &state.internal,
+            );
             Some((addr, admin))
         }
         (None, _) => {

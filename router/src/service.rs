@@ -151,7 +151,10 @@ impl SearchService {
         request: &M,
     ) -> Result<M::Answer, Status> {
         let started = StdInstant::now();
-        let mut result = self.route(admission, metadata, request, started).await;
+        let mut result = match self.state.faults.check(request.tenant(), None).await {
+            Ok(()) => self.route(admission, metadata, request, started).await,
+            Err(injected) => Err(injected),
+        };
         if let Ok(answer) = result.as_mut() {
             answer.set_took_micros(started.elapsed().as_micros() as u64);
         }

@@ -48,6 +48,9 @@ pub struct RouterState {
     pub routers: RouterHealth,
     /// Keys, quotas and the admission limit, checked before a body is read.
     pub admission: crate::admission::Admission,
+    /// Injected faults on the public API (drills; empty unless
+    /// `--enable-faults`).
+    pub faults: tandem_common::faults::FaultRegistry,
     /// The cluster's internal token (carried by every call to a node or to
     /// the paired router).
     pub internal: InternalToken,
@@ -93,6 +96,7 @@ impl RouterState {
             dials: Dials::from_catalog(&catalog),
             ramps: Default::default(),
             usage: Default::default(),
+            faults: tandem_common::faults::FaultRegistry::shedding_as(tandem_proto::shed::ROUTER),
             admission: crate::admission::Admission::new(crate::admission::limit::LimitConfig {
                 min: config.min_concurrent_searches,
                 max: config.max_concurrent_searches,

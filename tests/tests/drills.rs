@@ -264,6 +264,24 @@ async fn a_slow_node_is_hedged_around_and_returns() {
     stop(cluster).await;
 }
 
+/// A router shedding every search (`tandem-shed: router`) sends the
+/// client library to the paired region's router, with no failed query,
+/// and back once it has room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_router_sends_clients_to_the_paired_region() {
+    let _turn = TURN.lock().await;
+    let (_dir, cluster) = cluster().await;
+    let report = drill(&cluster, Scenario::RouterOverload, 4.5, &[]).await;
+    let t = tenant(&report, "tldr-en");
+    assert_no_failure_and_back_home(t, AWAY);
+    assert!(t.summary.client_failover > 0);
+    let during = t.during_fault_query.as_ref().expect("probe");
+    assert_eq!(during.client_region, AWAY);
+    let after = t.after_heal_query.as_ref().expect("probe");
+    assert_eq!(after.client_region, HOME);
+    stop(cluster).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_down_in_the_home_region_uses_the_other_regions_model() {
     let _turn = TURN.lock().await;

@@ -292,6 +292,7 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             &internal_token_file,
             "--admin-listen",
             "127.0.0.1:0",
+            "--enable-faults",
             "--search-id-key-file",
             &search_id_key_file,
             "--events-dir",

@@ -75,13 +75,14 @@ fn bearer<T>(message: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     Ok(request)
 }
 
-/// Makes calls in `scope` on the node at `addr` fail with UNAVAILABLE
-/// (`delay_ms` 0) or answer `delay_ms` late.
-pub async fn set(addr: &str, token: &str, scope: &FaultScope, delay_ms: u32) -> anyhow::Result<()> {
-    let action = match delay_ms {
-        0 => FaultAction::Unavailable,
-        _ => FaultAction::Delay,
-    };
+/// Injects `action` (with `delay_ms`, for a delay) on calls in `scope` on
+/// the process whose fault API is at `addr`.
+pub async fn set(
+    addr: &str,
+    token: &str,
+    scope: &FaultScope,
+    (action, delay_ms): (FaultAction, u32),
+) -> anyhow::Result<()> {
     let fault = Fault {
         tenant: scope.tenant.clone().unwrap_or_default(),
         has_shard: scope.shard.is_some(),

@@ -92,8 +92,13 @@ pub async fn run(opts: &DrillOptions) -> anyhow::Result<MigrationReport> {
         node: None,
         steps: vec![1, 5, 25, 50],
         step: sixth,
+        // The drill shows the ramp, not the gate (tests/tests/migrate.rs
+        // fails the gate on purpose): its few searches per step, read
+        // across the regions' distance on a loaded machine, get room
+        // enough not to roll back on noise.
         bounds: Bounds {
             min_requests: 5,
+            p99_slack: Duration::from_millis(100),
             ..Bounds::default()
         },
         wait: Duration::from_secs(3600),

@@ -12,6 +12,7 @@ use tandem_client::{NodeInfo, Topology};
 use super::faults::{self, FaultScope};
 use super::restart::{self, Snapshot};
 use crate::procfs::{self, Signal};
+use tandem_proto::v1::FaultAction;
 
 /// An outage to drill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -32,6 +33,10 @@ pub enum Scenario {
     /// A slow node: the home region's first index-node answers every call
     /// 200 ms late (injected delay); hedging and ejection route around it.
     SlowNode,
+    /// An overloaded front door: the home region's router sheds every
+    /// search (RESOURCE_EXHAUSTED, `tandem-shed: router`, injected on its
+    /// admin listener); clients move to the paired region's router.
+    RouterOverload,
     /// A micro-service outage: every model-node of the home region killed.
     ModelsDown,
     /// Every model-node of every region killed: searches answer without
@@ -76,6 +81,7 @@ impl Scenario {
             Scenario::IndexKilled => "index-killed",
             Scenario::IndexFrozen => "index-frozen",
             Scenario::SlowNode => "slow-node",
+            Scenario::RouterOverload => "router-overload",
             Scenario::ModelsDown => "models-down",
             Scenario::ModelsDownAll => "models-down-all",
             Scenario::TenantIndexFailing => "tenant-index-failing",
@@ -97,6 +103,9 @@ pub enum Action {
     Fault(FaultScope),
     /// An injected delay (ms) on every call; healed by clearing it.
     Slow(FaultScope, u32),
+    /// Every public call shed, injected on a router's admin listener;
+    /// healed by clearing it.
+    Shed,
 }
 
 /// A scenario resolved against a topology.
@@ -147,6 +156,7 @@ pub fn plan(
             Action::Slow(FaultScope::node(), 200),
             first(of(NodeInfo::KIND_INDEX, Some(home))),
         ),
+        Scenario::RouterOverload => (Action::Shed, first(of(NodeInfo::KIND_ROUTER, Some(home)))),
         Scenario::ModelsDown => (Action::Kill, of(NodeInfo::KIND_MODEL, Some(home))),
         Scenario::ModelsDownAll => (Action::Kill, of(NodeInfo::KIND_MODEL, None)),
         Scenario::TenantIndexFailing => (
@@ -191,6 +201,11 @@ pub fn plan(
             format!("{ids}: {scope} {ms} ms late"),
             format!("{ids}: clearing the delay"),
             format!("{ids}: delay cleared"),
+        ),
+        Action::Shed => (
+            format!("{ids} shedding every search"),
+            format!("{ids}: clearing the overload"),
+            format!("{ids}: overload cleared"),
         ),
     };
     Ok(Plan {
@@ -299,18 +314,26 @@ async fn inflict_into(plan: &Plan, site: &Site, broken: &mut Vec<Broken>) -> any
                 });
             }
         }
-        Action::Fault(scope) | Action::Slow(scope, _) => {
-            let delay = match plan.action {
-                Action::Slow(_, ms) => ms,
-                _ => 0,
+        Action::Fault(_) | Action::Slow(..) | Action::Shed => {
+            let (scope, how) = match &plan.action {
+                Action::Slow(scope, ms) => (scope.clone(), (FaultAction::Delay, *ms)),
+                Action::Fault(scope) => (scope.clone(), (FaultAction::Unavailable, 0)),
+                _ => (FaultScope::node(), (FaultAction::Shed, 0)),
             };
             for node in &plan.targets {
-                faults::set(&node.addr, &site.admin_token, scope, delay)
+                // A router's fault API is on its admin listener.
+                let addr = match node.kind.as_str() {
+                    NodeInfo::KIND_ROUTER => site
+                        .admin_of(node)
+                        .with_context(|| format!("{} has no admin listener", node.id))?,
+                    _ => node.addr.clone(),
+                };
+                faults::set(&addr, &site.admin_token, &scope, how)
                     .await
                     .with_context(|| format!("cannot inject the fault on {}", node.id))?;
                 broken.push(Broken::Faulted {
                     id: node.id.clone(),
-                    addr: node.addr.clone(),
+                    addr,
                     scope: scope.clone(),
                 });
             }
