@@ -135,6 +135,18 @@ fn assert_no_failure_and_back_home(t: &TenantReport, during: &str) {
     assert_eq!(after.served_region, HOME);
 }
 
+/// The home router's trouble (down, or shedding) sent the client library
+/// to the paired region's router with no failed query, and the clients
+/// came home after the heal.
+fn assert_clients_moved_away_and_back(t: &TenantReport) {
+    assert_no_failure_and_back_home(t, AWAY);
+    assert!(t.summary.client_failover > 0);
+    let during = t.during_fault_query.as_ref().expect("probe");
+    assert_eq!(during.client_region, AWAY);
+    let after = t.after_heal_query.as_ref().expect("probe");
+    assert_eq!(after.client_region, HOME);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_errors_fall_back_to_the_other_model_replica() {
     let _turn = TURN.lock().await;
@@ -167,12 +179,7 @@ async fn router_down(tls: bool) {
     let addr = cluster.topology.regions[0].router.clone();
     let report = drill(&cluster, Scenario::RouterDown, 4.5, &[]).await;
     let t = tenant(&report, "tldr-en");
-    assert_no_failure_and_back_home(t, AWAY);
-    assert!(t.summary.client_failover > 0);
-    let during = t.during_fault_query.as_ref().expect("probe");
-    assert_eq!(during.client_region, AWAY);
-    let after = t.after_heal_query.as_ref().expect("probe");
-    assert_eq!(after.client_region, HOME);
+    assert_clients_moved_away_and_back(t);
     // Restarted under a new pid, on its old address.
     let topology = cluster.current_topology();
     assert_ne!(pid_of(&cluster, "use1-router"), old);
@@ -273,12 +280,7 @@ async fn an_overloaded_router_sends_clients_to_the_paired_region() {
     let (_dir, cluster) = cluster().await;
     let report = drill(&cluster, Scenario::RouterOverload, 4.5, &[]).await;
     let t = tenant(&report, "tldr-en");
-    assert_no_failure_and_back_home(t, AWAY);
-    assert!(t.summary.client_failover > 0);
-    let during = t.during_fault_query.as_ref().expect("probe");
-    assert_eq!(during.client_region, AWAY);
-    let after = t.after_heal_query.as_ref().expect("probe");
-    assert_eq!(after.client_region, HOME);
+    assert_clients_moved_away_and_back(t);
     stop(cluster).await;
 }
 

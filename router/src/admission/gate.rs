@@ -51,7 +51,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         // Only calls are gated (a browser's CORS preflight is not one).
         if request.method() != http::Method::POST {
             return Box::pin(self.inner.call(request));
@@ -75,6 +75,7 @@ where
             }),
             Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
             Ok(admitted) => {
+                request.extensions_mut().insert(admitted.key);
                 let answer = self.inner.call(request);
                 Box::pin(async move {
                     let answer = answer.await?;

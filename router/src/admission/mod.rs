@@ -63,6 +63,9 @@ pub struct Admission {
 /// the answer is sent.
 #[derive(Debug)]
 pub struct Admitted {
+    /// The presented key's hash, handed to the service in the request's
+    /// extensions so that it is not hashed twice.
+    pub key: KeyHash,
     limit: Option<Permit>,
     _quota: Option<QuotaPermit>,
 }
@@ -113,11 +116,13 @@ impl Admission {
             .and_then(tandem_common::auth::parse_bearer)
             .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <api key>`"))?;
         let catalog = state.catalog.current();
+        let key = KeyHash::of_key(key);
         let tenant = catalog
-            .key_owner(&KeyHash::of_key(key))
+            .key_owner(&key)
             .ok_or_else(|| Status::unauthenticated("API key not accepted"))?;
         if checks == Checks::Key {
             return Ok(Admitted {
+                key,
                 limit: None,
                 _quota: None,
             });
@@ -144,6 +149,7 @@ impl Admission {
             ));
         };
         Ok(Admitted {
+            key,
             limit: Some(limit),
             _quota: quota,
         })
