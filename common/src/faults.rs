@@ -13,6 +13,12 @@
 //! - `SHED`: the call is shed as by an overloaded process: RESOURCE_EXHAUSTED
 //!   with `tandem-shed: router` on a router, `node` on a node.
 //!
+//! A **cross-region** fault (`cross_region` set) is the other way round: it
+//! applies to the calls this process makes to the other region (see
+//! [`crate::latency::Network`]), never to the calls it serves. UNAVAILABLE
+//! is a partition whose calls fail at once, HANG one whose calls hang until
+//! their caller gives up, DELAY a slow link.
+//!
 //! With no fault set, `check` is one atomic load, so it is free on the hot path.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,28 +37,53 @@ use tandem_catalog::ids::validate_tenant_id;
 /// The longest delay a fault may inject.
 pub const MAX_DELAY_MS: u32 = 600_000;
 
-/// What a fault applies to: the node (`tenant: None`), a tenant, or a shard.
+/// What a fault applies to: the node (`tenant: None`), a tenant, or a
+/// shard; or, with `cross_region`, the node's own calls to the other region.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FaultScope {
     /// `None`: every call on the node.
     pub tenant: Option<String>,
     /// With a tenant: only calls for this shard.
     pub shard: Option<u32>,
+    /// The node's calls to the other region, not the calls it serves.
+    pub cross_region: bool,
 }
 
 impl FaultScope {
     fn of(tenant: &str, has_shard: bool, shard: u32) -> Self {
         if tenant.is_empty() {
-            Self {
-                tenant: None,
-                shard: None,
-            }
+            Self::node()
         } else {
             Self {
                 tenant: Some(tenant.to_string()),
                 shard: has_shard.then_some(shard),
+                cross_region: false,
             }
         }
+    }
+
+    /// Every call the node serves.
+    pub fn node() -> Self {
+        Self {
+            tenant: None,
+            shard: None,
+            cross_region: false,
+        }
+    }
+
+    /// The node's calls to the other region.
+    pub fn cross_region() -> Self {
+        Self {
+            cross_region: true,
+            ..Self::node()
+        }
+    }
+
+    fn of_fault(fault: &Fault) -> Self {
+        if fault.cross_region {
+            return Self::cross_region();
+        }
+        Self::of(&fault.tenant, fault.has_shard, fault.shard)
     }
 }
 
@@ -104,7 +135,20 @@ impl FaultRegistry {
             .ok()
             .filter(|a| *a != FaultAction::Unspecified)
             .ok_or_else(|| format!("unknown fault action {}", fault.action))?;
-        if !fault.tenant.is_empty() {
+        if fault.cross_region {
+            if !fault.tenant.is_empty() || fault.has_shard {
+                return Err(
+                    "a cross-region fault applies to the whole process: no tenant or shard"
+                        .to_string(),
+                );
+            }
+            if !matches!(
+                action,
+                FaultAction::Unavailable | FaultAction::Hang | FaultAction::Delay
+            ) {
+                return Err("a cross-region fault is UNAVAILABLE (partition, calls fail), HANG (partition, calls hang) or DELAY (slow link)".to_string());
+            }
+        } else if !fault.tenant.is_empty() {
             validate_tenant_id(&fault.tenant)?;
         } else if fault.has_shard {
             return Err("a shard fault needs a tenant".to_string());
@@ -115,7 +159,7 @@ impl FaultRegistry {
                 fault.delay_ms
             ));
         }
-        let scope = FaultScope::of(&fault.tenant, fault.has_shard, fault.shard);
+        let scope = FaultScope::of_fault(&fault);
         tracing::warn!(?scope, ?action, delay_ms = fault.delay_ms, "fault injected");
         self.inner.rules.insert(scope, fault);
         self.changed();
@@ -164,20 +208,17 @@ impl FaultRegistry {
                 rules.get(&FaultScope {
                     tenant: tenant.clone(),
                     shard: Some(s),
+                    cross_region: false,
                 })
             })
             .or_else(|| {
                 rules.get(&FaultScope {
                     tenant,
                     shard: None,
+                    cross_region: false,
                 })
             })
-            .or_else(|| {
-                rules.get(&FaultScope {
-                    tenant: None,
-                    shard: None,
-                })
-            })
+            .or_else(|| rules.get(&FaultScope::node()))
             .map(|e| e.value().clone())
     }
 
@@ -187,18 +228,47 @@ impl FaultRegistry {
         if self.inner.count.load(Ordering::Acquire) == 0 {
             return Ok(());
         }
+        self.apply(
+            || self.matching(tenant, shard),
+            "injected fault: node unavailable",
+        )
+        .await
+    }
+
+    /// Applies the cross-region fault (if any) to one of this process's
+    /// calls to the other region: the partition's error, or `Ok` once the
+    /// call may go (after a slow link's delay, or a hang's clearing).
+    pub async fn cross_region(&self) -> Result<(), Status> {
+        if self.inner.count.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let rule = || {
+            let rules = &self.inner.rules;
+            rules
+                .get(&FaultScope::cross_region())
+                .map(|e| e.value().clone())
+        };
+        self.apply(rule, "the other region is unreachable (injected partition)")
+            .await
+    }
+
+    /// Applies what `rule` finds, looking again after each change while a
+    /// HANG holds the call.
+    async fn apply(
+        &self,
+        rule: impl Fn() -> Option<Fault>,
+        unavailable: &'static str,
+    ) -> Result<(), Status> {
         let mut generation = self.inner.generation.subscribe();
         loop {
             // Marking the current generation seen before reading the rules
             // means a clear that races with this read still wakes us below.
             generation.borrow_and_update();
-            let Some(fault) = self.matching(tenant, shard) else {
+            let Some(fault) = rule() else {
                 return Ok(());
             };
             match FaultAction::try_from(fault.action) {
-                Ok(FaultAction::Unavailable) => {
-                    return Err(Status::unavailable("injected fault: node unavailable"))
-                }
+                Ok(FaultAction::Unavailable) => return Err(Status::unavailable(unavailable)),
                 Ok(FaultAction::Internal) => {
                     return Err(Status::internal("injected fault: internal error"))
                 }
@@ -302,6 +372,8 @@ impl FaultInjection for FaultService {
         let req = request.into_inner();
         if req.all {
             self.registry.clear_all();
+        } else if req.cross_region {
+            self.registry.clear(&FaultScope::cross_region());
         } else {
             self.registry
                 .clear(&FaultScope::of(&req.tenant, req.has_shard, req.shard));
@@ -329,6 +401,7 @@ mod tests {
             shard: shard.unwrap_or(0),
             action: action as i32,
             delay_ms,
+            cross_region: false,
         }
     }
 
@@ -390,6 +463,47 @@ mod tests {
             .set(fault("t", None, FaultAction::Unspecified, 0))
             .is_err());
         assert!(reg.set(fault("", Some(1), FaultAction::Hang, 0)).is_err());
+        let across = |tenant: &str, action| Fault {
+            cross_region: true,
+            ..fault(tenant, None, action, 0)
+        };
+        assert!(reg.set(across("t", FaultAction::Hang)).is_err());
+        assert!(reg.set(across("", FaultAction::Internal)).is_err());
+        assert!(reg.set(across("", FaultAction::Shed)).is_err());
         assert!(reg.list().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_holds_only_calls_to_the_other_region() {
+        let reg = FaultRegistry::new();
+        let partition = |action| Fault {
+            cross_region: true,
+            ..fault("", None, action, 0)
+        };
+        reg.set(partition(FaultAction::Unavailable)).unwrap();
+        // The calls the node serves are untouched.
+        assert!(reg.check("t", Some(0)).await.is_ok());
+        let failed = reg.cross_region().await.unwrap_err();
+        assert_eq!(failed.code(), tonic::Code::Unavailable);
+        // A hanging partition holds the call until it is cleared.
+        reg.set(partition(FaultAction::Hang)).unwrap();
+        assert_eq!(reg.list().len(), 1);
+        let hung = tokio::spawn({
+            let reg = reg.clone();
+            async move { reg.cross_region().await }
+        });
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(!hung.is_finished());
+        reg.clear(&FaultScope::node());
+        assert!(
+            !hung.is_finished(),
+            "a node fault's clear is not the partition's"
+        );
+        reg.clear(&FaultScope::cross_region());
+        assert!(hung.await.unwrap().is_ok());
+        // A node-wide fault does not cut the way out.
+        reg.set(fault("", None, FaultAction::Unavailable, 0))
+            .unwrap();
+        assert!(reg.cross_region().await.is_ok());
     }
 }

@@ -9,10 +9,20 @@
 //! call) before each call to a node of the other region: the round trip
 //! the real network would add. Off (zero) in a fleet, where the network is
 //! real.
+//!
+//! [`Network`] is the way to the other region as one process sees it: the
+//! emulated distance, and the cross-region fault a drill may set on the
+//! process (a partition that fails or hangs its calls there, a slow link;
+//! see [`crate::faults`]). Every call to the other region goes through
+//! [`Network::cross`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngExt;
+use tonic::Status;
+
+use crate::faults::FaultRegistry;
 
 /// See the module documentation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,6 +63,58 @@ impl InterRegion {
         if from != to && !self.is_off() {
             tokio::time::sleep(self.draw()).await;
         }
+    }
+}
+
+/// The way from this process to the other region (see the module
+/// documentation). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Network {
+    here: Arc<str>,
+    distance: InterRegion,
+    faults: FaultRegistry,
+}
+
+impl Network {
+    /// The way out of region `here`: `distance` away, and cut or slowed by
+    /// the cross-region fault of `faults` (the process's own registry).
+    pub fn new(here: impl Into<Arc<str>>, distance: InterRegion, faults: FaultRegistry) -> Self {
+        Self {
+            here: here.into(),
+            distance,
+            faults,
+        }
+    }
+
+    /// No distance and no faults (tests, single-region processes).
+    pub fn local(here: impl Into<Arc<str>>) -> Self {
+        Self::new(here, InterRegion::default(), FaultRegistry::new())
+    }
+
+    /// This process's region.
+    pub fn here(&self) -> &str {
+        &self.here
+    }
+
+    /// Whether a call to region `to` may leave (the partition's error if
+    /// not), without the distance: for a call whose distance is added on
+    /// its way back.
+    pub async fn reachable(&self, to: &str) -> Result<(), Status> {
+        if *self.here == *to {
+            return Ok(());
+        }
+        self.faults.cross_region().await
+    }
+
+    /// One crossing to region `to`: the partition's error, or `Ok` after
+    /// the distance (nothing for a call within the region).
+    pub async fn cross(&self, to: &str) -> Result<(), Status> {
+        if *self.here == *to {
+            return Ok(());
+        }
+        self.faults.cross_region().await?;
+        self.distance.cross(&self.here, to).await;
+        Ok(())
     }
 }
 
@@ -117,5 +179,28 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(40));
         InterRegion::default().cross("a", "b").await;
         assert_eq!(start.elapsed(), Duration::from_millis(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_cuts_only_the_way_to_the_other_region() {
+        use tandem_proto::v1::{Fault, FaultAction};
+        let faults = FaultRegistry::new();
+        let net = Network::new("us-east-1", InterRegion::from_ms(10, 0), faults.clone());
+        faults
+            .set(Fault {
+                cross_region: true,
+                action: FaultAction::Unavailable as i32,
+                ..Default::default()
+            })
+            .unwrap();
+        let start = tokio::time::Instant::now();
+        assert!(net.cross("us-east-1").await.is_ok());
+        let cut = net.cross("us-east-2").await.unwrap_err();
+        assert_eq!(cut.code(), tonic::Code::Unavailable);
+        assert!(net.reachable("us-east-2").await.is_err());
+        assert_eq!(start.elapsed(), Duration::ZERO, "a cut call fails at once");
+        faults.clear_all();
+        assert!(net.cross("us-east-2").await.is_ok());
+        assert_eq!(start.elapsed(), Duration::from_millis(10));
     }
 }

@@ -15,13 +15,13 @@ use std::time::Duration;
 use tandem_catalog::Node;
 use tandem_common::channel::ChannelSettings;
 use tandem_common::internal::InternalToken;
-use tandem_common::latency::InterRegion;
+use tandem_common::latency::Network;
 use tandem_common::tls::Tls;
 use tandem_proto::v1::index_node_client::IndexNodeClient;
 use tandem_proto::v1::ReadLogRequest;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::bootstrap;
 use crate::oplog::OpLog;
@@ -151,9 +151,9 @@ pub struct Follow {
     pub internal: InternalToken,
     /// This node's TLS, for an `https://` leader.
     pub tls: Option<Tls>,
-    /// This node's region and the emulated distance to the other region
-    /// (waited after each pull from a leader there).
-    pub network: (String, InterRegion),
+    /// The way to the other region: a pull from a leader there waits its
+    /// distance on the way back, and a drill's partition fails or holds it.
+    pub network: Network,
 }
 
 /// A client of the leader's API, carrying the internal token.
@@ -221,10 +221,18 @@ pub async fn run(follow: Follow) {
             follower: follow.node_id.clone(),
         });
         request.set_timeout(PULL_WAIT + Duration::from_secs(5));
-        match client.read_log(request).await {
+        let (network, there) = (&follow.network, &follow.leader.region);
+        let pulled = async {
+            network.reachable(there).await?;
+            let response = client.read_log(request).await?;
+            network.cross(there).await?;
+            Ok::<_, Status>(response)
+        };
+        let pulled = tokio::time::timeout(PULL_WAIT + Duration::from_secs(5), pulled)
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the pull timed out")));
+        match pulled {
             Ok(response) => {
-                let (here, network) = &follow.network;
-                network.cross(here, &follow.leader.region).await;
                 let response = response.into_inner();
                 backoff = Duration::from_millis(50);
                 follow

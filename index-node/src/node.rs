@@ -70,6 +70,7 @@ pub async fn run(
     tracing::info!(shards = found, data_dir = %config.data_dir.display(), "shards found");
     let store = SnapshotStore::open(&config.snapshot_url()?, &config.snapshot_store_options)?;
     tracing::info!(store = %store.url(), "snapshot store");
+    let faults = FaultRegistry::new();
     let roles = Roles::new(
         config.node_id.clone(),
         config.region.clone(),
@@ -80,9 +81,12 @@ pub async fn run(
         (
             internal.clone(),
             tls.clone(),
-            tandem_common::latency::InterRegion::from_ms(
-                config.inter_region_latency_ms,
-                config.inter_region_jitter_ms,
+            (
+                tandem_common::latency::InterRegion::from_ms(
+                    config.inter_region_latency_ms,
+                    config.inter_region_jitter_ms,
+                ),
+                faults.clone(),
             ),
         ),
     )?;
@@ -103,7 +107,6 @@ pub async fn run(
         ));
     }
 
-    let faults = FaultRegistry::new();
     let service = IndexService::new(
         config.node_id.clone(),
         registry.clone(),

@@ -30,8 +30,9 @@ use crate::leader;
 use crate::registry::ShardRegistry;
 use crate::shard::ShardKey;
 use crate::snapshot::SnapshotStore;
+use tandem_common::faults::FaultRegistry;
 use tandem_common::internal::InternalToken;
-use tandem_common::latency::InterRegion;
+use tandem_common::latency::{InterRegion, Network};
 use tandem_common::tls::Tls;
 
 /// This node's part in one shard.
@@ -89,8 +90,9 @@ pub struct Roles {
     internal: InternalToken,
     /// This node's TLS, for `https://` peers.
     tls: Option<Tls>,
-    /// The emulated distance to the other region's leaders.
-    network: InterRegion,
+    /// The emulated distance to the other region's leaders, and the
+    /// node's faults (a drill's partition of its pulls).
+    network: (InterRegion, FaultRegistry),
 }
 
 impl Roles {
@@ -104,7 +106,7 @@ impl Roles {
         registry: Arc<ShardRegistry>,
         max_lag: Duration,
         store: Option<SnapshotStore>,
-        (internal, tls, network): (InternalToken, Option<Tls>, InterRegion),
+        (internal, tls, network): (InternalToken, Option<Tls>, (InterRegion, FaultRegistry)),
     ) -> anyhow::Result<Arc<Roles>> {
         let catalog = OnceLock::new();
         if let Some(path) = catalog_path.as_ref().filter(|p| p.exists()) {
@@ -567,7 +569,7 @@ impl Roles {
                 store: self.store.clone(),
                 internal: self.internal.clone(),
                 tls: self.tls.clone(),
-                network: (self.own_region(), self.network),
+                network: Network::new(self.own_region(), self.network.0, self.network.1.clone()),
             }));
             tracing::info!(shard = %key, leader = %leader.id, epoch, "following");
             followers.insert(

@@ -34,7 +34,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
-use tandem_common::latency::InterRegion;
+use tandem_common::latency::Network;
 
 use crate::budget::RetryBudget;
 use crate::catalog::Node;
@@ -63,9 +63,10 @@ pub struct Resilience {
     pub hedge: HedgePolicy,
     /// Channels to nodes.
     pub channels: Channels,
-    /// This router's region, and the emulated distance to the other one
-    /// (added before each attempt on a node there).
-    pub network: (Arc<str>, InterRegion),
+    /// The way to the other region: its emulated distance (added to each
+    /// attempt on a node there, within the per-try timeout) and a drill's
+    /// partition.
+    pub network: Network,
 }
 
 /// What to call: a shard's (or a model's) replicas for one tenant.
@@ -280,23 +281,19 @@ impl Resilience {
             .get(&replica.node)
             .ok()
             .map(|channel| call(&replica.node, channel, timeout));
-        let (here, network) = (self.network.0.clone(), self.network.1);
-        let there = replica.node.region.clone();
+        let (network, there) = (self.network.clone(), replica.node.region.clone());
         Some((
             index,
             Box::pin(async move {
                 let mut in_flight = in_flight;
-                let sent = async move {
-                    network.cross(&here, &there).await;
-                    sent
+                // A partitioned way out fails like a refused connection.
+                let attempt = async move {
+                    network.cross(&there).await.map_err(|_| Failed::Transport)?;
+                    sent.ok_or(Failed::Transport)?.await.map_err(Failed::Status)
                 };
-                let result = match sent.await {
-                    None => Err(Failed::Transport),
-                    Some(fut) => match tokio::time::timeout(timeout, fut).await {
-                        Ok(Ok(v)) => Ok(v),
-                        Ok(Err(status)) => Err(Failed::Status(status)),
-                        Err(_) => Err(Failed::PerTryTimeout),
-                    },
+                let result = match tokio::time::timeout(timeout, attempt).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Failed::PerTryTimeout),
                 };
                 (index, in_flight.take(), result)
             }),

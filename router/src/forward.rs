@@ -77,9 +77,10 @@ where
     };
     let extra = metadata(state, incoming);
     let request = ctx.request_with(message.clone(), remaining(ctx.deadline), &extra);
-    let (here, network) = &state.resilience.network;
+    let network = &state.resilience.network;
     let result = async {
-        network.cross(here, &router.region).await;
+        // A partition fails the forward like a refused connection.
+        network.cross(&router.region).await?;
         call(SearchClient::new(channel), request).await
     };
     // The deadline bounds the wait, as it bounds every downstream call.

@@ -103,19 +103,35 @@ pub async fn probe_round(
         };
         targets.push((node, Some(key), channel, service));
     }
+    // A probe of the other region crosses the network as any call does:
+    // a partition fails it, so it cannot re-admit what queries cannot reach.
+    let network = &resilience.network;
+    let reached = move |region: Arc<str>| async move {
+        matches!(
+            tokio::time::timeout(timeout, network.cross(&region)).await,
+            Ok(Ok(()))
+        )
+    };
     let checks = targets
         .into_iter()
         .map(|(node, pair, channel, service)| async move {
-            let result = check(channel, &service, timeout).await;
+            let result = match reached(node.region.clone()).await {
+                true => check(channel, &service, timeout).await,
+                false => ProbeResult::Error,
+            };
             (node, pair, result)
         });
     let held_back = catalog
         .nodes()
         .filter(|n| n.kind == NodeKind::Index && &*n.id != own_id)
         .filter_map(|n| Some((n.clone(), resilience.channels.get(n).ok()?)))
-        .map(
-            |(node, channel)| async move { (node, not_serving(channel, timeout, internal).await) },
-        );
+        .map(|(node, channel)| async move {
+            let shards = match reached(node.region.clone()).await {
+                true => not_serving(channel, timeout, internal).await,
+                false => Vec::new(),
+            };
+            (node, shards)
+        });
     for (node, shards) in futures::future::join_all(held_back).await {
         for (tenant, shard) in shards {
             let key = ShardKey {

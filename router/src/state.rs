@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tandem_common::internal::InternalToken;
+use tandem_common::latency::{InterRegion, Network};
 use tandem_common::tls::Tls;
 
 use crate::budget::{RetryBudget, RetryBudgetConfig};
@@ -91,12 +92,21 @@ impl RouterState {
             min_per_sec: config.retry_budget_min_per_sec,
             window: Duration::from_secs(10),
         });
+        let faults = tandem_common::faults::FaultRegistry::shedding_as(tandem_proto::shed::ROUTER);
+        let network = Network::new(
+            config.region.as_str(),
+            InterRegion::from_ms(
+                config.inter_region_latency_ms,
+                config.inter_region_jitter_ms,
+            ),
+            faults.clone(),
+        );
         Ok(Self {
             region: Arc::from(config.region.as_str()),
             dials: Dials::from_catalog(&catalog),
             ramps: Default::default(),
             usage: Default::default(),
-            faults: tandem_common::faults::FaultRegistry::shedding_as(tandem_proto::shed::ROUTER),
+            faults,
             admission: crate::admission::Admission::new(crate::admission::limit::LimitConfig {
                 min: config.min_concurrent_searches,
                 max: config.max_concurrent_searches,
@@ -123,13 +133,7 @@ impl RouterState {
                 budget,
                 hedge,
                 channels: Channels::new(tls),
-                network: (
-                    Arc::from(config.region.as_str()),
-                    tandem_common::latency::InterRegion::from_ms(
-                        config.inter_region_latency_ms,
-                        config.inter_region_jitter_ms,
-                    ),
-                ),
+                network,
             },
             catalog: CatalogHandle::new(catalog),
             catalog_error: ArcSwap::from_pointee(String::new()),

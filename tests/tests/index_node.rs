@@ -470,6 +470,7 @@ async fn fault_injection_fails_delays_hangs_and_clears() {
         shard: 0,
         action: action as i32,
         delay_ms,
+        cross_region: false,
     };
     // The admin API needs the token.
     let denied = faults
@@ -523,6 +524,7 @@ async fn fault_injection_fails_delays_hangs_and_clears() {
         shard: 0,
         action: FaultAction::Hang as i32,
         delay_ms: 0,
+        cross_region: false,
     };
     faults
         .set_fault(with_bearer(node_hang, ADMIN_TOKEN))

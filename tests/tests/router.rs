@@ -186,6 +186,7 @@ async fn one_failing_tenant_shard_only_moves_that_tenant() {
         shard: 0,
         action: FaultAction::Unavailable as i32,
         delay_ms: 0,
+        cross_region: false,
     };
     set_fault(&c, "r1-a", fault).await;
     for _ in 0..10 {

@@ -1,5 +1,6 @@
-//! Setting and clearing injected faults on index- and model-nodes
-//! (`tandem.v1.FaultInjection`, bearer admin token).
+//! Setting and clearing injected faults on index- and model-nodes and on
+//! routers' admin listeners (`tandem.v1.FaultInjection`, bearer admin
+//! token).
 
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ pub struct FaultScope {
     pub tenant: Option<String>,
     /// With a tenant: only this shard.
     pub shard: Option<u32>,
+    /// The process's own calls to the other region, not the calls it
+    /// serves (a partition).
+    pub cross_region: bool,
 }
 
 impl FaultScope {
@@ -25,6 +29,7 @@ impl FaultScope {
         FaultScope {
             tenant: None,
             shard: None,
+            cross_region: false,
         }
     }
 
@@ -33,6 +38,15 @@ impl FaultScope {
         FaultScope {
             tenant: Some(tenant.to_string()),
             shard: Some(shard),
+            cross_region: false,
+        }
+    }
+
+    /// The process's calls to the other region.
+    pub fn cross_region() -> Self {
+        FaultScope {
+            cross_region: true,
+            ..Self::node()
         }
     }
 }
@@ -40,6 +54,7 @@ impl FaultScope {
 impl std::fmt::Display for FaultScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.tenant, self.shard) {
+            _ if self.cross_region => write!(f, "calls to the other region"),
             (None, _) => write!(f, "every call"),
             (Some(t), None) => write!(f, "tenant {t}"),
             (Some(t), Some(s)) => write!(f, "tenant {t} shard {s}"),
@@ -89,6 +104,7 @@ pub async fn set(
         shard: scope.shard.unwrap_or(0),
         action: action as i32,
         delay_ms,
+        cross_region: scope.cross_region,
     };
     client(addr)
         .await?
@@ -105,6 +121,7 @@ pub async fn clear(addr: &str, token: &str, scope: &FaultScope) -> anyhow::Resul
         has_shard: scope.shard.is_some(),
         shard: scope.shard.unwrap_or(0),
         all: false,
+        cross_region: scope.cross_region,
     };
     client(addr)
         .await?

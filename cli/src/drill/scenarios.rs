@@ -37,6 +37,12 @@ pub enum Scenario {
     /// search (RESOURCE_EXHAUSTED, `tandem-shed: router`, injected on its
     /// admin listener); clients move to the paired region's router.
     RouterOverload,
+    /// The regions cut apart: every router's and index-node's calls to the
+    /// other region hang (a cross-region fault injected on each process).
+    /// Each region serves its own tenants; a single-region tenant of the
+    /// other region gets UNAVAILABLE, not a hang; replication catches up
+    /// after.
+    RegionPartition,
     /// A micro-service outage: every model-node of the home region killed.
     ModelsDown,
     /// Every model-node of every region killed: searches answer without
@@ -82,6 +88,7 @@ impl Scenario {
             Scenario::IndexFrozen => "index-frozen",
             Scenario::SlowNode => "slow-node",
             Scenario::RouterOverload => "router-overload",
+            Scenario::RegionPartition => "region-partition",
             Scenario::ModelsDown => "models-down",
             Scenario::ModelsDownAll => "models-down-all",
             Scenario::TenantIndexFailing => "tenant-index-failing",
@@ -106,6 +113,9 @@ pub enum Action {
     /// Every public call shed, injected on a router's admin listener;
     /// healed by clearing it.
     Shed,
+    /// Every call to the other region hangs (a cross-region fault on each
+    /// target); healed by clearing it.
+    Partition,
 }
 
 /// A scenario resolved against a topology.
@@ -157,6 +167,11 @@ pub fn plan(
             first(of(NodeInfo::KIND_INDEX, Some(home))),
         ),
         Scenario::RouterOverload => (Action::Shed, first(of(NodeInfo::KIND_ROUTER, Some(home)))),
+        Scenario::RegionPartition => {
+            let mut both = of(NodeInfo::KIND_ROUTER, None);
+            both.extend(of(NodeInfo::KIND_INDEX, None));
+            (Action::Partition, both)
+        }
         Scenario::ModelsDown => (Action::Kill, of(NodeInfo::KIND_MODEL, Some(home))),
         Scenario::ModelsDownAll => (Action::Kill, of(NodeInfo::KIND_MODEL, None)),
         Scenario::TenantIndexFailing => (
@@ -206,6 +221,11 @@ pub fn plan(
             format!("{ids} shedding every search"),
             format!("{ids}: clearing the overload"),
             format!("{ids}: overload cleared"),
+        ),
+        Action::Partition => (
+            "regions partitioned (calls between them hang)".to_string(),
+            "healing the partition".to_string(),
+            "partition healed".to_string(),
         ),
     };
     Ok(Plan {
@@ -314,10 +334,11 @@ async fn inflict_into(plan: &Plan, site: &Site, broken: &mut Vec<Broken>) -> any
                 });
             }
         }
-        Action::Fault(_) | Action::Slow(..) | Action::Shed => {
+        Action::Fault(_) | Action::Slow(..) | Action::Shed | Action::Partition => {
             let (scope, how) = match &plan.action {
                 Action::Slow(scope, ms) => (scope.clone(), (FaultAction::Delay, *ms)),
                 Action::Fault(scope) => (scope.clone(), (FaultAction::Unavailable, 0)),
+                Action::Partition => (FaultScope::cross_region(), (FaultAction::Hang, 0)),
                 _ => (FaultScope::node(), (FaultAction::Shed, 0)),
             };
             for node in &plan.targets {
@@ -433,6 +454,18 @@ mod tests {
         assert_eq!(
             ids(&p(Scenario::RegionIndexDown)),
             ["use1-index-1", "use1-index-2"]
+        );
+        let partition = p(Scenario::RegionPartition);
+        assert_eq!(partition.action, Action::Partition);
+        assert_eq!(
+            ids(&partition),
+            [
+                "use1-router",
+                "use2-router",
+                "use1-index-1",
+                "use1-index-2",
+                "use2-index-1"
+            ]
         );
         let failing = p(Scenario::TenantIndexFailing);
         assert_eq!(

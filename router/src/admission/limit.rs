@@ -70,10 +70,15 @@ const MIN_SAMPLES: u32 = 8;
 /// How a finished call went, for the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
-    /// Answered (or failed for a reason that says nothing of load).
+    /// Answered, or ran out of its deadline: its latency is the router's.
     Served,
     /// An index-node shed it: the data is overloaded.
     Shed,
+    /// Failed otherwise (UNAVAILABLE after per-try timeouts on an
+    /// unreachable region, a bad request): its latency says nothing of
+    /// the router's load, and is not counted. A tenant whose replicas hang
+    /// must not make the router shed everyone else.
+    Failed,
 }
 
 /// See the module documentation.
@@ -212,8 +217,10 @@ impl AdaptiveLimit {
 impl Permit {
     /// Reports the call's outcome and frees its place.
     pub fn finish(self, how: Finished) {
-        self.limit
-            .record(self.started.elapsed(), how, self.in_flight);
+        if how != Finished::Failed {
+            self.limit
+                .record(self.started.elapsed(), how, self.in_flight);
+        }
     }
 }
 
@@ -305,6 +312,25 @@ mod tests {
         let l = limit();
         window(&l, 16, Duration::from_millis(2), Finished::Shed).await;
         assert_eq!(l.current(), 14, "16 x 0.9, rounded");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_failures_say_nothing_of_load() {
+        let l = limit();
+        window(&l, 8, Duration::from_millis(2), Finished::Served).await;
+        let before = l.current();
+        // Calls hanging on an unreachable region until they fail.
+        for _ in 0..20 {
+            let n = l.current();
+            window(&l, n, Duration::from_millis(90), Finished::Failed).await;
+        }
+        assert_eq!(l.current(), before);
+        // The same latency on answered calls is the router's own.
+        for _ in 0..20 {
+            let n = l.current();
+            window(&l, n, Duration::from_millis(90), Finished::Served).await;
+        }
+        assert!(l.current() < before, "limit {}", l.current());
     }
 
     #[tokio::test(start_paused = true)]

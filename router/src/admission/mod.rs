@@ -73,19 +73,35 @@ pub struct Admitted {
 impl Admitted {
     /// Reports how the call ended (its answer's headers) to the limit.
     pub fn finish(self, answer: &HeaderMap) {
-        let shed_by_node = answer
-            .get(tandem_proto::SHED_KEY)
-            .is_some_and(|v| v.as_bytes() == shed::NODE.as_bytes());
-        if shed_by_node {
+        let how = ending(answer);
+        if how == Finished::Shed {
             metrics::counter!("router_shed_total", "by" => shed::NODE).increment(1);
         }
         if let Some(permit) = self.limit {
-            permit.finish(if shed_by_node {
-                Finished::Shed
-            } else {
-                Finished::Served
-            });
+            permit.finish(how);
         }
+    }
+}
+
+/// How a call ended, from its answer's headers: an error answer carries
+/// its `grpc-status` there (a success carries it in the trailers).
+fn ending(answer: &HeaderMap) -> Finished {
+    if answer
+        .get(tandem_proto::SHED_KEY)
+        .is_some_and(|v| v.as_bytes() == shed::NODE.as_bytes())
+    {
+        return Finished::Shed;
+    }
+    let ok_or_late = |code: &[u8]| {
+        code == b"0"
+            || code
+                == (tonic::Code::DeadlineExceeded as i32)
+                    .to_string()
+                    .as_bytes()
+    };
+    match answer.get("grpc-status") {
+        Some(code) if !ok_or_late(code.as_bytes()) => Finished::Failed,
+        _ => Finished::Served,
     }
 }
 
@@ -168,4 +184,27 @@ fn forwarded_by_a_router(
     }
     let metadata = MetadataMap::from_headers(headers.clone());
     state.internal.admits(extensions, &metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_answers_deadlines_and_node_sheds_teach_the_limit() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in pairs {
+                map.insert(*k, http::HeaderValue::from_static(v));
+            }
+            map
+        };
+        assert_eq!(ending(&headers(&[])), Finished::Served);
+        assert_eq!(ending(&headers(&[("grpc-status", "0")])), Finished::Served);
+        assert_eq!(ending(&headers(&[("grpc-status", "4")])), Finished::Served);
+        assert_eq!(ending(&headers(&[("grpc-status", "14")])), Finished::Failed);
+        assert_eq!(ending(&headers(&[("grpc-status", "3")])), Finished::Failed);
+        let shed = [("grpc-status", "8"), (tandem_proto::SHED_KEY, "node")];
+        assert_eq!(ending(&headers(&shed)), Finished::Shed);
+    }
 }

@@ -8,7 +8,7 @@ use crate::catalog::NodeKind;
 use crate::endpoint_stats::StatsConfig;
 use crate::outlier::OutlierConfig;
 use crate::replicas::Tier;
-use tandem_common::latency::InterRegion;
+use tandem_common::latency::Network;
 
 fn resilience() -> Resilience {
     Resilience {
@@ -26,7 +26,7 @@ fn resilience() -> Resilience {
         )
         .expect("valid delays"),
         channels: Channels::new(None),
-        network: (Arc::from("r1"), InterRegion::default()),
+        network: Network::local("r1"),
     }
 }
 
