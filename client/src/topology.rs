@@ -46,6 +46,11 @@ pub struct Topology {
     /// versions), for `tandem train` and `tandem events`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// The hosts file the cluster's routers and index-nodes resolve their
+    /// peers' names through (`--hosts-file`), which `tandem drill
+    /// dns-failure` empties for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts_file: Option<String>,
 }
 
 /// One region.

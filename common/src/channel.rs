@@ -43,6 +43,7 @@ use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
+use crate::resolve::Resolver;
 use crate::tls::Tls;
 
 /// How a channel connects and watches its connection.
@@ -120,7 +121,9 @@ pub fn channel(addr: &str, settings: ChannelSettings) -> Result<Channel, Invalid
 /// documentation.
 #[derive(Clone)]
 pub struct SharedFailureConnector {
-    http: HttpConnector,
+    /// Resolves names through the process's resolver
+    /// ([`crate::resolve::Resolver::current`]).
+    http: HttpConnector<Resolver>,
     /// How long the TLS handshake may take (as long as connecting).
     connect_timeout: Duration,
     /// The TLS connector and the name the peer's certificate must carry,
@@ -135,7 +138,7 @@ type LastFailure = (Instant, Arc<std::io::Error>);
 impl SharedFailureConnector {
     /// A connector whose attempts time out after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(Resolver::current());
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));

@@ -23,6 +23,9 @@
 //!   queries, the model-node trains and serves on them);
 //! - [`limits`]: public API limits shared by the router and the nodes;
 //! - [`faults`]: fault injection for outage drills;
+//! - [`latency`]: the network between the regions, emulated (distance, and
+//!   a drill's partition);
+//! - [`resolve`]: peers' names resolved by the system or a hosts file;
 //! - [`tls`]: TLS on listeners and channels, certificates reloaded from files;
 //! - [`web`]: gRPC-Web and CORS for browsers;
 //! - [`store`]: the shared object store and its one layout (snapshots,
@@ -41,6 +44,7 @@ pub mod latency;
 pub mod limits;
 pub mod metric_help;
 pub mod normalize;
+pub mod resolve;
 pub mod secret_file;
 pub mod server;
 pub mod store;

@@ -59,6 +59,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Connections closed because they sent nothing within 10 s of being accepted.",
     ),
+    (
+        "tandem_connections_slow_headers_total",
+        Kind::Counter,
+        "Connections closed because a request's header block took too long to arrive.",
+    ),
     ("faults_active", Kind::Gauge, "Injected faults in force."),
     // Router.
     (
@@ -160,6 +165,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "router_dns_changes_total",
         Kind::Counter,
         "Node names that resolved to a new address while connected.",
+    ),
+    (
+        "router_dns_failures_total",
+        Kind::Counter,
+        "Re-resolutions of connected nodes' names that failed (the connection is kept).",
     ),
     (
         "router_writes_total",

@@ -86,6 +86,9 @@ struct ServeArgs {
     #[command(flatten)]
     #[serde(skip)]
     tls: TlsArgs,
+    #[command(flatten)]
+    #[serde(skip)]
+    resolve: tandem_common::resolve::ResolveArgs,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     drain_grace_ms: Option<u64>,
@@ -122,9 +125,11 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let internal = InternalToken::resolve(args.internal_token_file.as_deref())?;
             let tls = args.tls.clone();
+            let resolve = args.resolve.clone();
             let (config, token) = serve_config(args)?;
             tandem_common::telemetry::init_tracing(config.json_logs);
             runtime.block_on(async {
+                resolve.install()?;
                 let tls = tls.start()?;
                 tandem_index_node::node::run(config, token, internal, tls).await
             })

@@ -111,6 +111,8 @@ impl Channels {
         let mut moved = Vec::new();
         for (id, addr, authority) in named {
             let Ok(mut now) = resolve(authority).await else {
+                // The connection may still be good: kept, and counted.
+                metrics::counter!("router_dns_failures_total").increment(1);
                 continue;
             };
             now.sort();
@@ -154,11 +156,17 @@ pub async fn recheck_names_forever(channels: &Channels, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let resolver = tandem_common::resolve::Resolver::current();
         channels
-            .recheck_names(|authority| async move {
-                tokio::net::lookup_host(authority)
-                    .await
-                    .map(Iterator::collect)
+            .recheck_names(|authority| {
+                let resolver = resolver.clone();
+                async move {
+                    let (host, port) = authority
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+                        .ok_or_else(|| std::io::Error::other("no port"))?;
+                    resolver.lookup(&host, port).await
+                }
             })
             .await;
     }

@@ -88,6 +88,15 @@ pub struct RouterConfig {
     pub eject_base_ms: u64,
     /// Longest ejection.
     pub eject_max_ms: u64,
+    /// Successes in a row on probation that re-admit an endpoint.
+    pub readmit_after_successes: u32,
+    /// Least time between two probation trials' starts.
+    pub trial_spacing_ms: u64,
+    /// A node is blamed for its pairs' timeouts when this many of its
+    /// node x tenant-shard pairs time out within `escalation_window_ms`.
+    pub escalate_after_pairs: usize,
+    /// See `escalate_after_pairs`.
+    pub escalation_window_ms: u64,
     /// Health-driven dial (see `auto_dial`): this region's traffic shifts
     /// to the paired region after its index-nodes fail health this long (0:
     /// off, the default).
@@ -173,6 +182,10 @@ impl Default for RouterConfig {
             eject_after_failures: 3,
             eject_base_ms: 1000,
             eject_max_ms: 30_000,
+            readmit_after_successes: 3,
+            trial_spacing_ms: 25,
+            escalate_after_pairs: 2,
+            escalation_window_ms: 1000,
             search_id_key_file: None,
             events_dir: None,
             events_store: None,

@@ -41,6 +41,7 @@ use crate::catalog::Node;
 use crate::channels::{Channels, NodeChannel};
 use crate::endpoint_stats::{InFlight, StatsRegistry};
 use crate::hedge::HedgePolicy;
+use crate::outlier::escalation::Escalation;
 use crate::outlier::{self, Health, OutlierDetector, ShardKey, Transition};
 use crate::replicas::{try_order, LiveView, Pick, Replica};
 use crate::retry::{classify, AttemptFailure, CallerState, HealthSignal};
@@ -57,6 +58,8 @@ pub struct Resilience {
     pub nodes: OutlierDetector<Arc<str>>,
     /// Node x tenant-shard outlier detection.
     pub shards: OutlierDetector<ShardKey>,
+    /// Which pairs' timeouts blame their node too.
+    pub escalation: Escalation,
     /// Retries + hedges allowance.
     pub budget: RetryBudget,
     /// Hedging delays.
@@ -413,6 +416,16 @@ impl Resilience {
             }
             HealthSignal::NodeFailure => self.nodes.record_failure(replica.id()),
             HealthSignal::ShardFailure => self.shards.record_failure(&view.shard_key(replica)),
+            HealthSignal::Timeout => {
+                let key = view.shard_key(replica);
+                let pair = self.shards.record_failure(&key);
+                let at = (&**view.tenant, view.shard);
+                outlier::report(pair, kind, replica.id(), at, outlier::Scope::Shard);
+                if !self.escalation.timed_out(&key) {
+                    return;
+                }
+                self.nodes.record_failure(replica.id())
+            }
             HealthSignal::Neutral => Transition::None,
         };
         let scope = match signal {

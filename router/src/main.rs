@@ -72,6 +72,9 @@ struct Cli {
     #[command(flatten)]
     #[serde(skip)]
     tls: TlsArgs,
+    #[command(flatten)]
+    #[serde(skip)]
+    resolve: tandem_common::resolve::ResolveArgs,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     default_timeout_ms: Option<u64>,
@@ -195,6 +198,7 @@ fn main() -> anyhow::Result<()> {
     let admin_token = tandem_common::secret_file::admin_token(cli.admin_token_file.as_deref())?;
     tandem_common::telemetry::init_tracing(config.json_logs);
     tokio::runtime::Runtime::new()?.block_on(async {
+        cli.resolve.install()?;
         let tls = cli.tls.start()?;
         tandem_router::node::run(config, admin_token, internal, tls).await
     })

@@ -180,5 +180,7 @@ fn register_series(catalog: &Catalog) {
     metrics::counter!("router_degraded_total", "what" => "model").increment(0);
     metrics::counter!("router_forwarded_total", "reason" => "dial_forward").increment(0);
     metrics::counter!("router_forward_failures_total").increment(0);
+    metrics::counter!("router_dns_changes_total").increment(0);
+    metrics::counter!("router_dns_failures_total").increment(0);
     metrics::gauge!("router_auto_dial_shifted").set(0.0);
 }

@@ -1,5 +1,5 @@
 //! Outlier detection: passive ejection on consecutive failures, re-admission
-//! by backoff + trial or by an active health probe.
+//! after a backoff by a sustained run of successful trials (and probes).
 //!
 //! One [`OutlierDetector`] tracks one kind of key. The serving layer keeps two:
 //! one keyed by node id (the whole node is sick: transport errors, per-try
@@ -18,12 +18,17 @@
 //!   key's ejections (forgotten after `forget_after` of good health, so a node
 //!   that flaps keeps getting longer breaks but a node that failed once last
 //!   week starts again at the base). Results of calls started before the
-//!   ejection are ignored. A `Serving` probe moves it to *Healthy* early.
-//! - **Probation** (half-open): the backoff has elapsed. Exactly one trial
-//!   request is let through ([`OutlierDetector::try_begin_trial`]); its
-//!   success (or a `Serving` probe) moves it to *Healthy*, its failure (or a
-//!   failed probe) back to *Ejected* with a doubled backoff. If the trial's
-//!   result never arrives within `trial_timeout`, another trial is allowed.
+//!   ejection are ignored. A `Serving` probe ends the backoff early (for
+//!   nodes: a restarted process answering its health check), into
+//!   *Probation*, counting as its first success.
+//! - **Probation** (half-open): the backoff has elapsed. Trial requests are
+//!   let through ([`OutlierDetector::try_begin_trial`]) one at a time and at
+//!   most one per `trial_spacing`: bounded trial traffic, never none. It
+//!   takes `readmit_successes` successes in a row (trials or `Serving`
+//!   probes) to move to *Healthy*, so one lucky answer does not re-admit a
+//!   replica that fails every other call; any failure (or failed probe)
+//!   sends it back to *Ejected* with a doubled backoff. If a trial's result
+//!   never arrives within `trial_timeout`, another trial is allowed.
 //!
 //! Time comes from `tokio::time::Instant`, so tests drive it with a paused
 //! clock. State lives in a `DashMap` whose entries exist only for keys that
@@ -63,16 +68,22 @@ pub struct OutlierConfig {
     /// How long a probation trial may stay unanswered before another trial
     /// is allowed (default 2 s, above any sane per-try timeout).
     pub trial_timeout: Duration,
+    /// Least time between two trials' starts (default 25 ms): the trial
+    /// traffic a replica on probation gets is bounded by it.
+    pub trial_spacing: Duration,
+    /// Successes in a row on probation that re-admit (default 3; 0 is
+    /// treated as 1).
+    pub readmit_successes: u32,
     /// Healthy time after which the ejection count is forgotten and the next
     /// ejection starts at the base again (default 60 s, twice the cap).
     pub forget_after: Duration,
-    /// Whether a SERVING probe re-admits a key before its backoff is over
+    /// Whether a SERVING probe ends an ejection before its backoff is over
     /// (default true). Right for nodes: a restarted process answering its
     /// health check is back. Wrong for node x tenant-shard pairs, whose
     /// failures are errors the node itself sent while saying SERVING (a
-    /// service answering wrongly): there a probe may only end probation,
+    /// service answering wrongly): there a probe only counts on probation,
     /// or the pair would flap at the probe rate.
-    pub probe_readmits_ejected: bool,
+    pub probe_ends_ejection: bool,
 }
 
 impl Default for OutlierConfig {
@@ -82,8 +93,10 @@ impl Default for OutlierConfig {
             base_ejection: Duration::from_secs(1),
             max_ejection: Duration::from_secs(30),
             trial_timeout: Duration::from_secs(2),
+            trial_spacing: Duration::from_millis(25),
+            readmit_successes: 3,
             forget_after: Duration::from_secs(60),
-            probe_readmits_ejected: true,
+            probe_ends_ejection: true,
         }
     }
 }
@@ -160,9 +173,29 @@ pub enum Transition {
 
 #[derive(Debug, Clone, Copy)]
 enum State {
-    Healthy { failures: u32 },
-    Ejected { until: Instant },
-    Probation { trial_started: Option<Instant> },
+    Healthy {
+        failures: u32,
+    },
+    Ejected {
+        until: Instant,
+    },
+    Probation {
+        /// The start of the trial in flight, if any.
+        trial_started: Option<Instant>,
+        /// The start of the latest trial (for `trial_spacing`).
+        last_trial: Option<Instant>,
+        /// Successes in a row since the probation began.
+        successes: u32,
+    },
+}
+
+/// A probation that has seen `successes` successes and no trial yet.
+fn probation(successes: u32) -> State {
+    State::Probation {
+        trial_started: None,
+        last_trial: None,
+        successes,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,9 +211,7 @@ impl Entry {
     fn settle(&mut self, now: Instant) {
         if let State::Ejected { until } = self.state {
             if now >= until {
-                self.state = State::Probation {
-                    trial_started: None,
-                };
+                self.state = probation(0);
             }
         }
     }
@@ -217,6 +248,29 @@ impl Entry {
         Transition::Readmitted
     }
 
+    /// One more success on probation (a trial's, or a probe's): re-admits
+    /// after `readmit_successes` in a row, else frees the next trial.
+    fn succeed_on_probation(&mut self, cfg: &OutlierConfig, now: Instant) -> Transition {
+        let State::Probation {
+            successes,
+            last_trial,
+            ..
+        } = self.state
+        else {
+            return Transition::None;
+        };
+        let successes = successes.saturating_add(1);
+        if successes >= cfg.readmit_successes {
+            return self.readmit(now);
+        }
+        self.state = State::Probation {
+            trial_started: None,
+            last_trial,
+            successes,
+        };
+        Transition::None
+    }
+
     fn health(&self, cfg: &OutlierConfig, now: Instant) -> Health {
         match self.state {
             State::Healthy { .. } => Health::Healthy,
@@ -224,9 +278,15 @@ impl Entry {
             State::Ejected { .. } => Health::Probation {
                 trial_available: true,
             },
-            State::Probation { trial_started } => Health::Probation {
+            State::Probation {
+                trial_started,
+                last_trial,
+                ..
+            } => Health::Probation {
                 trial_available: trial_started
-                    .is_none_or(|t| now.saturating_duration_since(t) >= cfg.trial_timeout),
+                    .is_none_or(|t| now.saturating_duration_since(t) >= cfg.trial_timeout)
+                    && last_trial
+                        .is_none_or(|t| now.saturating_duration_since(t) >= cfg.trial_spacing),
             },
         }
     }
@@ -268,6 +328,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
         OutlierDetector {
             cfg: OutlierConfig {
                 consecutive_failures: cfg.consecutive_failures.max(1),
+                readmit_successes: cfg.readmit_successes.max(1),
                 ..cfg
             },
             entries: IdMap::default(),
@@ -305,9 +366,13 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
             Health::Probation {
                 trial_available: true,
             } => {
-                e.state = State::Probation {
-                    trial_started: Some(now),
-                };
+                if let State::Probation { successes, .. } = e.state {
+                    e.state = State::Probation {
+                        trial_started: Some(now),
+                        last_trial: Some(now),
+                        successes,
+                    };
+                }
                 true
             }
         }
@@ -334,7 +399,7 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
                     // A late answer to a call sent before the ejection says
                     // little about the node now; wait for the trial or probe.
                     State::Ejected { .. } => Transition::None,
-                    State::Probation { .. } => e.readmit(now),
+                    State::Probation { .. } => e.succeed_on_probation(&self.cfg, now),
                 };
                 drop_entry = e.is_blank(&self.cfg, now);
                 t
@@ -388,10 +453,14 @@ impl<K: Eq + Hash + Clone> OutlierDetector<K> {
                             // queries work, so it does not reset a run of
                             // query failures.
                             State::Healthy { .. } => Transition::None,
-                            State::Ejected { .. } if !self.cfg.probe_readmits_ejected => {
+                            State::Ejected { .. } if !self.cfg.probe_ends_ejection => {
                                 Transition::None
                             }
-                            State::Ejected { .. } | State::Probation { .. } => e.readmit(now),
+                            State::Ejected { .. } => {
+                                e.state = probation(0);
+                                e.succeed_on_probation(&self.cfg, now)
+                            }
+                            State::Probation { .. } => e.succeed_on_probation(&self.cfg, now),
                         }
                     }
                 }
@@ -493,6 +562,8 @@ pub fn report(
         Transition::None => {}
     }
 }
+
+pub mod escalation;
 
 #[cfg(test)]
 mod tests;

@@ -24,8 +24,8 @@
 //! | UNAVAILABLE | yes | shard | the node answers but this shard is not serving (e.g. index failed to open, shutting down); another replica may |
 //! | RESOURCE_EXHAUSTED | yes | none | overload or quota: go elsewhere, but ejecting an overloaded node under load only moves the overload (cascade); EWMA / in-flight steer load away |
 //! | DEADLINE_EXCEEDED with caller time left | yes | shard | the node enforced the per-try deadline we sent: slow for this call, not dead |
-//! | router's per-try timer | yes | node | the node said nothing at all within the per-try timeout (hung) |
-//! | lost a hedge race | (already answered) | node | silent past its hedging delay (about its p95) *and* past another replica's whole answer: a timeout in all but name. Three in a row eject a frozen node within a few queries; a live node's next SERVING probe re-admits it |
+//! | router's per-try timer | yes | timeout | said nothing at all within the per-try timeout: the pair is blamed, and the node too when several of its pairs time out together (`outlier::escalation`: a frozen process is silent for every shard) |
+//! | lost a hedge race | (already answered) | timeout | silent past its hedging delay (about its p95) *and* past another replica's whole answer: a timeout in all but name. A frozen node is ejected within a few queries; one tenant's slow shard only moves that tenant |
 //! | FAILED_PRECONDITION marked `tandem-replica-behind` | yes, free of budget | none | the replica has not applied the caller's consistency token yet: not a failure; the next replica (ending at the leader) has |
 //! | FAILED_PRECONDITION | yes | shard | the shard is not in a servable state on this node (NOT_SERVING) |
 //! | NOT_FOUND | yes | shard | this node lacks the shard the catalog says it has (still bootstrapping, wiped disk); another replica has it. The router's own "unknown tenant" NOT_FOUND never reaches here |
@@ -74,6 +74,9 @@ pub enum HealthSignal {
     NodeFailure,
     /// Blame only the (node, tenant, shard) pair.
     ShardFailure,
+    /// A silence: blame the pair, and the node as well when several of
+    /// its pairs fall silent together (see `outlier::escalation`).
+    Timeout,
     /// Tell nobody.
     Neutral,
 }
@@ -142,14 +145,14 @@ pub fn classify(failure: AttemptFailure<'_>, caller: CallerState) -> Verdict {
         return Verdict::stop(Neutral, "caller_deadline");
     }
     let status = match failure {
-        AttemptFailure::PerTryTimeout => return Verdict::retry(NodeFailure, "per_try_timeout"),
+        AttemptFailure::PerTryTimeout => return Verdict::retry(Timeout, "per_try_timeout"),
         AttemptFailure::Transport => return Verdict::retry(NodeFailure, "transport"),
-        AttemptFailure::LostRace => return Verdict::retry(NodeFailure, "hedge_lost"),
+        AttemptFailure::LostRace => return Verdict::retry(Timeout, "hedge_lost"),
         AttemptFailure::Status(status) => status,
     };
     if is_client_side(status) {
         if is_client_timeout(status) {
-            return Verdict::retry(NodeFailure, "per_try_timeout");
+            return Verdict::retry(Timeout, "per_try_timeout");
         }
         return match status.code() {
             // The client also makes these from h2 stream errors the server
@@ -291,16 +294,13 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_and_transport_errors_blame_the_node() {
+    fn timeouts_blame_the_pair_first_and_transport_errors_the_node() {
         let v = classify(AttemptFailure::PerTryTimeout, LIVE);
-        assert_eq!((v.retryable, v.signal), (true, HealthSignal::NodeFailure));
+        assert_eq!((v.retryable, v.signal), (true, HealthSignal::Timeout));
         let v = classify(AttemptFailure::Transport, LIVE);
         assert_eq!((v.retryable, v.signal), (true, HealthSignal::NodeFailure));
         let v = classify(AttemptFailure::LostRace, LIVE);
-        assert_eq!(
-            (v.signal, v.reason),
-            (HealthSignal::NodeFailure, "hedge_lost")
-        );
+        assert_eq!((v.signal, v.reason), (HealthSignal::Timeout, "hedge_lost"));
 
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let v = client(Box::new(tonic::ConnectError(Box::new(refused))));
@@ -312,7 +312,7 @@ mod tests {
         let v = client(Box::new(tonic::TimeoutExpired(())));
         assert_eq!(
             (v.signal, v.reason),
-            (HealthSignal::NodeFailure, "per_try_timeout")
+            (HealthSignal::Timeout, "per_try_timeout")
         );
 
         let v = client(Box::new(std::io::Error::other("reset")));

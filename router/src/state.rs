@@ -18,6 +18,7 @@ use crate::dial::Dials;
 use crate::endpoint_stats::{StatsConfig, StatsRegistry};
 use crate::fallback::Resilience;
 use crate::hedge::HedgePolicy;
+use crate::outlier::escalation::Escalation;
 use crate::outlier::{OutlierConfig, OutlierDetector};
 use crate::probe::RouterHealth;
 
@@ -85,6 +86,8 @@ impl RouterState {
             consecutive_failures: config.eject_after_failures.max(1),
             base_ejection: ms(config.eject_base_ms),
             max_ejection: ms(config.eject_max_ms.max(config.eject_base_ms)),
+            readmit_successes: config.readmit_after_successes,
+            trial_spacing: ms(config.trial_spacing_ms),
             ..OutlierConfig::default()
         };
         let budget = RetryBudget::new(RetryBudgetConfig {
@@ -127,9 +130,13 @@ impl RouterState {
                 stats: StatsRegistry::new(StatsConfig::default()),
                 nodes: OutlierDetector::new(outlier),
                 shards: OutlierDetector::new(OutlierConfig {
-                    probe_readmits_ejected: false,
+                    probe_ends_ejection: false,
                     ..outlier
                 }),
+                escalation: Escalation::new(
+                    ms(config.escalation_window_ms),
+                    config.escalate_after_pairs,
+                ),
                 budget,
                 hedge,
                 channels: Channels::new(tls),
@@ -153,6 +160,7 @@ impl RouterState {
         self.resilience.stats.retain(known);
         self.resilience.channels.retain(known);
         self.resilience.nodes.retain(|id| known(id));
+        self.resilience.escalation.retain(known);
         self.resilience
             .shards
             .retain(|k| known(&k.node) && catalog.tenant(&k.tenant).is_some());

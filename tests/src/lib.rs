@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 pub mod cli;
 pub mod cluster;
 pub mod dashboard;
+pub mod drill;
 pub mod exposition;
 pub mod learning;
 pub mod s3;

@@ -11,141 +11,15 @@
 //! `--tls` mode (every listener and channel TLS, mutual between the
 //! processes; the load and the CLI's calls verify the cluster's CA).
 //!
-//! One cluster per test, so a drill that fails to heal cannot spoil
-//! another; the tests take turns (one cluster under load at a time), as
-//! two debug-build clusters plus their load on a 2-core machine would
-//! measure the machine, not the failover.
+//! One cluster per test, taking turns (`tandem_e2e::drill`). The drills
+//! of the network between the regions are in `network_drills.rs`.
 //!
 //! Build the binaries first: `cargo build --workspace --bins`.
 
 use std::time::Duration;
 
-use tandem_cli::dev::{start_cluster, Cluster, DevOptions};
-use tandem_cli::drill::{run_drill, DrillOptions, DrillReport, Scenario, TenantReport};
-use tandem_cli::procfs;
-use tandem_e2e::cluster::SLOW_HEDGE_FLAGS;
-
-const HOME: &str = "us-east-1";
-const AWAY: &str = "us-east-2";
-
-/// Held by the test whose cluster runs (see the module docs).
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A small plaintext cluster in a fresh directory (returned so it
-/// outlives the cluster).
-async fn cluster() -> (tempfile::TempDir, Cluster) {
-    cluster_in_mode(false).await
-}
-
-/// A small cluster, serving TLS if `tls`.
-async fn cluster_in_mode(tls: bool) -> (tempfile::TempDir, Cluster) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut opts = DevOptions::new(dir.path().join("dev"), tandem_e2e::repo_root());
-    opts.docs_limit = Some(200);
-    opts.bin_dir = Some(tandem_e2e::target_dir());
-    opts.router_args = SLOW_HEDGE_FLAGS.iter().map(|a| a.to_string()).collect();
-    opts.tls = tls;
-    let cluster = start_cluster(&opts).await.expect("dev cluster starts");
-    (dir, cluster)
-}
-
-/// Runs `scenario` for `seconds` at 50 QPS on tldr-en (plus `also`).
-async fn drill(cluster: &Cluster, scenario: Scenario, seconds: f64, also: &[&str]) -> DrillReport {
-    let mut opts = DrillOptions::new(scenario, cluster.topology_path());
-    opts.rate = 50.0;
-    opts.duration = Duration::from_secs_f64(seconds);
-    opts.extra_tenants = also.iter().map(|t| t.to_string()).collect();
-    let report = run_drill(&opts).await.expect("the drill runs");
-    // The report in the test output makes a failure readable.
-    println!("{}", report.to_text());
-    assert_eq!(report.fault_error, None);
-    assert_eq!(report.heal_error, None);
-    report
-}
-
-/// Every process of the current topology runs; returns its pids by id.
-fn assert_all_running(cluster: &Cluster) -> Vec<(String, u32)> {
-    let topology = cluster.current_topology();
-    assert_eq!(topology.nodes.len(), 8);
-    topology
-        .nodes
-        .iter()
-        .map(|n| {
-            let pid = n.pid.expect("pid");
-            assert!(
-                procfs::is_alive(pid) && !procfs::is_stopped(pid),
-                "{} (pid {pid}) is not running after the drill",
-                n.id
-            );
-            (n.id.clone(), pid)
-        })
-        .collect()
-}
-
-/// The pid of `id` in the current topology.
-fn pid_of(cluster: &Cluster, id: &str) -> u32 {
-    cluster
-        .current_topology()
-        .node(id)
-        .and_then(|n| n.pid)
-        .expect("node in topology")
-}
-
-/// Stops the cluster and checks nothing is left, restarted processes too.
-async fn stop(cluster: Cluster) {
-    let pids = assert_all_running(&cluster);
-    cluster.stop(Duration::from_secs(5)).await;
-    for (id, pid) in pids {
-        assert!(
-            procfs::wait_gone(pid, Duration::from_secs(2)).await,
-            "{id} (pid {pid}) survived the cluster's stop"
-        );
-    }
-}
-
-fn tenant<'a>(report: &'a DrillReport, id: &str) -> &'a TenantReport {
-    report
-        .tenants
-        .iter()
-        .find(|t| t.tenant == id)
-        .expect("tenant in report")
-}
-
-/// The active-active tenant lost no query, was served by `during` while
-/// the fault was in force, and by its home region again at the end.
-fn assert_no_failure_and_back_home(t: &TenantReport, during: &str) {
-    assert_eq!(
-        t.summary.failed, 0,
-        "failed queries for {}: {:?}",
-        t.tenant, t.summary.errors
-    );
-    assert!(t.phases.during.ok > 0);
-    assert!(
-        t.phases.during.share(during) > 0.9,
-        "during the fault, {during} served {:.0}%",
-        t.phases.during.share(during) * 100.0
-    );
-    assert!(
-        t.last.share(HOME) > 0.5,
-        "at the end, {HOME} served only {:.0}%",
-        t.last.share(HOME) * 100.0
-    );
-    let after = t.after_heal_query.as_ref().expect("probe after heal");
-    assert_eq!(after.error, None);
-    assert_eq!(after.served_region, HOME);
-}
-
-/// The home router's trouble (down, or shedding) sent the client library
-/// to the paired region's router with no failed query, and the clients
-/// came home after the heal.
-fn assert_clients_moved_away_and_back(t: &TenantReport) {
-    assert_no_failure_and_back_home(t, AWAY);
-    assert!(t.summary.client_failover > 0);
-    let during = t.during_fault_query.as_ref().expect("probe");
-    assert_eq!(during.client_region, AWAY);
-    let after = t.after_heal_query.as_ref().expect("probe");
-    assert_eq!(after.client_region, HOME);
-}
+use tandem_cli::drill::{DrillOptions, Scenario};
+use tandem_e2e::drill::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_errors_fall_back_to_the_other_model_replica() {
@@ -284,106 +158,6 @@ async fn an_overloaded_router_sends_clients_to_the_paired_region() {
     stop(cluster).await;
 }
 
-/// The regions cut apart (every router's and index-node's calls to the
-/// other region hang), load homed in us-east-2: the active-active tenant is
-/// served there with no failed query; tldr-es, which lives only in
-/// us-east-1, gets a clear UNAVAILABLE (not a hang, not a deadline) until
-/// the heal; writes to tldr-en's leader in us-east-1 go on throughout, and
-/// once healed us-east-2's replica catches up to the leader's digest.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_region_partition_keeps_each_region_serving_its_own() {
-    let _turn = TURN.lock().await;
-    let (_dir, cluster) = cluster().await;
-    let topology = cluster.current_topology();
-    let seconds = 4.5;
-    let writes = tokio::spawn(write_for(topology.clone(), seconds));
-    let mut opts = DrillOptions::new(Scenario::RegionPartition, cluster.topology_path());
-    opts.rate = 50.0;
-    opts.duration = Duration::from_secs_f64(seconds);
-    opts.home_region = Some(AWAY.into());
-    opts.extra_tenants = vec!["tldr-es".into()];
-    let report = run_drill(&opts).await.expect("the drill runs");
-    println!("{}", report.to_text());
-    assert_eq!((&report.fault_error, &report.heal_error), (&None, &None));
-    let en = tenant(&report, "tldr-en");
-    assert_eq!(en.summary.failed, 0, "{:?}", en.summary.errors);
-    assert!(en.phases.during.ok > 0);
-    assert!(
-        en.phases.during.share(AWAY) > 0.99,
-        "{:?}",
-        en.phases.during
-    );
-    // Its calls fail with UNAVAILABLE once their attempts' per-try
-    // timeouts pass (those sent in the last such time before the heal go
-    // through after it), never with a deadline.
-    let es = tenant(&report, "tldr-es");
-    let during = &es.phases.during;
-    assert!(during.sent > 0);
-    assert!(during.failed * 3 >= during.sent * 2, "{during:?}");
-    assert_eq!(
-        es.summary.errors.keys().collect::<Vec<_>>(),
-        ["UNAVAILABLE"]
-    );
-    assert_eq!((es.phases.before.failed, es.phases.after.failed), (0, 0));
-    assert!(es.last.ok > 0 && es.last.failed == 0);
-    let (written, failed) = writes.await.expect("writes");
-    assert!(
-        written > 0 && failed == 0,
-        "{written} written, {failed} failed"
-    );
-    let path = std::path::Path::new(topology.catalog.as_deref().expect("catalog"));
-    let catalog = tandem_catalog::Catalog::load_file(path).expect("catalog");
-    let verdicts = tandem_cli::verify::verify(&catalog, "tldr-en", Duration::from_secs(60))
-        .await
-        .expect("verify");
-    assert!(verdicts.iter().all(|v| v.equal), "{verdicts:?}");
-    stop(cluster).await;
-}
-
-/// Writes a document of tldr-en every 50 ms through us-east-1's router
-/// (its leader's region) for `seconds`; returns (written, failed).
-async fn write_for(topology: tandem_client::Topology, seconds: f64) -> (u32, u32) {
-    use tandem_proto::v1::{documents_client::DocumentsClient, Document, WriteRequest};
-    let router = &topology.region(HOME).expect("home").router;
-    let key = topology
-        .tenant("tldr-en")
-        .expect("tenant")
-        .write_key
-        .clone();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{router}"))
-        .expect("address")
-        .connect_lazy();
-    let mut client = DocumentsClient::new(channel);
-    let (mut written, mut failed) = (0, 0);
-    let end = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
-    for n in 0.. {
-        if tokio::time::Instant::now() >= end {
-            break;
-        }
-        let mut request = tonic::Request::new(WriteRequest {
-            tenant: "tldr-en".into(),
-            upserts: vec![Document {
-                id: format!("drill/partition/{n}"),
-                title: format!("written across a partition {n}"),
-                ..Default::default()
-            }],
-            request_id: format!("partition-{n}"),
-            ..Default::default()
-        });
-        let bearer = format!("Bearer {key}").parse().expect("header");
-        request.metadata_mut().insert("authorization", bearer);
-        match client.write(request).await {
-            Ok(_) => written += 1,
-            Err(status) => {
-                eprintln!("write {n}: {status:?}");
-                failed += 1
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (written, failed)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_down_in_the_home_region_uses_the_other_regions_model() {
     let _turn = TURN.lock().await;
@@ -475,21 +249,13 @@ async fn region_index_down_serves_active_active_remotely_and_fails_single_region
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn region_index_down_with_the_health_driven_dial_shifts_away_and_back() {
     let _turn = TURN.lock().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut opts = DevOptions::new(dir.path().join("dev"), tandem_e2e::repo_root());
-    opts.docs_limit = Some(100);
-    opts.bin_dir = Some(tandem_e2e::target_dir());
-    opts.router_args = SLOW_HEDGE_FLAGS.iter().map(|a| a.to_string()).collect();
-    opts.router_args.extend(
-        [
-            "--auto-dial-after-ms",
-            "300",
-            "--auto-dial-back-after-ms",
-            "300",
-        ]
-        .map(String::from),
-    );
-    let cluster = start_cluster(&opts).await.expect("dev cluster starts");
+    let auto_dial = [
+        "--auto-dial-after-ms",
+        "300",
+        "--auto-dial-back-after-ms",
+        "300",
+    ];
+    let (_dir, cluster) = cluster_with(false, &auto_dial).await;
     let report = drill(&cluster, Scenario::RegionIndexDown, 4.0, &[]).await;
     let en = tenant(&report, "tldr-en");
     assert_eq!(en.summary.failed, 0, "{:?}", en.summary.errors);

@@ -45,14 +45,17 @@ fn catalog_toml(
             let addr = routers
                 .iter()
                 .find(|r| r.id == id)
-                .map_or("127.0.0.1:1".to_string(), |r| r.grpc.clone());
+                .map_or("127.0.0.1:1".to_string(), |r| by_name(&r.grpc));
             t += &format!("[[nodes]]\nid = \"{id}\"\nregion = \"{region}\"\nkind = \"router\"\naddr = \"{scheme}://{addr}\"\n\n");
         }
     }
     for n in nodes {
         t += &format!(
             "[[nodes]]\nid = \"{}\"\nregion = \"{}\"\nkind = \"{}\"\naddr = \"{scheme}://{}\"\n\n",
-            n.id, n.region, n.kind, n.grpc
+            n.id,
+            n.region,
+            n.kind,
+            by_name(&n.grpc)
         );
     }
     for tenant in &TENANTS {
@@ -135,6 +138,31 @@ pub(crate) fn topology(
         catalog: Some(catalog_path.display().to_string()),
         ca_cert: None,
         store: catalog_path.parent().map(store_url),
+        hosts_file: catalog_path
+            .parent()
+            .map(|dir| hosts_file(dir).display().to_string()),
+    }
+}
+
+/// The hosts file of the cluster's processes (`--hosts-file`): they
+/// reach each other by name (`localhost` in the catalog), resolved through
+/// it, so a drill can take name resolution away from them alone.
+pub(crate) fn hosts_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("hosts")
+}
+
+/// What the hosts file says while names resolve.
+pub(crate) const HOSTS: &str =
+    "# Written by `tandem dev`: the cluster's routers and index-nodes resolve
+# their peers' names through this file (--hosts-file).
+127.0.0.1 localhost
+";
+
+/// A process's listening address as the catalog names it: by name.
+fn by_name(addr: &str) -> String {
+    match addr.strip_prefix("127.0.0.1:") {
+        Some(port) => format!("localhost:{port}"),
+        None => addr.to_string(),
     }
 }
 

@@ -198,6 +198,12 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
     let catalog_path = dir.join("catalog.toml");
     let _ = std::fs::remove_file(&catalog_path);
     let catalog_arg = catalog_path.display().to_string();
+    // Routers and index-nodes reach each other by name, through the
+    // cluster's hosts file (written afresh: a drill may have emptied it).
+    let hosts_path = catalog::hosts_file(&dir);
+    std::fs::write(&hosts_path, catalog::HOSTS)
+        .with_context(|| format!("cannot write {}", hosts_path.display()))?;
+    let hosts_arg = hosts_path.display().to_string();
     // Every index-node snapshots to the one store, so followers can
     // install what leaders snapshot.
     let mut starts = Vec::new();
@@ -215,6 +221,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
                 "200",
                 "--snapshot-store",
                 &store_arg,
+                "--hosts-file",
+                &hosts_arg,
             ];
             flags.extend(network.iter().map(String::as_str));
             starts.push(spawn_node(
@@ -303,6 +311,8 @@ pub async fn start_cluster(opts: &DevOptions) -> anyhow::Result<Cluster> {
             "1000",
             "--events-ship-ms",
             "1000",
+            "--hosts-file",
+            &hosts_arg,
         ]
         .iter()
         .map(|s| s.to_string())

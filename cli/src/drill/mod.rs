@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod command;
 mod faults;
 pub mod migration;
+pub mod names;
 pub mod report;
 pub mod restart;
 pub mod scenarios;
@@ -104,6 +105,7 @@ pub async fn run_drill(opts: &DrillOptions) -> anyhow::Result<DrillReport> {
     let site = Site {
         topology_file: opts.topology.clone(),
         admin_token: topology.admin_token.clone(),
+        hosts_file: topology.hosts_file.as_ref().map(PathBuf::from),
     };
 
     let mut tenants = vec![opts.tenant.clone()];

@@ -43,6 +43,12 @@ pub enum Scenario {
     /// other region gets UNAVAILABLE, not a hang; replication catches up
     /// after.
     RegionPartition,
+    /// Name resolution gone: the cluster's hosts file (through which its
+    /// routers and index-nodes resolve each other) is emptied, and the home
+    /// region's first index-node is killed meanwhile. Connections made
+    /// before stay up; the dead node cannot be reached again until names
+    /// come back, so its replicas' calls go to the paired region.
+    DnsFailure,
     /// A micro-service outage: every model-node of the home region killed.
     ModelsDown,
     /// Every model-node of every region killed: searches answer without
@@ -89,6 +95,7 @@ impl Scenario {
             Scenario::SlowNode => "slow-node",
             Scenario::RouterOverload => "router-overload",
             Scenario::RegionPartition => "region-partition",
+            Scenario::DnsFailure => "dns-failure",
             Scenario::ModelsDown => "models-down",
             Scenario::ModelsDownAll => "models-down-all",
             Scenario::TenantIndexFailing => "tenant-index-failing",
@@ -116,6 +123,9 @@ pub enum Action {
     /// Every call to the other region hangs (a cross-region fault on each
     /// target); healed by clearing it.
     Partition,
+    /// The cluster's hosts file emptied, then the targets killed; healed
+    /// by restoring the file and restarting them.
+    NamesGone,
 }
 
 /// A scenario resolved against a topology.
@@ -167,6 +177,10 @@ pub fn plan(
             first(of(NodeInfo::KIND_INDEX, Some(home))),
         ),
         Scenario::RouterOverload => (Action::Shed, first(of(NodeInfo::KIND_ROUTER, Some(home)))),
+        Scenario::DnsFailure => (
+            Action::NamesGone,
+            first(of(NodeInfo::KIND_INDEX, Some(home))),
+        ),
         Scenario::RegionPartition => {
             let mut both = of(NodeInfo::KIND_ROUTER, None);
             both.extend(of(NodeInfo::KIND_INDEX, None));
@@ -222,6 +236,11 @@ pub fn plan(
             format!("{ids}: clearing the overload"),
             format!("{ids}: overload cleared"),
         ),
+        Action::NamesGone => (
+            format!("names resolve no more; {ids} killed"),
+            format!("restoring names; restarting {ids}"),
+            format!("names back; {ids} restarted"),
+        ),
         Action::Partition => (
             "regions partitioned (calls between them hang)".to_string(),
             "healing the partition".to_string(),
@@ -242,6 +261,8 @@ pub fn plan(
 pub enum Broken {
     /// Killed; restarted from this snapshot.
     Killed(Snapshot),
+    /// The cluster's hosts file emptied; restored.
+    NamesGone(super::names::Emptied),
     /// Frozen; thawed.
     Frozen {
         /// Node id.
@@ -268,6 +289,8 @@ pub struct Site {
     pub topology_file: PathBuf,
     /// Admin token of the cluster.
     pub admin_token: String,
+    /// The hosts file its processes resolve names through, if any.
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl Site {
@@ -303,7 +326,15 @@ pub async fn inflict(plan: &Plan, site: &Site) -> (Vec<Broken>, anyhow::Result<(
 
 async fn inflict_into(plan: &Plan, site: &Site, broken: &mut Vec<Broken>) -> anyhow::Result<()> {
     match &plan.action {
-        Action::Kill => {
+        Action::Kill | Action::NamesGone => {
+            if plan.action == Action::NamesGone {
+                let path = site
+                    .hosts_file
+                    .as_deref()
+                    .context("the topology names no hosts file (`tandem dev` clusters have one)")?;
+                // First in the list: healed first, before the restarts.
+                broken.push(Broken::NamesGone(super::names::empty(path)?));
+            }
             // Snapshot every target first, then kill them back to back: a
             // region losing its nodes at once, not one by one.
             let snapshots = plan
@@ -378,6 +409,7 @@ pub async fn heal(broken: Vec<Broken>, site: &Site) -> anyhow::Result<()> {
 
 async fn heal_one(broken: Broken, site: &Site) -> anyhow::Result<()> {
     match broken {
+        Broken::NamesGone(emptied) => super::names::restore(emptied)?,
         Broken::Killed(snapshot) => {
             let pid = restart::restart(&snapshot)
                 .await

@@ -12,7 +12,9 @@
 //! a new one is closed at once (and counted), so that no client can take
 //! every file handle of the process. A connection that sends nothing
 //! within [`FIRST_BYTES_TIMEOUT`] of being accepted (or of its handshake)
-//! is closed: a silent peer does not keep its place.
+//! is closed: a silent peer does not keep its place. Nor does one that
+//! sends a request's headers too slowly: a header block must arrive whole
+//! within [`HEADERS_TIMEOUT`] of its first byte (see [`HeaderWatch`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +30,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 
+use super::header_watch::HeaderWatch;
+
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,6 +40,10 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 
 /// Longest a connection may stay silent after it is accepted.
 pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a request's header block may take to arrive, from its first
+/// byte to its last.
+pub const HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshaken connections waiting for the server to take them.
 const READY_QUEUE: usize = 64;
@@ -112,22 +120,77 @@ async fn accept_held(
 }
 
 /// A connection holding its place on the listener, closed if it sends
-/// nothing within [`FIRST_BYTES_TIMEOUT`].
+/// nothing within [`FIRST_BYTES_TIMEOUT`], or a header block slower than
+/// [`HEADERS_TIMEOUT`].
 #[derive(Debug)]
 pub struct Held<S> {
     inner: S,
     _place: OwnedSemaphorePermit,
-    /// Until the first byte arrives.
-    silence: Option<Pin<Box<tokio::time::Sleep>>>,
+    watch: HeaderWatch,
+    /// The deadline in force (none between calls), and what it is for.
+    deadline: Option<(tokio::time::Instant, Late)>,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// What a connection is late with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Late {
+    /// Its first bytes.
+    FirstBytes,
+    /// The rest of a header block.
+    Headers,
 }
 
 impl<S> Held<S> {
     fn new(inner: S, place: OwnedSemaphorePermit) -> Self {
+        let at = tokio::time::Instant::now() + FIRST_BYTES_TIMEOUT;
         Self {
             inner,
             _place: place,
-            silence: Some(Box::pin(tokio::time::sleep(FIRST_BYTES_TIMEOUT))),
+            watch: HeaderWatch::default(),
+            deadline: Some((at, Late::FirstBytes)),
+            timer: Box::pin(tokio::time::sleep_until(at)),
         }
+    }
+
+    /// Bytes arrived: the deadline is now the open header block's, if any.
+    fn heard(&mut self, bytes: &[u8]) {
+        self.watch.feed(bytes, tokio::time::Instant::now());
+        let deadline = self
+            .watch
+            .open_since()
+            .map(|since| (since + HEADERS_TIMEOUT, Late::Headers));
+        if deadline != self.deadline {
+            if let Some((at, _)) = deadline {
+                self.timer.as_mut().reset(at);
+            }
+            self.deadline = deadline;
+        }
+    }
+
+    /// An error once the deadline in force has passed.
+    fn poll_late(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some((_, late)) = self.deadline else {
+            return Poll::Pending;
+        };
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let (counter, message) = match late {
+            Late::FirstBytes => (
+                "tandem_connections_silent_total",
+                "the connection sent nothing in time",
+            ),
+            Late::Headers => (
+                "tandem_connections_slow_headers_total",
+                "the connection sent its headers too slowly",
+            ),
+        };
+        metrics::counter!(counter).increment(1);
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            message,
+        )))
     }
 }
 
@@ -140,20 +203,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {
         let this = &mut *self;
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                this.silence = None;
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.heard(&buf.filled()[before..]);
+                }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => match this.silence.as_mut().map(|s| s.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => {
-                    metrics::counter!("tandem_connections_silent_total").increment(1);
-                    Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the connection sent nothing in time",
-                    )))
-                }
-                _ => Poll::Pending,
-            },
+            Poll::Pending => this.poll_late(cx),
             other => other,
         }
     }
@@ -226,7 +282,7 @@ mod tests {
         let places = Arc::new(Semaphore::new(1));
         let (_client, server) = tokio::io::duplex(64);
         let mut held = Held::new(server, places.clone().try_acquire_owned().unwrap());
-        let mut buf = [0u8; 8];
+        let mut buf = [0u8; 32];
         let err = held.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         drop(held);
@@ -234,11 +290,69 @@ mod tests {
 
         let (mut client, server) = tokio::io::duplex(64);
         let mut held = Held::new(server, places.clone().try_acquire_owned().unwrap());
-        client.write_all(b"x").await.unwrap();
-        assert_eq!(held.read(&mut buf).await.unwrap(), 1);
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = 0;
+        while got < 24 {
+            got += held.read(&mut buf).await.unwrap();
+        }
         // Quiet later is fine: only the first bytes are awaited.
         let later = tokio::time::timeout(Duration::from_secs(60), held.read(&mut buf)).await;
         assert!(later.is_err(), "still open after a minute of quiet");
+    }
+
+    /// The HTTP/2 preface, then a HEADERS frame announcing 16 bytes of
+    /// header block without END_HEADERS.
+    fn preface_and_open_headers() -> Vec<u8> {
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        bytes.extend_from_slice(&[0, 0, 16, 0x1, 0, 0, 0, 0, 1]);
+        bytes
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_block_trickled_too_slowly_is_cut_off() {
+        let places = Arc::new(Semaphore::new(1));
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut held = Held::new(server, places.clone().try_acquire_owned().unwrap());
+        client.write_all(&preface_and_open_headers()).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = held.read(&mut buf).await.unwrap();
+        // A byte of the block every 4 s: each arrives, the block never
+        // completes in time.
+        for _ in 0..2 {
+            tokio::time::advance(Duration::from_secs(4)).await;
+            client.write_all(b"x").await.unwrap();
+            assert_eq!(held.read(&mut buf).await.unwrap(), 1);
+        }
+        let err = held.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("headers"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_whole_header_block_leaves_the_connection_open() {
+        let places = Arc::new(Semaphore::new(1));
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut held = Held::new(server, places.clone().try_acquire_owned().unwrap());
+        client.write_all(&preface_and_open_headers()).await.unwrap();
+        client.write_all(&[7; 16]).await.unwrap();
+        // CONTINUATION, END_HEADERS, empty.
+        client
+            .write_all(&[0, 0, 0, 0x9, 0x4, 0, 0, 0, 1])
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let mut got = 0;
+        while got < 24 + 9 + 16 + 9 {
+            got += held.read(&mut buf).await.unwrap();
+        }
+        let later = tokio::time::timeout(Duration::from_secs(60), held.read(&mut buf)).await;
+        assert!(
+            later.is_err(),
+            "a quiet connection between calls stays open"
+        );
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@
 //!   times also catches Kubernetes' Secret updates, which swap a symlink.
 
 pub mod accept;
+mod header_watch;
 mod material;
 pub mod throwaway;
 

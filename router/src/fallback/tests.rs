@@ -15,9 +15,10 @@ fn resilience() -> Resilience {
         stats: StatsRegistry::new(StatsConfig::default()),
         nodes: OutlierDetector::new(OutlierConfig::default()),
         shards: OutlierDetector::new(OutlierConfig {
-            probe_readmits_ejected: false,
+            probe_ends_ejection: false,
             ..OutlierConfig::default()
         }),
+        escalation: Default::default(),
         budget: RetryBudget::new(RetryBudgetConfig::default()),
         hedge: HedgePolicy::new(
             Duration::from_millis(2),
@@ -58,7 +59,22 @@ where
     Fut: Future<Output = Result<T, Status>> + Send,
     T: Send,
 {
-    let tenant: Arc<str> = Arc::from("t");
+    call_for(r, "t", replicas, attempt).await
+}
+
+/// [`call`] for tenant `tenant`.
+async fn call_for<T, F, Fut>(
+    r: &Resilience,
+    tenant: &str,
+    replicas: &[Replica],
+    attempt: F,
+) -> Outcome<T>
+where
+    F: Fn(&Node, NodeChannel, Duration) -> Fut,
+    Fut: Future<Output = Result<T, Status>> + Send,
+    T: Send,
+{
+    let tenant: Arc<str> = Arc::from(tenant);
     let target = Target {
         replicas,
         tenant: &tenant,
@@ -73,7 +89,16 @@ where
 
 /// One call where `local` never answers and `remote` answers after 1 ms.
 async fn call_with_frozen_local(r: &Resilience, replicas: &[Replica]) -> Outcome<&'static str> {
-    call(r, replicas, |node, _, _| {
+    frozen_local_for(r, "t", replicas).await
+}
+
+/// [`call_with_frozen_local`] for tenant `tenant`.
+async fn frozen_local_for(
+    r: &Resilience,
+    tenant: &str,
+    replicas: &[Replica],
+) -> Outcome<&'static str> {
+    call_for(r, tenant, replicas, |node, _, _| {
         let frozen = &*node.id == "local";
         async move {
             if frozen {
@@ -86,8 +111,18 @@ async fn call_with_frozen_local(r: &Resilience, replicas: &[Replica]) -> Outcome
     .await
 }
 
+fn pair(tenant: &str) -> ShardKey {
+    ShardKey {
+        node: Arc::from("local"),
+        tenant: Arc::from(tenant),
+        shard: 0,
+    }
+}
+
+/// Lost races blame the node x tenant-shard pair: one tenant's silent shard
+/// moves that tenant away after three, and leaves the node in.
 #[tokio::test(start_paused = true)]
-async fn a_frozen_replica_is_hedged_then_ejected_after_three_lost_races() {
+async fn a_silent_replica_is_hedged_then_its_pair_ejected_after_three_lost_races() {
     let r = resilience();
     let replicas = local_and_remote("local");
     for n in 1..=3 {
@@ -98,15 +133,37 @@ async fn a_frozen_replica_is_hedged_then_ejected_after_three_lost_races() {
         assert_eq!(outcome.node.expect("answered").id.as_ref(), "remote");
         // The default hedging delay (no history yet) plus the remote's 1 ms.
         assert_eq!(started.elapsed(), Duration::from_millis(11), "call {n}");
-        let ejected = matches!(r.nodes.health(&Arc::from("local")), Health::Ejected { .. });
+        let ejected = matches!(r.shards.health(&pair("t")), Health::Ejected { .. });
         assert_eq!(ejected, n == 3, "after call {n}");
     }
+    assert!(r.nodes.health(&Arc::from("local")).is_healthy());
     // Ejected: the next call goes to the remote replica first, no hedge.
     let started = Instant::now();
     let outcome = call_with_frozen_local(&r, &replicas).await;
     assert_eq!(outcome.node.expect("answered").id.as_ref(), "remote");
     assert!(!outcome.hedged);
     assert_eq!(started.elapsed(), Duration::from_millis(1));
+}
+
+/// A frozen process is silent for every tenant: two tenants' pairs timing
+/// out together blame the node, which is ejected after as many queries as
+/// before (so the index-frozen drill's node still leaves at once), before
+/// either pair is.
+#[tokio::test(start_paused = true)]
+async fn a_node_silent_for_several_tenants_is_ejected_as_a_node() {
+    let r = resilience();
+    let replicas = local_and_remote("local");
+    let local: Arc<str> = Arc::from("local");
+    for (n, tenant) in ["t", "u", "t", "u"].into_iter().enumerate() {
+        let outcome = frozen_local_for(&r, tenant, &replicas).await;
+        assert_eq!(outcome.result.expect("hedge answers"), "answer");
+        let ejected = matches!(r.nodes.health(&local), Health::Ejected { .. });
+        assert_eq!(ejected, n == 3, "after call {n}");
+    }
+    assert!(r.shards.health(&pair("t")).is_healthy());
+    // Every tenant now starts at the remote replica.
+    let outcome = frozen_local_for(&r, "v", &replicas).await;
+    assert!(!outcome.hedged);
 }
 
 #[tokio::test(start_paused = true)]

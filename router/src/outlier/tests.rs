@@ -13,6 +13,15 @@ fn fail_n(d: &OutlierDetector<&'static str>, key: &'static str, n: u32) -> Trans
     last
 }
 
+/// `n` SERVING probes; the last one's transition.
+fn serve_probes(d: &OutlierDetector<&'static str>, key: &'static str, n: u32) -> Transition {
+    let mut last = Transition::None;
+    for _ in 0..n {
+        last = d.record_probe(&key, ProbeResult::Serving);
+    }
+    last
+}
+
 fn ejected_for(t: Transition) -> Duration {
     match t {
         Transition::Ejected { backoff, .. } => backoff,
@@ -34,7 +43,7 @@ async fn consecutive_failures_eject_and_success_resets_the_count() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn ejection_ends_in_probation_with_one_trial() {
+async fn ejection_ends_in_probation_with_paced_trials() {
     let d = detector();
     fail_n(&d, "n1", 3);
     assert!(!d.try_begin_trial(&"n1"), "no trial while ejected");
@@ -55,9 +64,37 @@ async fn ejection_ends_in_probation_with_one_trial() {
             trial_available: false
         }
     );
-    assert_eq!(d.record_success(&"n1"), Transition::Readmitted);
+    // One success is not enough: a run of three, each trial at least
+    // 25 ms after the last, re-admits.
+    assert_eq!(d.record_success(&"n1"), Transition::None);
+    assert!(!d.try_begin_trial(&"n1"), "the next trial waits its turn");
+    for _ in 0..2 {
+        advance(Duration::from_millis(25)).await;
+        assert!(d.try_begin_trial(&"n1"), "bounded, never no trial traffic");
+        assert!(matches!(d.health(&"n1"), Health::Probation { .. }));
+        d.record_success(&"n1");
+    }
     assert_eq!(d.health(&"n1"), Health::Healthy);
     assert!(d.try_begin_trial(&"n1"), "healthy keys need no trial");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_failing_every_other_call_does_not_flap_back_in() {
+    let d = detector();
+    fail_n(&d, "n1", 3);
+    let mut backoff = Duration::from_secs(1);
+    let mut readmitted = 0;
+    for round in 0..5 {
+        advance(backoff).await;
+        // On probation it answers once, then fails: back out, longer.
+        assert!(d.try_begin_trial(&"n1"), "round {round}");
+        readmitted += u32::from(d.record_success(&"n1") == Transition::Readmitted);
+        advance(Duration::from_millis(25)).await;
+        assert!(d.try_begin_trial(&"n1"));
+        backoff = ejected_for(d.record_failure(&"n1"));
+    }
+    assert_eq!(readmitted, 0, "never healthy, never served as such");
+    assert_eq!(backoff, Duration::from_secs(30));
 }
 
 #[tokio::test(start_paused = true)]
@@ -102,14 +139,15 @@ async fn failures_of_calls_in_flight_do_not_extend_an_ejection() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn probes_readmit_early_and_eject_at_once() {
+async fn probes_end_an_ejection_early_and_eject_at_once() {
     let d = detector();
     fail_n(&d, "n1", 3);
     advance(Duration::from_millis(100)).await;
-    assert_eq!(
-        d.record_probe(&"n1", ProbeResult::Serving),
-        Transition::Readmitted
-    );
+    // A SERVING probe ends the backoff (a restarted node) and counts as
+    // one success of the run that re-admits.
+    assert_eq!(serve_probes(&d, "n1", 1), Transition::None);
+    assert!(matches!(d.health(&"n1"), Health::Probation { .. }));
+    assert_eq!(serve_probes(&d, "n1", 2), Transition::Readmitted);
     assert_eq!(d.health(&"n1"), Health::Healthy);
 
     let t = d.record_probe(&"n2", ProbeResult::NotServing);
@@ -138,7 +176,7 @@ async fn probes_readmit_early_and_eject_at_once() {
 #[tokio::test(start_paused = true)]
 async fn pair_probes_only_end_probation() {
     let d: OutlierDetector<&str> = OutlierDetector::new(OutlierConfig {
-        probe_readmits_ejected: false,
+        probe_ends_ejection: false,
         ..OutlierConfig::default()
     });
     fail_n(&d, "pair", 3);
@@ -149,10 +187,8 @@ async fn pair_probes_only_end_probation() {
     );
     assert!(matches!(d.health(&"pair"), Health::Ejected { .. }));
     advance(Duration::from_secs(1)).await;
-    assert_eq!(
-        d.record_probe(&"pair", ProbeResult::Serving),
-        Transition::Readmitted
-    );
+    assert_eq!(serve_probes(&d, "pair", 2), Transition::None);
+    assert_eq!(serve_probes(&d, "pair", 1), Transition::Readmitted);
     assert_eq!(d.health(&"pair"), Health::Healthy);
 }
 
@@ -169,10 +205,10 @@ async fn failed_probe_in_probation_ejects_again_longer() {
 async fn ejection_count_is_forgotten_after_a_healthy_minute() {
     let d = detector();
     fail_n(&d, "n1", 3);
-    d.record_probe(&"n1", ProbeResult::Serving);
+    serve_probes(&d, "n1", 3);
     advance(Duration::from_secs(59)).await;
     assert_eq!(ejected_for(fail_n(&d, "n1", 3)), Duration::from_secs(2));
-    d.record_probe(&"n1", ProbeResult::Serving);
+    serve_probes(&d, "n1", 3);
     advance(Duration::from_secs(60)).await;
     assert_eq!(ejected_for(fail_n(&d, "n1", 3)), Duration::from_secs(1));
 }
@@ -187,7 +223,7 @@ async fn healthy_keys_leave_no_entries() {
     assert!(d.snapshot().is_empty());
 
     fail_n(&d, "n2", 3);
-    d.record_probe(&"n2", ProbeResult::Serving);
+    serve_probes(&d, "n2", 3);
     d.record_success(&"n2");
     assert_eq!(d.snapshot().len(), 1, "ejection count is kept for a while");
     advance(Duration::from_secs(60)).await;
